@@ -1,0 +1,203 @@
+// Thin Python face of the core: arrays in, arrays out, the GIL released around every per-atom loop.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <string>
+#include <stdexcept>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "basis.hpp"
+#include "site_kernel.hpp"
+#include "structure.hpp"
+#include "training_set.hpp"
+
+namespace py = pybind11;
+using namespace mtpfit;
+
+namespace {
+
+using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using IntArray = py::array_t<int, py::array::c_style | py::array::forcecast>;
+
+void require_size(const py::array& a, py::ssize_t n, const char* name) {
+    if (a.size() != n)
+        throw std::invalid_argument(std::string(name) + " has " + std::to_string(a.size()) + " values, expected " +
+                                    std::to_string(n));
+}
+
+const double* checked_theta(const Basis& basis, const DoubleArray& theta) {
+    require_size(theta, basis.n_params(), "theta");
+    const double* p = theta.data();
+    for (py::ssize_t k = 0; k < theta.size(); ++k)
+        if (!std::isfinite(p[k])) throw std::invalid_argument("theta[" + std::to_string(k) + "] is not finite");
+    return p;
+}
+
+template <class T>
+std::vector<T> to_vector(const py::array_t<T, py::array::c_style | py::array::forcecast>& a) {
+    return std::vector<T>(a.data(), a.data() + a.size());
+}
+
+int resolve_threads(int n_threads) {
+#ifdef _OPENMP
+    return n_threads > 0 ? n_threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "mtpfit C++ core: Moment Tensor Potential energies, forces, stresses and parameter gradients";
+
+    m.def("max_threads", [] { return resolve_threads(0); }, "Number of OpenMP threads used by default.");
+
+    py::class_<Basis>(m, "Basis")
+        .def(py::init([](int species_count, int radial_funcs_count, int radial_basis_size, double min_dist,
+                         double max_dist, double scaling, int moments_count, IntArray basic, IntArray products,
+                         IntArray mapping) {
+                 if (basic.ndim() != 2 || basic.shape(1) != 4) throw std::invalid_argument("basic must be (n, 4)");
+                 if (products.size() % 4 != 0) throw std::invalid_argument("products must be (n, 4)");
+                 std::vector<BasicMoment> b;
+                 for (py::ssize_t k = 0; k < basic.shape(0); ++k)
+                     b.push_back({basic.at(k, 0), basic.at(k, 1), basic.at(k, 2), basic.at(k, 3)});
+                 std::vector<MomentProduct> t;
+                 const int* pp = products.data();
+                 for (py::ssize_t k = 0; k < products.size() / 4; ++k)
+                     t.push_back({pp[4 * k], pp[4 * k + 1], pp[4 * k + 2], pp[4 * k + 3]});
+                 return Basis(species_count, radial_funcs_count, radial_basis_size, min_dist, max_dist, scaling,
+                              moments_count, std::move(b), std::move(t), to_vector<int>(mapping));
+             }),
+             py::arg("species_count"), py::arg("radial_funcs_count"), py::arg("radial_basis_size"),
+             py::arg("min_dist"), py::arg("max_dist"), py::arg("scaling"), py::arg("moments_count"),
+             py::arg("basic"), py::arg("products"), py::arg("mapping"))
+        .def_property_readonly("n_params", &Basis::n_params)
+        .def_property_readonly("n_radial", &Basis::n_radial)
+        .def_readonly("max_dist", &Basis::max_dist);
+
+    py::class_<Structure>(m, "Structure")
+        .def(py::init([](IntArray types, IntArray offsets, IntArray neighbors, DoubleArray vectors,
+                         int species_count) {
+                 return Structure(to_vector<int>(types), to_vector<int>(offsets), to_vector<int>(neighbors),
+                                  to_vector<double>(vectors), species_count);
+             }),
+             py::arg("types"), py::arg("offsets"), py::arg("neighbors"), py::arg("vectors"),
+             py::arg("species_count"))
+        .def_readonly("n_atoms", &Structure::n_atoms)
+        .def_property_readonly("n_pairs", &Structure::n_pairs);
+
+    m.def(
+        "evaluate",
+        [](const Basis& basis, DoubleArray theta, const Structure& s) {
+            const double* th = checked_theta(basis, theta);
+            py::array_t<double> site(s.n_atoms), forces({s.n_atoms, 3}), stress({3, 3});
+            double *ps = site.mutable_data(), *pf = forces.mutable_data(), *pst = stress.mutable_data();
+            {
+                py::gil_scoped_release release;
+                evaluate_structure(basis, th, s, ps, pf, pst);
+            }
+            return py::make_tuple(site, forces, stress);
+        },
+        py::arg("basis"), py::arg("theta"), py::arg("structure"),
+        "Site energies (N,), forces (N, 3) and PlusStress (3, 3) of one configuration.");
+
+    m.def(
+        "vjp",
+        [](const Basis& basis, DoubleArray theta, const Structure& s, double e, py::object phi, py::object sigma) {
+            const double* th = checked_theta(basis, theta);
+            DoubleArray phi_a, sigma_a;
+            const double *pphi = nullptr, *psig = nullptr;
+            if (!phi.is_none()) {
+                phi_a = phi.cast<DoubleArray>();
+                require_size(phi_a, 3 * s.n_atoms, "phi");
+                pphi = phi_a.data();
+            }
+            if (!sigma.is_none()) {
+                sigma_a = sigma.cast<DoubleArray>();
+                require_size(sigma_a, 9, "sigma");
+                psig = sigma_a.data();
+            }
+            py::array_t<double> grad(basis.n_params());
+            double* pg = grad.mutable_data();
+            std::fill(pg, pg + basis.n_params(), 0.0);
+            {
+                py::gil_scoped_release release;
+                structure_vjp(basis, th, s, e, pphi, psig, pg);
+            }
+            return grad;
+        },
+        py::arg("basis"), py::arg("theta"), py::arg("structure"), py::arg("e"), py::arg("phi") = py::none(),
+        py::arg("sigma") = py::none(),
+        "e·dE/dθ + Σ φ_i·dF_i/dθ + Σ σ_ab dS_ab/dθ for one configuration, shape (n_params,).");
+
+    py::class_<TrainingSet>(m, "TrainingSet")
+        .def(py::init<>())
+        .def(
+            "add",
+            [](TrainingSet& ts, Structure s, double energy, double energy_weight, DoubleArray forces,
+               DoubleArray force_weights, DoubleArray stress, DoubleArray stress_weights) {
+                Labels y;
+                y.energy = energy;
+                y.energy_weight = energy_weight;
+                y.forces = to_vector<double>(forces);
+                y.force_weights = to_vector<double>(force_weights);
+                require_size(stress, 9, "stress");
+                require_size(stress_weights, 9, "stress_weights");
+                std::copy(stress.data(), stress.data() + 9, y.stress.begin());
+                std::copy(stress_weights.data(), stress_weights.data() + 9, y.stress_weights.begin());
+                ts.add(std::move(s), std::move(y));
+            },
+            py::arg("structure"), py::arg("energy"), py::arg("energy_weight"), py::arg("forces"),
+            py::arg("force_weights"), py::arg("stress"), py::arg("stress_weights"))
+        .def("__len__", &TrainingSet::size)
+        .def_property_readonly("n_atoms", &TrainingSet::n_atoms)
+        .def(
+            "loss_and_gradient",
+            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
+                const double* th = checked_theta(basis, theta);
+                py::array_t<double> grad(basis.n_params()), per_config(ts.size());
+                double *pg = grad.mutable_data(), *pc = per_config.mutable_data();
+                double loss;
+                {
+                    py::gil_scoped_release release;
+                    loss = ts.loss_and_gradient(basis, th, pg, pc, resolve_threads(n_threads));
+                }
+                return py::make_tuple(loss, grad, per_config);
+            },
+            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0,
+            "Weighted loss, its gradient (n_params,) and each configuration's term (K,).")
+        .def(
+            "predict",
+            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
+                const double* th = checked_theta(basis, theta);
+                py::array_t<double> e(ts.size()), f({static_cast<py::ssize_t>(ts.n_atoms()), py::ssize_t(3)}),
+                    s({static_cast<py::ssize_t>(ts.size()), py::ssize_t(3), py::ssize_t(3)});
+                double *pe = e.mutable_data(), *pf = f.mutable_data(), *ps = s.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    ts.predict(basis, th, pe, pf, ps, resolve_threads(n_threads));
+                }
+                return py::make_tuple(e, f, s);
+            },
+            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0,
+            "Energies (K,), forces (n_atoms, 3) and PlusStress (K, 3, 3).")
+        .def(
+            "energy_gradients",
+            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
+                const double* th = checked_theta(basis, theta);
+                py::array_t<double> out({static_cast<py::ssize_t>(ts.size()), static_cast<py::ssize_t>(basis.n_params())});
+                double* po = out.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    ts.energy_gradients(basis, th, po, resolve_threads(n_threads));
+                }
+                return out;
+            },
+            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0, "dE_k/dθ, shape (K, n_params).");
+}

@@ -1,0 +1,124 @@
+"""The scipy bridge: loss and gradient of an MTP over a dataset as functions of θ."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.dataset import Dataset
+from ..potential.mtp import MTP
+from .loss import Loss
+from .training_set import build_training_set
+
+__all__ = ["Objective", "Predictions"]
+
+
+class Predictions:
+    """Predicted energies (K,) eV, forces (n_atoms, 3) eV/Å and PlusStress (K, 3, 3) eV of a dataset,
+    with the forces split per configuration by :meth:`forces_of`."""
+
+    def __init__(self, energies, forces, stresses, atom_counts):
+        self.energies = energies
+        self.forces = forces
+        self.stresses = stresses
+        self.offsets = np.concatenate([[0], np.cumsum(atom_counts)])
+
+    def forces_of(self, k: int) -> np.ndarray:
+        """Forces of configuration k, shape (N_k, 3)."""
+        return self.forces[self.offsets[k]:self.offsets[k + 1]]
+
+
+class Objective:
+    """Loss L(θ) of an MTP on a dataset, for :func:`scipy.optimize.minimize` and the optimizers.
+
+    The seed study's ``MlipWrapper``: ``fun(x)`` and ``jac(x)`` share one C++ pass per point
+    (the pass at the last x is cached), so
+    ``minimize(obj.fun, x0, jac=obj.jac, method="BFGS")`` costs one loss+gradient pass per point.
+    The neighbour geometry is built once, in the constructor.
+
+    Parameters
+    ----------
+    mtp : MTP
+        Supplies the basis, species and cutoff; its θ is not changed.
+    dataset : Dataset
+    loss : Loss, optional
+        Default: MLIP-2's weighting (1, 0.01, 0.001), averaged, with penalty.
+    n_threads : int, optional
+        OpenMP threads; default all. The same θ and thread count give bit-identical results.
+
+    Attributes
+    ----------
+    n_evaluations : int
+        Loss+gradient passes made.
+    n_fun, n_jac : int
+        Calls of :meth:`fun` and :meth:`jac` (``fun_and_jac`` counts as both).
+
+    Raises
+    ------
+    ValueError
+        Unknown species or overlapping atoms (naming the configuration), an empty dataset.
+    """
+
+    def __init__(self, mtp: MTP, dataset: Dataset, loss: Loss | None = None, n_threads: int | None = None):
+        self.mtp = mtp
+        self.dataset = dataset
+        self.loss = loss or Loss()
+        self.n_threads = n_threads or 0
+        self.training_set = build_training_set(mtp, dataset, self.loss)
+        self.penalty_coefficient = self.loss.penalty_coefficient(len(dataset))
+        self.n_evaluations = self.n_fun = self.n_jac = 0
+        self._x = None
+        self._value = None
+
+    @property
+    def x0(self) -> np.ndarray:
+        """The potential's current θ (a copy)."""
+        return self.mtp.theta.copy()
+
+    @property
+    def n_params(self) -> int:
+        return self.mtp.n_params
+
+    def _evaluate(self, x) -> tuple[float, np.ndarray]:
+        x = np.asarray(x, dtype=float)
+        if self._x is None or not np.array_equal(x, self._x):
+            loss, grad, per_config = self.training_set.loss_and_gradient(self.mtp.basis.core, x, self.n_threads)
+            if self.penalty_coefficient:
+                p, dp = self.mtp.penalty(x)
+                loss += self.penalty_coefficient * p
+                grad += self.penalty_coefficient * dp
+            self._x = x.copy()
+            self._value = (float(loss), grad, per_config)
+            self.n_evaluations += 1
+        return self._value[0], self._value[1]
+
+    def fun(self, x) -> float:
+        """L(x)."""
+        self.n_fun += 1
+        return self._evaluate(x)[0]
+
+    def jac(self, x) -> np.ndarray:
+        """∂L/∂θ at x, shape (n_params,) (a copy; the cache keeps its own)."""
+        self.n_jac += 1
+        return self._evaluate(x)[1].copy()
+
+    def fun_and_jac(self, x) -> tuple[float, np.ndarray]:
+        """(L(x), ∂L/∂θ(x)) from one pass, for ``minimize(..., jac=True)``."""
+        self.n_fun += 1
+        self.n_jac += 1
+        value, grad = self._evaluate(x)
+        return value, grad.copy()
+
+    def per_configuration(self, x) -> np.ndarray:
+        """Each configuration's weighted loss term at x, shape (K,)."""
+        self._evaluate(x)
+        return self._value[2].copy()
+
+    def predict(self, x=None) -> Predictions:
+        """Energies, forces and PlusStress of every configuration at x (default: the potential's θ)."""
+        x = self.mtp.theta if x is None else np.asarray(x, dtype=float)
+        e, f, s = self.training_set.predict(self.mtp.basis.core, x, self.n_threads)
+        return Predictions(e, f, s, [c.n_atoms for c in self.dataset])
+
+    def energy_gradients(self, x=None) -> np.ndarray:
+        """dE_k/dθ for every configuration, shape (K, n_params)."""
+        x = self.mtp.theta if x is None else np.asarray(x, dtype=float)
+        return self.training_set.energy_gradients(self.mtp.basis.core, x, self.n_threads)

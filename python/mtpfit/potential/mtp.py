@@ -1,0 +1,217 @@
+"""The Moment Tensor Potential: a basis, its species and the parameter vector θ."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from ..data.configuration import Configuration
+from ..data.neighbors import build_structure
+from .basis import MTPBasis
+from .mtp_file import read_mtp, write_mtp
+
+__all__ = ["MTP", "Prediction", "LEVELS"]
+
+#: Levels with a shipped untrained template (MLIP's ``untrained_mtps``).
+LEVELS = (6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28)
+
+#: Coefficient of the radial orthonormality penalty the reference trainer adds per configuration.
+PENALTY_PER_CONFIGURATION = 1e-9
+
+
+class Prediction(NamedTuple):
+    """What the MTP predicts for one configuration."""
+
+    energy: float                 #: eV
+    site_energies: np.ndarray     #: (N,), eV
+    forces: np.ndarray            #: (N, 3), eV/Å
+    plus_stress: np.ndarray       #: (3, 3), eV, virial, positive in compression
+
+
+class MTP:
+    """A Moment Tensor Potential (Shapeev 2016; MLIP-2, Novikov et al. 2021).
+
+    θ is one float64 vector laid out as MTP_SPEC §6: ``[radial (a, b, μ, β) | species | moment]``;
+    :attr:`blocks` names its slices.
+
+    Parameters
+    ----------
+    basis : MTPBasis
+    theta : ndarray, shape (n_params,), optional
+        Coefficients; the MLIP defaults (:meth:`init_params`) when omitted.
+    species : sequence, optional
+        The species label of each type 0 … S−1: element symbols (``["Mo"]``) or integers.
+        Defaults to ``[0, 1, …, S−1]``, which matches ``.cfg`` type indices.
+
+    Raises
+    ------
+    ValueError
+        If ``theta`` has the wrong length or non-finite values, or ``species`` has the wrong length.
+    """
+
+    def __init__(self, basis: MTPBasis, theta: np.ndarray | None = None, species: Sequence | None = None):
+        self.basis = basis
+        self.species = list(range(basis.species_count)) if species is None else list(species)
+        if len(self.species) != basis.species_count or len(set(self.species)) != len(self.species):
+            raise ValueError(f"need {basis.species_count} distinct species labels, got {self.species}")
+        self.theta = self.init_params() if theta is None else self._checked(theta)
+
+    def _checked(self, theta) -> np.ndarray:
+        theta = np.array(theta, dtype=float)
+        if theta.shape != (self.n_params,):
+            raise ValueError(f"theta has shape {theta.shape}, expected ({self.n_params},)")
+        if not np.all(np.isfinite(theta)):
+            raise ValueError("theta contains NaN or infinity")
+        return theta
+
+    # construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_level(cls, level: int, species: Sequence = (0,), min_dist: float = 2.0, max_dist: float = 5.0,
+                   radial_basis_size: int = 8) -> "MTP":
+        """An untrained MTP of a given level from the shipped templates (MLIP ``untrained_mtps``).
+
+        Parameters
+        ----------
+        level : int
+            One of :data:`LEVELS`.
+        species : sequence
+            Species labels; their number sets S.
+        min_dist, max_dist : float
+            R_min and cutoff of the radial basis, Å.
+        radial_basis_size : int
+            Number R of Chebyshev polynomials.
+
+        Raises
+        ------
+        ValueError
+            For a level without a template.
+        """
+        if level not in LEVELS:
+            raise ValueError(f"no template for level {level}; available: {LEVELS}")
+        template = resources.files(__package__) / "templates" / f"{level:02d}.almtp"
+        with resources.as_file(template) as path:
+            basis, _ = read_mtp(path)
+        basis = basis.with_changes(species_count=len(species), min_dist=float(min_dist),
+                                   max_dist=float(max_dist), radial_basis_size=int(radial_basis_size))
+        return cls(basis, species=species)
+
+    @classmethod
+    def read(cls, path, species: Sequence | None = None) -> "MTP":
+        """Read an ``.mtp`` file (trained or untrained; untrained files get the MLIP defaults).
+
+        Raises
+        ------
+        mtpfit.io.FormatError
+            On a malformed file, naming the file and line.
+        """
+        basis, theta = read_mtp(path)
+        return cls(basis, theta, species)
+
+    def write(self, path) -> None:
+        """Write a trained ``.mtp`` file that MLIP-2, MLIP-3 and LAMMPS ``pair_style mtp`` read."""
+        write_mtp(path, self.basis, self.theta)
+
+    def copy(self, theta: np.ndarray | None = None) -> "MTP":
+        """A copy, optionally with other coefficients."""
+        return MTP(self.basis, self.theta if theta is None else theta, self.species)
+
+    # parameters --------------------------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        """Length of θ."""
+        return self.basis.n_params
+
+    @property
+    def blocks(self) -> dict[str, slice]:
+        """Named slices of θ: ``radial``, ``species``, ``moment``."""
+        return self.basis.blocks
+
+    def init_params(self, interval: float | None = None, seed: int | None = None) -> np.ndarray:
+        """Initial θ.
+
+        Parameters
+        ----------
+        interval : float, optional
+            ``None`` gives the MLIP load defaults (MTP_SPEC §6): radial coefficients 1e-6
+            except c^{ab}_{μ,β=μ} = 1e-3, species and moment coefficients 1e-3. A number a gives
+            θ uniform in [−a, a] (the optimizer study's "init interval").
+        seed : int, optional
+            Seed of the uniform draw.
+
+        Returns
+        -------
+        ndarray, shape (n_params,)
+        """
+        b = self.basis
+        if interval is not None:
+            return np.random.default_rng(seed).uniform(-interval, interval, self.n_params)
+        radial = np.full((b.species_count ** 2, b.radial_funcs_count, b.radial_basis_size), 1e-6)
+        diagonal = np.arange(min(b.radial_funcs_count, b.radial_basis_size))
+        radial[:, diagonal, diagonal] = 1e-3
+        return np.concatenate([radial.ravel(), np.full(self.n_params - b.n_radial, 1e-3)])
+
+    def penalty(self, theta: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """Orthonormality penalty of the radial functions and its gradient (MTP_SPEC §6).
+
+        P = Σ_μ (‖c_μ‖² − 1)² + Σ_{μ<ν} (c_μ · c_ν)², c_μ the concatenation over all species
+        pairs of the coefficients of radial function μ.
+
+        Returns
+        -------
+        value : float
+        gradient : ndarray, shape (n_params,)
+        """
+        b = self.basis
+        theta = self.theta if theta is None else theta
+        radial = theta[b.blocks["radial"]].reshape(b.species_count ** 2, b.radial_funcs_count, b.radial_basis_size)
+        c = radial.transpose(1, 0, 2).reshape(b.radial_funcs_count, -1)
+        gram = c @ c.T
+        diag = np.diag(gram) - 1.0
+        off = gram - np.diag(np.diag(gram))
+        value = float(np.sum(diag ** 2) + 0.5 * np.sum(off ** 2))
+        dc = 4.0 * diag[:, None] * c + 2.0 * off @ c
+        gradient = np.zeros_like(theta)
+        gradient[b.blocks["radial"]] = dc.reshape(b.radial_funcs_count, b.species_count ** 2,
+                                                  b.radial_basis_size).transpose(1, 0, 2).ravel()
+        return value, gradient
+
+    # evaluation --------------------------------------------------------------------------------
+    def types_of(self, config: Configuration) -> np.ndarray:
+        """Type index of every atom of ``config``.
+
+        Raises
+        ------
+        ValueError
+            If the configuration has a species the potential does not know, naming it.
+        """
+        index = {s: k for k, s in enumerate(self.species)}
+        labels = config.species.tolist()
+        try:
+            return np.array([index[s] for s in labels], dtype=np.int32)
+        except KeyError as err:
+            raise ValueError(f"{config.source}: species {err.args[0]!r} is not one of the potential's "
+                             f"species {self.species}") from None
+
+    def structure(self, config: Configuration):
+        """The core's neighbour representation of ``config`` at this potential's cutoff."""
+        return build_structure(config, self.types_of(config), self.basis.max_dist, self.basis.species_count)
+
+    def evaluate(self, config: Configuration, theta: np.ndarray | None = None) -> Prediction:
+        """Energy, site energies, forces and PlusStress of one configuration."""
+        from .. import _core
+
+        site, forces, stress = _core.evaluate(self.basis.core, self.theta if theta is None else theta,
+                                              self.structure(config))
+        return Prediction(float(site.sum()), site, forces, stress)
+
+    def energy_gradient(self, config: Configuration, theta: np.ndarray | None = None) -> np.ndarray:
+        """dE/dθ for one configuration, shape (n_params,), eV per unit of each coefficient."""
+        from .. import _core
+
+        return _core.vjp(self.basis.core, self.theta if theta is None else theta, self.structure(config), 1.0)
+
+    def __repr__(self) -> str:
+        return (f"MTP(level={self.basis.level}, species={self.species}, n_params={self.n_params}, "
+                f"cutoff={self.basis.max_dist} Å)")
