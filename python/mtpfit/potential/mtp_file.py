@@ -15,10 +15,10 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf
 _PAIR = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 
 
-def _numbers(text: str, where: str) -> list[float]:
+def _numbers(text: str, where: tuple) -> list[float]:
     values = [float(v) for v in _NUMBER.findall(text)]
     if not np.all(np.isfinite(values)):
-        raise FormatError(f"{where}: non-finite number")
+        raise FormatError(where[0], "non-finite number", line=where[1])
     return values
 
 
@@ -50,10 +50,10 @@ def read_mtp(path) -> tuple[MTPBasis, np.ndarray | None]:
     scalings: list[float] = []
     current_pair = None
     if not lines or lines[0].split("<<<")[0].strip() != "MTP":
-        raise FormatError(f"{path}:1: an .mtp file starts with the line 'MTP'")
+        raise FormatError(path, "an .mtp file starts with the line 'MTP'", line=1)
     for number, raw in enumerate(lines[1:], start=2):
         line = raw.split("<<<")[0].strip()
-        where = f"{path}:{number}"
+        where = (path, number)
         if not line or line.startswith("#"):
             continue
         if "=" in line:
@@ -72,31 +72,32 @@ def read_mtp(path) -> tuple[MTPBasis, np.ndarray | None]:
         elif line.startswith("{") and current_pair is not None:
             radial[current_pair].append(_numbers(line, where))
         else:
-            raise FormatError(f"{where}: cannot read {line!r}")
+            raise FormatError(path, f"cannot read {line!r}", line=number)
 
     def get(key, convert=None, default=None):
         if key not in fields:
             if default is not None:
                 return default
-            raise FormatError(f"{path}: missing field '{key}'")
+            raise FormatError(path, f"missing field '{key}'")
         value, number = fields[key]
-        where = f"{path}:{number}"
         try:
-            return convert(value, where) if convert else value
+            return convert(value, (path, number)) if convert else value
+        except FormatError:
+            raise
         except (ValueError, IndexError) as err:
-            raise FormatError(f"{where}: bad value for '{key}': {value!r}") from err
+            raise FormatError(path, f"bad value for '{key}': {value!r}", line=number) from err
 
     def integer(value, where):
         v = _single(value, where)
         if v != int(v):
-            raise FormatError(f"{where}: expected an integer, got {value!r}")
+            raise FormatError(where[0], f"expected an integer, got {value!r}", line=where[1])
         return int(v)
 
     def tuples(value, where):
         return [_numbers(t, where) for t in re.findall(r"\{([^{}]*)\}", value)]
 
     if get("radial_basis_type", default="RBChebyshev") != "RBChebyshev":
-        raise FormatError(f"{path}:{fields['radial_basis_type'][1]}: only RBChebyshev is supported")
+        raise FormatError(path, "only RBChebyshev is supported", line=fields["radial_basis_type"][1])
     S = get("species_count", integer)
     K = get("radial_funcs_count", integer)
     R = get("radial_basis_size", integer)
@@ -109,7 +110,7 @@ def read_mtp(path) -> tuple[MTPBasis, np.ndarray | None]:
     _check_count(path, fields, "alpha_scalar_moments", len(mapping), integer)
     for key, rows in (("alpha_index_basic", basic), ("alpha_index_times", times)):
         if any(len(r) != 4 for r in rows):
-            raise FormatError(f"{path}:{fields[key][1]}: every entry of {key} has 4 integers")
+            raise FormatError(path, f"every entry of {key} has 4 integers", line=fields[key][1])
     try:
         basis = MTPBasis(
             species_count=S, min_dist=get("min_dist", _single), max_dist=get("max_dist", _single),
@@ -122,44 +123,44 @@ def read_mtp(path) -> tuple[MTPBasis, np.ndarray | None]:
             potential_tag=fields.get("potential_tag", ("", 0))[0])
         basis.core  # validates indices
     except ValueError as err:
-        raise FormatError(f"{path}: {err}") from err
+        raise FormatError(path, str(err)) from err
 
     trained = [k in fields for k in ("species_coeffs", "moment_coeffs")] + [bool(radial)]
     if not any(trained):
         return basis, None
     if not all(trained):
-        raise FormatError(f"{path}: a trained file needs radial_coeffs, species_coeffs and moment_coeffs")
+        raise FormatError(path, "a trained file needs radial_coeffs, species_coeffs and moment_coeffs")
     blocks = []
     for a in range(S):
         for b in range(S):
             rows = radial.get((a, b))
             if rows is None or len(rows) != K or any(len(r) != R for r in rows):
-                raise FormatError(f"{path}: radial_coeffs block {a}-{b} must have {K} rows of {R} numbers")
+                raise FormatError(path, f"radial_coeffs block {a}-{b} must have {K} rows of {R} numbers")
             blocks.append(np.array(rows))
     species = get("species_coeffs", lambda v, w: _numbers(v, w))
     moments = get("moment_coeffs", lambda v, w: _numbers(v, w))
     if len(species) != S:
-        raise FormatError(f"{path}:{fields['species_coeffs'][1]}: {len(species)} species_coeffs for {S} species")
+        raise FormatError(path, f"{len(species)} species_coeffs for {S} species", line=fields["species_coeffs"][1])
     if len(moments) != len(mapping):
-        raise FormatError(f"{path}:{fields['moment_coeffs'][1]}: {len(moments)} moment_coeffs for "
-                          f"{len(mapping)} scalar moments")
+        raise FormatError(path, f"{len(moments)} moment_coeffs for {len(mapping)} scalar moments",
+                          line=fields["moment_coeffs"][1])
     theta = np.concatenate([np.ravel(blocks), species, moments])
     return basis, theta
 
 
-def _single(value: str, where: str) -> float:
+def _single(value: str, where: tuple) -> float:
     values = _numbers(value, where)
     if len(values) != 1:
-        raise FormatError(f"{where}: expected one number, got {value!r}")
+        raise FormatError(where[0], f"expected one number, got {value!r}", line=where[1])
     return values[0]
 
 
 def _check_count(path, fields, key, actual, integer):
     if key in fields:
         value, number = fields[key]
-        declared = integer(value, f"{path}:{number}")
+        declared = integer(value, (path, number))
         if declared != actual:
-            raise FormatError(f"{path}:{number}: {key} = {declared} but {actual} entries follow")
+            raise FormatError(path, f"{key} = {declared} but {actual} entries follow", line=number)
 
 
 def _list(values, fmt="{:.16e}") -> str:

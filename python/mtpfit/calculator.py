@@ -1,0 +1,63 @@
+"""ASE calculator: a thin adapter from :class:`ase.Atoms` to the MTP core."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from .data.configuration import Configuration
+from .potential.mtp import MTP
+
+__all__ = ["MTPCalculator"]
+
+
+class MTPCalculator(Calculator):
+    """Energies, forces, stresses and site energies of a Moment Tensor Potential for ASE.
+
+    Works with :mod:`ase.optimize`, :mod:`ase.md` and anything else that takes a calculator.
+
+    Parameters
+    ----------
+    potential : MTP or str or Path
+        The potential, or the path of an ``.mtp`` file.
+    species : sequence of str, optional
+        Element symbol of each potential type 0 … S−1, e.g. ``["Nb", "Mo", "Ta", "W"]``. Needed
+        when the potential's species are type indices (as after reading an ``.mtp`` file, which
+        does not name elements); overrides the potential's labels otherwise.
+    **kwargs
+        Passed to :class:`ase.calculators.calculator.Calculator`.
+
+    Notes
+    -----
+    Results: ``energy`` and ``free_energy`` (eV), ``forces`` (N, 3) eV/Å, ``energies`` (site
+    energies, eV) and, for cells periodic in all three directions, ``stress`` (Voigt xx yy zz yz
+    xz xy, eV/Å³, ASE's sign: σ = −S/V with S the PlusStress virial).
+
+    Raises
+    ------
+    ValueError
+        From :meth:`calculate`, for an element the potential does not know or overlapping atoms.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(self, potential: MTP | str, species: Sequence[str] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        mtp = potential if isinstance(potential, MTP) else MTP.read(potential)
+        self.mtp = mtp if species is None else MTP(mtp.basis, mtp.theta, species)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        has_cell = bool(np.any(self.atoms.cell.array != 0.0))
+        config = Configuration(positions=self.atoms.positions, species=np.array(self.atoms.get_chemical_symbols()),
+                               cell=self.atoms.cell.array if has_cell else None,
+                               pbc=self.atoms.pbc if has_cell else None, source="ase.Atoms")
+        prediction = self.mtp.evaluate(config)
+        self.results = {"energy": prediction.energy, "free_energy": prediction.energy,
+                        "forces": prediction.forces, "energies": prediction.site_energies}
+        if config.volume:
+            sigma = -prediction.plus_stress / config.volume
+            self.results["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        elif "stress" in properties:
+            raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")

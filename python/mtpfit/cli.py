@@ -1,0 +1,159 @@
+"""Command line: ``mtpfit train`` and ``mtpfit evaluate`` (also ``python -m mtpfit``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .data.dataset import Dataset
+from .datasets import BUNDLED, load_bundled
+from .io import FormatError, read_configurations
+from .metrics import error_metrics, format_errors
+from .objective import Loss, Objective
+from .potential.mtp import LEVELS, MTP
+from .train import SCIPY_METHODS, fit_species_energies, train_scipy, write_run
+
+__all__ = ["main"]
+
+
+def _read_all(paths: list[str], fmt: str | None) -> Dataset:
+    datasets = [read_configurations(p, format=fmt) for p in paths]
+    total = datasets[0]
+    for d in datasets[1:]:
+        total = total + d
+    return total
+
+
+def _species_arg(values: list[str] | None) -> list | None:
+    if values is None:
+        return None
+    return [int(v) if v.lstrip("-").isdigit() else v for v in values]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtpfit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mtpfit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an MTP and report validation errors",
+                       description="Train an MTP. Without --train, trains on the bundled mlearn Mo set "
+                                   "(published train/test split) at level 10.")
+    data = t.add_argument_group("data")
+    data.add_argument("--train", nargs="+", metavar="FILE", help=".cfg, mlearn/study JSON, extxyz or any ASE file")
+    data.add_argument("--validation", nargs="+", metavar="FILE", help="validation files (else a random split)")
+    data.add_argument("--validation-fraction", type=float, default=0.1,
+                      help="fraction held out when no --validation is given (default 0.1)")
+    data.add_argument("--format", help="force a reader: cfg, mlearn-json, study-json or an ASE format")
+    data.add_argument("--dataset", choices=sorted(BUNDLED), default="mlearn-Mo",
+                      help="bundled dataset used when --train is absent (default mlearn-Mo)")
+    model = t.add_argument_group("model")
+    model.add_argument("--species", nargs="+", help="species of types 0..S-1 (symbols or indices; default: "
+                                                    "those in the data, sorted)")
+    model.add_argument("--level", type=int, default=10, choices=LEVELS, help="MTP level (default 10)")
+    model.add_argument("--min-dist", type=float, help="R_min of the radial basis, Å (default 2.0)")
+    model.add_argument("--max-dist", type=float, help="cutoff, Å (default 5.0; 5.2 for the bundled Mo set)")
+    model.add_argument("--radial-basis-size", type=int, default=8)
+    model.add_argument("--init-potential", metavar="MTP", help="start from this .mtp file (e.g. a checkpoint)")
+    model.add_argument("--init-interval", type=float, metavar="A",
+                       help="start from θ uniform in [-A, A] (default: the MLIP load defaults)")
+    model.add_argument("--no-species-fit", action="store_true",
+                       help="do not start the species energies from a least-squares fit to the data")
+    fit = t.add_argument_group("loss and optimizer")
+    fit.add_argument("--loss", choices=("mlip", "plain", "file"), default="mlip",
+                     help="mlip: MLIP-2 weighting; plain: the study's plain sums; file: weights in the data")
+    fit.add_argument("--energy-weight", type=float, default=1.0)
+    fit.add_argument("--force-weight", type=float, default=0.01)
+    fit.add_argument("--stress-weight", type=float, default=0.001)
+    fit.add_argument("--no-penalty", action="store_true", help="drop the radial orthonormality penalty")
+    fit.add_argument("--optimizer", choices=SCIPY_METHODS, default="BFGS")
+    fit.add_argument("--max-iter", type=int, default=500)
+    fit.add_argument("--gtol", type=float, default=1e-8)
+    fit.add_argument("--seed", type=int, default=0, help="seeds the validation split and --init-interval")
+    run = t.add_argument_group("run")
+    run.add_argument("--threads", type=int, default=0, help="OpenMP threads (default: all cores)")
+    run.add_argument("--log-every", type=int, default=10, help="print train errors every N iterations")
+    run.add_argument("--output", default="mtpfit-run", help="output folder (default ./mtpfit-run)")
+    run.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+
+    e = sub.add_parser("evaluate", help="errors of a potential on labelled data")
+    e.add_argument("potential", help=".mtp file")
+    e.add_argument("data", nargs="+", help="labelled files")
+    e.add_argument("--format")
+    e.add_argument("--species", nargs="+", help="species of types 0..S-1 (element symbols or indices)")
+    e.add_argument("--threads", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="print the errors as JSON")
+    return parser
+
+
+def _train(args) -> int:
+    if args.train:
+        train = _read_all(args.train, args.format)
+        if args.validation:
+            validation = _read_all(args.validation, args.format)
+        else:
+            train, validation = train.split(args.validation_fraction, seed=args.seed)
+        min_dist, max_dist = 2.0, 5.0
+        species = _species_arg(args.species) or train.species()
+    else:
+        train, validation = load_bundled(args.dataset)
+        _, _, _, species, min_dist, max_dist = BUNDLED[args.dataset]
+        species = _species_arg(args.species) or species
+    min_dist = args.min_dist if args.min_dist is not None else min_dist
+    max_dist = args.max_dist if args.max_dist is not None else max_dist
+    if args.init_potential:
+        mtp = MTP.read(args.init_potential, species=species)
+    else:
+        mtp = MTP.from_level(args.level, species=species, min_dist=min_dist, max_dist=max_dist,
+                             radial_basis_size=args.radial_basis_size)
+    loss = Loss(kind=args.loss, energy=args.energy_weight, forces=args.force_weight, stress=args.stress_weight,
+                penalty=not args.no_penalty)
+    print(f"mtpfit {__version__}: {train} / validation {validation}")
+    print(f"{mtp}, {args.optimizer}, max {args.max_iter} iterations")
+    start = time.perf_counter()
+    objective = Objective(mtp, train, loss, n_threads=args.threads)
+    print(f"training-set representation built in {time.perf_counter() - start:.1f} s")
+    x0 = mtp.theta if args.init_interval is None else mtp.init_params(args.init_interval, args.seed)
+    if not args.no_species_fit and not args.init_potential:
+        x0 = fit_species_energies(objective, x0)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    run = train_scipy(objective, x0, method=args.optimizer, max_iter=args.max_iter, gtol=args.gtol,
+                      validation=validation, log_every=args.log_every, checkpoint=output / "checkpoint.mtp",
+                      progress=None if args.quiet else print)
+    settings = {k: v for k, v in vars(args).items() if k != "command"}
+    settings.update(species=[str(s) for s in species], n_params=mtp.n_params, min_dist=min_dist,
+                    max_dist=max_dist, train=str(train.name), validation=str(validation.name))
+    paths = write_run(run, output, settings)
+    r = run.result
+    print(f"\n{args.optimizer}: {r.message} ({r.nit} iterations, {r.nfev} loss+gradient passes, "
+          f"{run.wall_time:.1f} s, final loss {r.fun:.6e})")
+    print(format_errors(run.errors["train"], "Training errors"))
+    print(format_errors(run.errors["validation"], f"Validation errors ({validation.name})"))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 130 if run.interrupted else 0
+
+
+def _evaluate(args) -> int:
+    data = _read_all(args.data, args.format)
+    mtp = MTP.read(args.potential, species=_species_arg(args.species))
+    objective = Objective(mtp, data, n_threads=args.threads)
+    errors = error_metrics(data, objective.predict())
+    print(json.dumps(errors, indent=2) if args.json else format_errors(errors, f"{args.potential} on {data.name}"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mtpfit`` command.
+
+    Returns the process exit status: 0 on success, 2 for bad input (the message names the file,
+    line or configuration), 130 when training was interrupted (results are still written).
+    """
+    args = _parser().parse_args(argv)
+    try:
+        return _train(args) if args.command == "train" else _evaluate(args)
+    except (FormatError, ValueError, FileNotFoundError, KeyError) as err:
+        print(f"mtpfit: error: {err}", file=sys.stderr)
+        return 2

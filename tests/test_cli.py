@@ -1,0 +1,50 @@
+"""The command line: a short training run writes its files; bad input gives a clear message and exit code 2."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import DATA
+from mtpfit import MTP
+from mtpfit.cli import main
+
+LEVEL08 = DATA / "mlip2" / "level08_multi"
+
+
+def test_train_writes_potential_metrics_and_history(tmp_path, capsys):
+    out = tmp_path / "run"
+    status = main(["train", "--train", str(LEVEL08 / "train100.cfg"), "--validation", str(LEVEL08 / "ref10.cfg"),
+                   "--level", "8", "--max-dist", "5", "--max-iter", "12", "--log-every", "5",
+                   "--output", str(out)])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "Validation errors" in printed and "iter    12" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["optimizer"]["nit"] == 12
+    assert metrics["errors"]["validation"]["all"]["n_configurations"] == 10
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert len(rows) == 12
+    losses = [float(r["loss"]) for r in rows]
+    assert losses[-1] < losses[0]
+    assert rows[4]["train_force_rmse"] != "" and rows[3]["train_force_rmse"] == ""
+    trained = MTP.read(out / "trained.mtp")
+    assert trained.n_params == 156 and metrics["optimizer"]["final_loss"] == pytest.approx(losses[-1])
+    assert np.array_equal(MTP.read(out / "checkpoint.mtp").theta, trained.theta)
+
+
+def test_evaluate_prints_errors(capsys):
+    assert main(["evaluate", str(LEVEL08 / "pot.mtp"), str(LEVEL08 / "ref10.cfg"), "--json"]) == 0
+    errors = json.loads(capsys.readouterr().out)
+    assert errors["all"]["n_configurations"] == 10 and errors["all"]["epa_rmse"] < 1e-3
+
+
+def test_bad_input_exits_2_naming_the_problem(tmp_path, capsys):
+    broken = tmp_path / "broken.cfg"
+    broken.write_text((LEVEL08 / "ref10.cfg").read_text().replace("    27\n", "    28\n", 1))
+    assert main(["evaluate", str(LEVEL08 / "pot.mtp"), str(broken)]) == 2
+    assert "broken.cfg" in capsys.readouterr().err
+    assert main(["evaluate", str(LEVEL08 / "pot.mtp"), str(LEVEL08 / "ref10.cfg"), "--species", "Au", "Ag"]) == 2
+    assert "species" in capsys.readouterr().err
+    assert main(["train", "--train", str(tmp_path / "missing.cfg")]) == 2
+    assert "missing.cfg" in capsys.readouterr().err
