@@ -19,8 +19,8 @@ from .train import SCIPY_METHODS, fit_species_energies, train_scipy, write_run
 __all__ = ["main"]
 
 
-def _read_all(paths: list[str], fmt: str | None) -> Dataset:
-    datasets = [read_configurations(p, format=fmt) for p in paths]
+def _read_all(paths: list[str], fmt: str | None, stress_order: str) -> Dataset:
+    datasets = [read_configurations(p, format=fmt, stress_order=stress_order) for p in paths]
     total = datasets[0]
     for d in datasets[1:]:
         total = total + d
@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--validation-fraction", type=float, default=0.1,
                       help="fraction held out when no --validation is given (default 0.1)")
     data.add_argument("--format", help="force a reader: cfg, mlearn-json, study-json or an ASE format")
+    data.add_argument("--stress-order", default="xx yy zz xy yz xz",
+                      help="Voigt order of JSON stresses (mlearn Cu/Mo/Ni files: 'xx yy zz xy xz yz')")
     data.add_argument("--dataset", choices=sorted(BUNDLED), default="mlearn-Mo",
                       help="bundled dataset used when --train is absent (default mlearn-Mo)")
     model = t.add_argument_group("model")
@@ -82,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("potential", help=".mtp file")
     e.add_argument("data", nargs="+", help="labelled files")
     e.add_argument("--format")
+    e.add_argument("--stress-order", default="xx yy zz xy yz xz", help="Voigt order of JSON stresses")
     e.add_argument("--species", nargs="+", help="species of types 0..S-1 (element symbols or indices)")
     e.add_argument("--threads", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print the errors as JSON")
@@ -90,9 +93,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args) -> int:
     if args.train:
-        train = _read_all(args.train, args.format)
+        train = _read_all(args.train, args.format, args.stress_order)
         if args.validation:
-            validation = _read_all(args.validation, args.format)
+            validation = _read_all(args.validation, args.format, args.stress_order)
         else:
             train, validation = train.split(args.validation_fraction, seed=args.seed)
         min_dist, max_dist = 2.0, 5.0
@@ -137,7 +140,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    data = _read_all(args.data, args.format)
+    data = _read_all(args.data, args.format, args.stress_order)
     mtp = MTP.read(args.potential, species=_species_arg(args.species))
     objective = Objective(mtp, data, n_threads=args.threads)
     errors = error_metrics(data, objective.predict())
