@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--stress-weight", type=float, default=0.001)
     fit.add_argument("--no-penalty", action="store_true", help="drop the radial orthonormality penalty")
     fit.add_argument("--optimizer", choices=SCIPY_METHODS, default="BFGS")
-    fit.add_argument("--max-iter", type=int, default=500)
+    fit.add_argument("--max-iter", type=int, default=1000)
     fit.add_argument("--gtol", type=float, default=1e-8)
     fit.add_argument("--seed", type=int, default=0, help="seeds the validation split and --init-interval")
     run = t.add_argument_group("run")
