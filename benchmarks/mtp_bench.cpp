@@ -1,0 +1,280 @@
+// mtp_bench: times the mtpfit core without Python.
+//
+//   mtp_bench POTENTIAL.mtp DATA.cfg [--frames N] [--threads T] [--min-time S] [--json OUT.json]
+//
+// Reads an .mtp file (trained or untrained: untrained gets the MLIP load defaults) and the first N
+// configurations of a .cfg file, then reports per atom, for 1 … T OpenMP threads: neighbour-list
+// construction (vesin), energy+forces+PlusStress over the set, and one loss+gradient pass with MLIP-2's
+// default weights. Each figure is the median of repeated runs, repeated until at least --min-time seconds
+// and 5 runs have accumulated.
+#include <omp.h>
+#include <vesin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "basis.hpp"
+#include "structure.hpp"
+#include "training_set.hpp"
+
+using namespace mtpfit;
+
+namespace {
+
+std::vector<double> numbers_in(const std::string& text) {
+    static const std::regex number(R"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)");
+    std::vector<double> out;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), number); it != std::sregex_iterator(); ++it)
+        out.push_back(std::stod(it->str()));
+    return out;
+}
+
+std::string trim(const std::string& s) {
+    const auto a = s.find_first_not_of(" \t\r");
+    if (a == std::string::npos) return "";
+    return s.substr(a, s.find_last_not_of(" \t\r") - a + 1);
+}
+
+struct Potential {
+    Basis basis;
+    std::vector<double> theta;
+};
+
+// The .mtp format of MTP_SPEC §9 (the Python reader, mtpfit.potential.mtp_file, is the validating one).
+Potential read_mtp(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error("cannot open " + path);
+    std::map<std::string, std::string> field;
+    std::vector<double> radial, scaling{1.0};
+    std::string line;
+    while (std::getline(in, line)) {
+        line = trim(line.substr(0, line.find("<<<")));
+        if (line.empty() || line[0] == '#') continue;
+        const auto eq = line.find('=');
+        if (eq != std::string::npos) {
+            const std::string key = trim(line.substr(0, eq)), value = trim(line.substr(eq + 1));
+            if (key == "scaling") scaling.push_back(std::stod(value));
+            else field[key] = value;
+        } else if (line[0] == '{') {
+            for (double v : numbers_in(line)) radial.push_back(v);
+        }
+    }
+    auto integer = [&](const char* key) {
+        if (!field.count(key)) throw std::runtime_error(path + ": missing " + key);
+        return std::stoi(field[key]);
+    };
+    auto quads = [&](const char* key) {
+        std::vector<double> v = field.count(key) ? numbers_in(field[key]) : std::vector<double>{};
+        if (v.size() % 4) throw std::runtime_error(path + ": " + key + " needs groups of 4");
+        return v;
+    };
+    std::vector<BasicMoment> basic;
+    const auto b = quads("alpha_index_basic");
+    for (std::size_t k = 0; k < b.size(); k += 4)
+        basic.push_back({int(b[k]), int(b[k + 1]), int(b[k + 2]), int(b[k + 3])});
+    std::vector<MomentProduct> products;
+    const auto t = quads("alpha_index_times");
+    for (std::size_t k = 0; k < t.size(); k += 4)
+        products.push_back({int(t[k]), int(t[k + 1]), int(t[k + 2]), int(t[k + 3])});
+    std::vector<int> mapping;
+    for (double v : numbers_in(field["alpha_moment_mapping"])) mapping.push_back(int(v));
+    double s = 1.0;
+    for (double v : scaling) s *= v;
+    Basis basis(integer("species_count"), integer("radial_funcs_count"), integer("radial_basis_size"),
+                std::stod(field["min_dist"]), std::stod(field["max_dist"]), s, integer("alpha_moments_count"),
+                basic, products, mapping);
+    std::vector<double> theta;
+    if (field.count("moment_coeffs")) {
+        theta = radial;
+        for (double v : numbers_in(field["species_coeffs"])) theta.push_back(v);
+        for (double v : numbers_in(field["moment_coeffs"])) theta.push_back(v);
+    } else {  // MLIP load defaults (MTP_SPEC §6)
+        const int K = basis.radial_funcs_count, R = basis.radial_basis_size;
+        for (int p = 0; p < basis.species_count * basis.species_count; ++p)
+            for (int mu = 0; mu < K; ++mu)
+                for (int beta = 0; beta < R; ++beta) theta.push_back(mu == beta ? 1e-3 : 1e-6);
+        theta.resize(basis.n_params(), 1e-3);
+    }
+    if (static_cast<int>(theta.size()) != basis.n_params()) throw std::runtime_error(path + ": wrong number of coefficients");
+    return {basis, theta};
+}
+
+struct Frame {
+    std::vector<double> positions, forces;
+    std::vector<int> types;
+    double cell[3][3] = {{0}};
+    bool periodic[3] = {false, false, false};
+    double energy = 0.0;
+    std::array<double, 9> stress{};
+};
+
+// The .cfg format of MTP_SPEC §10, as the motep and MLIP-2 files write it (cartes_x/y/z, fx/fy/fz).
+std::vector<Frame> read_cfg(const std::string& path, int max_frames) {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error("cannot open " + path);
+    std::vector<Frame> frames;
+    std::string line;
+    Frame f;
+    int size = 0;
+    while (std::getline(in, line) && static_cast<int>(frames.size()) < max_frames) {
+        const std::string s = trim(line);
+        if (s == "BEGIN_CFG") f = Frame();
+        else if (s == "Size") { std::getline(in, line); size = std::stoi(line); }
+        else if (s == "Supercell") {
+            int row = 0;
+            while (row < 3 && in.peek() != EOF) {
+                const auto pos = in.tellg();
+                std::getline(in, line);
+                auto v = numbers_in(line);
+                if (v.size() != 3 || trim(line).rfind("AtomData", 0) == 0) { in.seekg(pos); break; }
+                for (int a = 0; a < 3; ++a) f.cell[row][a] = v[a];
+                f.periodic[row++] = true;
+            }
+        } else if (s.rfind("AtomData:", 0) == 0) {
+            std::istringstream header(s.substr(9));
+            std::vector<std::string> cols;
+            for (std::string c; header >> c;) cols.push_back(c);
+            auto col = [&](const std::string& name) {
+                return static_cast<int>(std::find(cols.begin(), cols.end(), name) - cols.begin());
+            };
+            for (int i = 0; i < size; ++i) {
+                std::getline(in, line);
+                auto v = numbers_in(line);
+                f.types.push_back(col("type") < int(cols.size()) ? int(v[col("type")]) : 0);
+                for (const char* c : {"cartes_x", "cartes_y", "cartes_z"}) f.positions.push_back(v[col(c)]);
+                for (const char* c : {"fx", "fy", "fz"}) f.forces.push_back(col(c) < int(cols.size()) ? v[col(c)] : 0.0);
+            }
+        } else if (s == "Energy") { std::getline(in, line); f.energy = std::stod(line); }
+        else if (s.rfind("PlusStress", 0) == 0) {
+            std::getline(in, line);
+            auto v = numbers_in(line);  // xx yy zz yz xz xy
+            const int idx[6][2] = {{0, 0}, {1, 1}, {2, 2}, {1, 2}, {0, 2}, {0, 1}};
+            for (int k = 0; k < 6; ++k) {
+                f.stress[3 * idx[k][0] + idx[k][1]] = v[k];
+                f.stress[3 * idx[k][1] + idx[k][0]] = v[k];
+            }
+        } else if (s == "END_CFG") frames.push_back(f);
+    }
+    if (frames.empty()) throw std::runtime_error(path + ": no configuration");
+    return frames;
+}
+
+Structure neighbor_structure(const Frame& f, const Basis& basis) {
+    VesinOptions options{};
+    options.cutoff = basis.max_dist;
+    options.full = true;
+    options.sorted = true;
+    options.algorithm = VesinAutoAlgorithm;
+    options.return_vectors = true;
+    options.n_threads = 1;
+    VesinNeighborList list;
+    const char* error = nullptr;
+    const std::size_t n = f.types.size();
+    if (vesin_neighbors(reinterpret_cast<const double(*)[3]>(f.positions.data()), n, f.cell, f.periodic,
+                        VesinDevice{VesinCPU, 0}, options, &list, &error))
+        throw std::runtime_error(std::string("vesin: ") + (error ? error : "failed"));
+    std::vector<int> offsets(n + 1, 0), neighbors;
+    std::vector<double> vectors;
+    for (std::size_t p = 0; p < list.length; ++p) {
+        const double* v = list.vectors[p];
+        if (std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]) >= basis.max_dist) continue;
+        offsets[list.pairs[p][0] + 1]++;
+        neighbors.push_back(static_cast<int>(list.pairs[p][1]));
+        vectors.insert(vectors.end(), v, v + 3);
+    }
+    vesin_free(&list);
+    for (std::size_t i = 0; i < n; ++i) offsets[i + 1] += offsets[i];
+    return Structure(f.types, offsets, neighbors, vectors, basis.species_count);
+}
+
+double median_seconds(const std::function<void()>& work, double min_time) {
+    std::vector<double> times;
+    double total = 0.0;
+    while (times.size() < 5 || (total < min_time && times.size() < 200)) {
+        const auto start = std::chrono::steady_clock::now();
+        work();
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        times.push_back(dt);
+        total += dt;
+    }
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 3) {
+        std::cerr << "usage: mtp_bench POTENTIAL.mtp DATA.cfg [--frames N] [--threads T] [--min-time S] [--json OUT]\n";
+        return 2;
+    }
+    int frames_wanted = 100, max_threads = omp_get_max_threads();
+    double min_time = 1.0;
+    std::string json_path;
+    for (int k = 3; k + 1 < argc; k += 2) {
+        const std::string opt = argv[k];
+        if (opt == "--frames") frames_wanted = std::stoi(argv[k + 1]);
+        else if (opt == "--threads") max_threads = std::stoi(argv[k + 1]);
+        else if (opt == "--min-time") min_time = std::stod(argv[k + 1]);
+        else if (opt == "--json") json_path = argv[k + 1];
+        else { std::cerr << "unknown option " << opt << "\n"; return 2; }
+    }
+    try {
+        const Potential pot = read_mtp(argv[1]);
+        const auto frames = read_cfg(argv[2], frames_wanted);
+        long atoms = 0, pairs = 0;
+        TrainingSet ts;
+        for (const auto& f : frames) {
+            Structure s = neighbor_structure(f, pot.basis);
+            const int n = s.n_atoms;
+            atoms += n;
+            pairs += s.n_pairs();
+            Labels y;  // MLIP-2 default weights 1, 0.01, 0.001, averaged over configurations
+            const double K = static_cast<double>(frames.size());
+            y.energy = f.energy;
+            y.energy_weight = 1.0 / n / K;
+            y.forces = f.forces;
+            y.force_weights.assign(3 * n, 0.01 / K);
+            y.stress = f.stress;
+            y.stress_weights.fill(0.001 / n / K);
+            ts.add(std::move(s), std::move(y));
+        }
+        const double per_atom = 1e6 / atoms;
+        std::printf("%s on %zu configurations of %s: %ld atoms, %.1f neighbours per atom, %d parameters\n", argv[1],
+                    frames.size(), argv[2], atoms, double(pairs) / atoms, pot.basis.n_params());
+        const double t_nl = median_seconds([&] { for (const auto& f : frames) neighbor_structure(f, pot.basis); }, min_time);
+        std::printf("neighbour lists (serial): %.2f us/atom\n", t_nl * per_atom);
+        std::printf("%8s %22s %22s %10s\n", "threads", "energy+forces us/atom", "loss+gradient us/atom", "ratio");
+        std::vector<double> e(ts.size()), forces(3 * atoms), stress(9 * ts.size()), grad(pot.basis.n_params());
+        std::ostringstream rows;
+        for (int t = 1; t <= max_threads; ++t) {
+            const double t_efs = median_seconds([&] { ts.predict(pot.basis, pot.theta.data(), e.data(), forces.data(), stress.data(), t); }, min_time);
+            const double t_lg = median_seconds([&] { ts.loss_and_gradient(pot.basis, pot.theta.data(), grad.data(), nullptr, t); }, min_time);
+            std::printf("%8d %22.2f %22.2f %10.2f\n", t, t_efs * per_atom, t_lg * per_atom, t_lg / t_efs);
+            rows << (t > 1 ? ",\n" : "") << "    {\"threads\": " << t << ", \"energy_forces_us_per_atom\": " << t_efs * per_atom
+                 << ", \"loss_gradient_us_per_atom\": " << t_lg * per_atom << "}";
+        }
+        if (!json_path.empty()) {
+            std::ofstream out(json_path);
+            out << "{\n  \"potential\": \"" << argv[1] << "\",\n  \"data\": \"" << argv[2] << "\",\n  \"configurations\": "
+                << frames.size() << ",\n  \"atoms\": " << atoms << ",\n  \"neighbours_per_atom\": " << double(pairs) / atoms
+                << ",\n  \"n_params\": " << pot.basis.n_params() << ",\n  \"neighbour_list_us_per_atom\": " << t_nl * per_atom
+                << ",\n  \"rows\": [\n" << rows.str() << "\n  ]\n}\n";
+        }
+    } catch (const std::exception& err) {
+        std::cerr << "mtp_bench: " << err.what() << "\n";
+        return 1;
+    }
+    return 0;
+}
