@@ -1,5 +1,6 @@
 #include "basis.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -37,6 +38,41 @@ Basis::Basis(int species_count_, int radial_funcs_count_, int radial_basis_size_
                 "alpha_index_times entry " + std::to_string(k) + " reads a moment out of range");
     }
     for (int m : mapping) require(m >= 0 && m < moments_count, "alpha_moment_mapping index out of range");
+    build_graph();
+}
+
+void Basis::build_graph() {
+    const int n_products = static_cast<int>(products.size());
+    for (int k = 0; k < n_products;) {
+        int end = k + 1;
+        while (end < n_products && products[end].target == products[k].target) ++end;
+        runs.push_back({products[k].target, k, end});
+        k = end;
+    }
+    // A product may only read complete moments: every product that defines them comes earlier.
+    std::vector<int> last_definition(moments_count, -1);
+    for (int k = 0; k < n_products; ++k) last_definition[products[k].target] = k;
+    for (int k = 0; k < n_products; ++k)
+        require(last_definition[products[k].left] < k && last_definition[products[k].right] < k,
+                "alpha_index_times entry " + std::to_string(k) + " reads a moment that a later entry changes");
+    reverse_order.resize(moments_count);
+    for (int x = 0; x < moments_count; ++x) reverse_order[x] = x;
+    std::stable_sort(reverse_order.begin(), reverse_order.end(),
+                     [&](int a, int b) { return last_definition[a] > last_definition[b]; });
+    std::vector<std::vector<MomentProduct>> by_moment(moments_count);  // (target, other, mult) per factor
+    for (const auto& t : products) {
+        by_moment[t.left].push_back({t.target, t.right, t.mult, 0});
+        by_moment[t.right].push_back({t.target, t.left, t.mult, 0});
+    }
+    use_offsets.assign(moments_count + 1, 0);
+    for (int x = 0; x < moments_count; ++x) {
+        use_offsets[x + 1] = use_offsets[x] + static_cast<int>(by_moment[x].size());
+        for (const auto& u : by_moment[x]) {
+            use_target.push_back(u.left);
+            use_other.push_back(u.right);
+            use_mult.push_back(u.mult);
+        }
+    }
 }
 
 }  // namespace mtpfit

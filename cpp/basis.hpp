@@ -16,6 +16,11 @@ struct MomentProduct {
     int left, right, mult, target;
 };
 
+// Consecutive products [begin, end) with one target: summed in a register, stored once.
+struct ProductRun {
+    int target, begin, end;
+};
+
 struct Basis {
     int species_count;
     int radial_funcs_count;   // K
@@ -30,9 +35,20 @@ struct Basis {
 
     int max_degree = 0;        // largest p+q+w over basic moments
 
+    // Derived contraction graph for the kernels. Forward passes walk `runs`; reverse passes visit the moments
+    // in `reverse_order` (every moment after all moments it helps to make) and gather from their uses
+    // u in [use_offsets[x], use_offsets[x+1]): x contributes use_mult[u] · m[use_other[u]] to m[use_target[u]].
+    // Gathering avoids read-modify-write chains through memory; the arrays are separate so the gathers vectorise.
+    std::vector<ProductRun> runs;
+    std::vector<int> reverse_order;
+    std::vector<int> use_offsets, use_target, use_other;
+    std::vector<double> use_mult;
+
     Basis(int species_count, int radial_funcs_count, int radial_basis_size, double min_dist,
           double max_dist, double scaling, int moments_count, std::vector<BasicMoment> basic,
           std::vector<MomentProduct> products, std::vector<int> mapping);
+
+    void build_graph();
 
     // θ layout (MTP_SPEC §6): [radial (a,b,mu,beta) | species | moment].
     int n_radial() const { return species_count * species_count * radial_funcs_count * radial_basis_size; }

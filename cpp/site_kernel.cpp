@@ -2,97 +2,177 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 namespace mtpfit {
 
+namespace {
+constexpr int kLanes = 4;  // pad neighbour rows to whole AVX2 vectors of doubles
+}
+
 SiteKernel::SiteKernel(const Basis& basis, const double* theta)
     : basis_(basis), theta_(theta), K_(basis.radial_funcs_count), R_(basis.radial_basis_size),
-      D_(basis.max_degree + 1), m_(basis.moments_count), adj_(basis.moments_count),
-      tan_(basis.moments_count), tan_adj_(basis.moments_count), P_(basis.radial_funcs_count),
-      Dmu_(basis.radial_funcs_count) {}
-
-void SiteKernel::radial_basis(double r, double* Q, double* dQ) const {
-    // Q_β = s·T_β(ξ)·(R_cut − r)², ξ = (2r − R_min − R_cut)/(R_cut − R_min)  (MTP_SPEC §2)
-    const double rmin = basis_.min_dist, rc = basis_.max_dist, s = basis_.scaling;
-    const double xi = (2.0 * r - rmin - rc) / (rc - rmin);
-    const double dxi = 2.0 / (rc - rmin);
-    const double d = rc - r, d2 = d * d;
-    double T0 = 1.0, T1 = xi, dT0 = 0.0, dT1 = 1.0;
-    Q[0] = s * d2;
-    dQ[0] = -2.0 * s * d;
-    Q[1] = s * T1 * d2;
-    dQ[1] = s * (dT1 * dxi * d2 - 2.0 * T1 * d);
-    for (int b = 2; b < R_; ++b) {
-        const double T2 = 2.0 * xi * T1 - T0;
-        const double dT2 = 2.0 * T1 + 2.0 * xi * dT1 - dT0;
-        Q[b] = s * T2 * d2;
-        dQ[b] = s * (dT2 * dxi * d2 - 2.0 * T2 * d);
-        T0 = T1; T1 = T2; dT0 = dT1; dT1 = dT2;
+      D_(basis.max_degree + 1), m_(basis.moments_count), adj_(basis.moments_count), tan_(basis.moments_count),
+      tan_adj_(basis.moments_count) {
+    std::map<std::array<int, 3>, int> index;
+    std::vector<std::vector<int>> members;
+    for (std::size_t k = 0; k < basis.basic.size(); ++k) {
+        const auto& b = basis.basic[k];
+        const std::array<int, 3> pqw{b.p, b.q, b.w};
+        auto it = index.find(pqw);
+        if (it == index.end()) {
+            it = index.emplace(pqw, static_cast<int>(monomials_.size())).first;
+            monomials_.push_back(pqw);
+            degree_.push_back(b.p + b.q + b.w);
+            members.emplace_back();
+        }
+        members[it->second].push_back(static_cast<int>(k));
+    }
+    group_begin_.push_back(0);
+    for (const auto& group : members) {
+        for (int k : group) {
+            group_moment_.push_back(k);
+            group_mu_.push_back(basis.basic[k].mu);
+        }
+        group_begin_.push_back(static_cast<int>(group_moment_.size()));
     }
 }
 
-inline double SiteKernel::monomial(int n, const BasicMoment& b) const {
-    const double* pw = &powers_[3 * D_ * n];
-    return pw[b.p] * pw[D_ + b.q] * pw[2 * D_ + b.w];
+void SiteKernel::reserve(int n) {
+    stride_ = std::max(kLanes, (n + kLanes - 1) / kLanes * kLanes);
+    const std::size_t s = stride_, dm = monomials_.size();
+    for (auto* t : {&r_, &inv_r_, &ux_, &uy_, &uz_}) t->assign(s, 0.0);
+    powers_.assign(3 * D_ * s, 0.0);
+    for (auto* t : {&Q_, &dQ_}) t->assign(R_ * s, 0.0);
+    for (auto* t : {&f_, &df_, &P_, &Dmu_}) t->assign(K_ * s, 0.0);
+    for (auto* t : {&t1_, &t2_}) t->assign(dm * s, 0.0);
+    acc_.assign(16 * s, 0.0);
+    nb_type_.assign(s, 0);
 }
 
-inline void SiteKernel::monomial_gradient(int n, const BasicMoment& b, double* out) const {
-    // gradient of ux^p uy^q uz^w with respect to the unit vector u
-    const double* px = &powers_[3 * D_ * n];
-    const double* py = px + D_;
-    const double* pz = py + D_;
-    out[0] = b.p ? b.p * px[b.p - 1] * py[b.q] * pz[b.w] : 0.0;
-    out[1] = b.q ? b.q * px[b.p] * py[b.q - 1] * pz[b.w] : 0.0;
-    out[2] = b.w ? b.w * px[b.p] * py[b.q] * pz[b.w - 1] : 0.0;
+void SiteKernel::monomial_row(int d, double* M) const {
+    const int p = monomials_[d][0], q = monomials_[d][1], w = monomials_[d][2];
+    const double *X = row(powers_, p), *Y = row(powers_, D_ + q), *Z = row(powers_, 2 * D_ + w);
+    #pragma omp simd
+    for (int a = 0; a < n_act_; ++a) M[a] = X[a] * Y[a] * Z[a];
+}
+
+void SiteKernel::monomial_gradient_rows(int d, double* gx, double* gy, double* gz) const {
+    const int p = monomials_[d][0], q = monomials_[d][1], w = monomials_[d][2];
+    const double *X = row(powers_, p), *Y = row(powers_, D_ + q), *Z = row(powers_, 2 * D_ + w);
+    const double *Xm = row(powers_, std::max(p - 1, 0)), *Ym = row(powers_, D_ + std::max(q - 1, 0)),
+                 *Zm = row(powers_, 2 * D_ + std::max(w - 1, 0));
+    #pragma omp simd
+    for (int a = 0; a < n_act_; ++a) {
+        gx[a] = p * Xm[a] * Y[a] * Z[a];
+        gy[a] = q * X[a] * Ym[a] * Z[a];
+        gz[a] = w * X[a] * Y[a] * Zm[a];
+    }
 }
 
 double SiteKernel::forward(const Structure& s, int i) {
     const int begin = s.offsets[i];
     n_nb_ = s.offsets[i + 1] - begin;
     type_ = s.types[i];
-    if (static_cast<int>(r_.size()) < n_nb_) {
-        r_.resize(n_nb_); u_.resize(3 * n_nb_); powers_.resize(3 * D_ * n_nb_);
-        Q_.resize(R_ * n_nb_); dQ_.resize(R_ * n_nb_); f_.resize(K_ * n_nb_); df_.resize(K_ * n_nb_);
-        nb_type_.resize(n_nb_); active_.resize(n_nb_);
-    }
-    std::fill(m_.begin(), m_.end(), 0.0);
-    const int S = basis_.species_count;
+    const double rc = basis_.max_dist, rmin = basis_.min_dist, scale = basis_.scaling;
+    // a training set may be built with a larger cutoff than this basis uses: compact the neighbours inside it
+    active_.clear();
     for (int n = 0; n < n_nb_; ++n) {
         const double* v = &s.vectors[3 * (begin + n)];
-        const double r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-        // a training set may be built with a larger cutoff than this basis uses
-        active_[n] = r < basis_.max_dist;
-        if (!active_[n]) continue;
-        r_[n] = r;
-        double* u = &u_[3 * n];
-        for (int a = 0; a < 3; ++a) u[a] = v[a] / r;
-        double* pw = &powers_[3 * D_ * n];
-        for (int a = 0; a < 3; ++a) {
-            double* p = pw + a * D_;
-            p[0] = 1.0;
-            for (int k = 1; k < D_; ++k) p[k] = p[k - 1] * u[a];
+        if (v[0] * v[0] + v[1] * v[1] + v[2] * v[2] < rc * rc) active_.push_back(n);
+    }
+    n_act_ = static_cast<int>(active_.size());
+    if (std::max(kLanes, (n_act_ + kLanes - 1) / kLanes * kLanes) != stride_) reserve(n_act_);
+    const int na = n_act_;
+    double *r = r_.data(), *inv_r = inv_r_.data(), *ux = ux_.data(), *uy = uy_.data(), *uz = uz_.data();
+    #pragma omp simd
+    for (int a = 0; a < na; ++a) {
+        const int n = active_[a];
+        const double* v = &s.vectors[3 * (begin + n)];
+        r[a] = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+        inv_r[a] = 1.0 / r[a];
+        ux[a] = v[0] * inv_r[a];
+        uy[a] = v[1] * inv_r[a];
+        uz[a] = v[2] * inv_r[a];
+        nb_type_[a] = s.types[s.neighbors[begin + n]];
+    }
+    // radial basis Q_β = s·T_β(ξ)·(R_cut − r)² and its r-derivative (MTP_SPEC §2), by the Chebyshev recurrence
+    {
+        double *xi = row(acc_, 0), *d = row(acc_, 1), *T0 = row(acc_, 2), *T1 = row(acc_, 3), *dT0 = row(acc_, 4),
+               *dT1 = row(acc_, 5);
+        const double dxi = 2.0 / (rc - rmin);
+        double *Q0 = row(Q_, 0), *dQ0 = row(dQ_, 0), *Q1 = row(Q_, 1), *dQ1 = row(dQ_, 1);
+        #pragma omp simd
+        for (int a = 0; a < na; ++a) {
+            xi[a] = (2.0 * r[a] - rmin - rc) / (rc - rmin);
+            d[a] = rc - r[a];
+            T0[a] = 1.0; T1[a] = xi[a]; dT0[a] = 0.0; dT1[a] = 1.0;
+            Q0[a] = scale * d[a] * d[a];
+            dQ0[a] = -2.0 * scale * d[a];
+            Q1[a] = scale * xi[a] * d[a] * d[a];
+            dQ1[a] = scale * (dxi * d[a] * d[a] - 2.0 * xi[a] * d[a]);
         }
-        const int tj = s.types[s.neighbors[begin + n]];
-        nb_type_[n] = tj;
-        double* Q = &Q_[R_ * n];
-        double* dQ = &dQ_[R_ * n];
-        radial_basis(r, Q, dQ);
-        const double* c = theta_ + (type_ * S + tj) * K_ * R_;
-        for (int mu = 0; mu < K_; ++mu) {
-            double fv = 0.0, dfv = 0.0;
-            for (int b = 0; b < R_; ++b) {
-                fv += c[mu * R_ + b] * Q[b];
-                dfv += c[mu * R_ + b] * dQ[b];
+        for (int b = 2; b < R_; ++b) {
+            double *Qb = row(Q_, b), *dQb = row(dQ_, b);
+            #pragma omp simd
+            for (int a = 0; a < na; ++a) {
+                const double T2 = 2.0 * xi[a] * T1[a] - T0[a];
+                const double dT2 = 2.0 * T1[a] + 2.0 * xi[a] * dT1[a] - dT0[a];
+                Qb[a] = scale * T2 * d[a] * d[a];
+                dQb[a] = scale * (dT2 * dxi * d[a] * d[a] - 2.0 * T2 * d[a]);
+                T0[a] = T1[a]; T1[a] = T2; dT0[a] = dT1[a]; dT1[a] = dT2;
             }
-            f_[K_ * n + mu] = fv;
-            df_[K_ * n + mu] = dfv;
-        }
-        for (std::size_t k = 0; k < basis_.basic.size(); ++k) {
-            const BasicMoment& bm = basis_.basic[k];
-            m_[k] += f_[K_ * n + bm.mu] * monomial(n, bm);
         }
     }
-    for (const auto& t : basis_.products) m_[t.target] += t.mult * m_[t.left] * m_[t.right];
+    // radial functions f_μ = Σ_β c^{ab}_{μβ} Q_β for the pair's species
+    const int S = basis_.species_count;
+    for (int mu = 0; mu < K_; ++mu) {
+        double *f = row(f_, mu), *df = row(df_, mu);
+        #pragma omp simd
+        for (int a = 0; a < na; ++a) { f[a] = 0.0; df[a] = 0.0; }
+        for (int b = 0; b < R_; ++b) {
+            const double *Qb = row(Q_, b), *dQb = row(dQ_, b);
+            #pragma omp simd
+            for (int a = 0; a < na; ++a) {
+                const double c = theta_[(type_ * S + nb_type_[a]) * K_ * R_ + mu * R_ + b];
+                f[a] += c * Qb[a];
+                df[a] += c * dQb[a];
+            }
+        }
+    }
+    // powers of the unit-vector components, then the distinct monomials and their u-gradients
+    for (int c = 0; c < 3; ++c) {
+        const double* u = c == 0 ? ux : (c == 1 ? uy : uz);
+        double* p0 = row(powers_, c * D_);
+        #pragma omp simd
+        for (int a = 0; a < na; ++a) p0[a] = 1.0;
+        for (int k = 1; k < D_; ++k) {
+            const double* prev = row(powers_, c * D_ + k - 1);
+            double* cur = row(powers_, c * D_ + k);
+            #pragma omp simd
+            for (int a = 0; a < na; ++a) cur[a] = prev[a] * u[a];
+        }
+    }
+    std::fill(m_.begin(), m_.end(), 0.0);
+    double* M = row(acc_, 6);
+    for (std::size_t d = 0; d < monomials_.size(); ++d) {
+        monomial_row(d, M);
+        for (int g = group_begin_[d]; g < group_begin_[d + 1]; ++g) {
+            const double* f = row(f_, group_mu_[g]);
+            double sum = 0.0;
+            #pragma omp simd reduction(+ : sum)
+            for (int a = 0; a < na; ++a) sum += f[a] * M[a];
+            m_[group_moment_[g]] = sum;
+        }
+    }
+    for (const auto& run : basis_.runs) {
+        double sum = 0.0;
+        for (int k = run.begin; k < run.end; ++k) {
+            const auto& t = basis_.products[k];
+            sum += t.mult * m_[t.left] * m_[t.right];
+        }
+        m_[run.target] += sum;
+    }
     double V = theta_[basis_.species_offset() + type_];
     const double* c = theta_ + basis_.moment_offset();
     for (std::size_t a = 0; a < basis_.mapping.size(); ++a) V += c[a] * m_[basis_.mapping[a]];
@@ -103,58 +183,108 @@ void SiteKernel::adjoint() {
     std::fill(adj_.begin(), adj_.end(), 0.0);
     const double* c = theta_ + basis_.moment_offset();
     for (std::size_t a = 0; a < basis_.mapping.size(); ++a) adj_[basis_.mapping[a]] += c[a];
-    for (auto t = basis_.products.rbegin(); t != basis_.products.rend(); ++t) {
-        const double w = t->mult * adj_[t->target];
-        adj_[t->left] += w * m_[t->right];
-        adj_[t->right] += w * m_[t->left];
+    for (int x : basis_.reverse_order) {
+        const int *target = basis_.use_target.data(), *other = basis_.use_other.data();
+        const double* mult = basis_.use_mult.data();
+        // two accumulators halve the FMA latency chain of this short reduction
+        double s0 = 0.0, s1 = 0.0;
+        int u = basis_.use_offsets[x];
+        const int end = basis_.use_offsets[x + 1];
+        for (; u + 1 < end; u += 2) {
+            s0 += mult[u] * adj_[target[u]] * m_[other[u]];
+            s1 += mult[u + 1] * adj_[target[u + 1]] * m_[other[u + 1]];
+        }
+        if (u < end) s0 += mult[u] * adj_[target[u]] * m_[other[u]];
+        adj_[x] += s0 + s1;
     }
 }
 
-void SiteKernel::pair_gradients(double* g) const {
-    // ∂M/∂r = (∇_u M − ν M u)/r for a monomial M of degree ν in u = r/|r|
-    for (int n = 0; n < n_nb_; ++n) {
-        double* gn = g + 3 * n;
-        gn[0] = gn[1] = gn[2] = 0.0;
-        if (!active_[n]) continue;
-        double A = 0.0, C = 0.0, G[3] = {0.0, 0.0, 0.0}, grad[3];
-        for (std::size_t k = 0; k < basis_.basic.size(); ++k) {
-            const BasicMoment& bm = basis_.basic[k];
-            const double a = adj_[k];
-            const double M = monomial(n, bm);
-            const double fa = a * f_[K_ * n + bm.mu];
-            A += a * df_[K_ * n + bm.mu] * M;
-            C += fa * (bm.p + bm.q + bm.w) * M;
-            monomial_gradient(n, bm, grad);
-            G[0] += fa * grad[0]; G[1] += fa * grad[1]; G[2] += fa * grad[2];
+void SiteKernel::pair_gradients(double* g) {
+    // g = Σ_k adj_k ∂m_k/∂r with ∂(f M)/∂r = f' M u + f (∇_u M − ν M u)/r; per monomial the adjoints are first
+    // gathered into a = Σ adj_k f_μk and b = Σ adj_k f'_μk, so each monomial gradient is used once.
+    const int na = n_act_;
+    double *A = row(acc_, 0), *C = row(acc_, 1), *Gx = row(acc_, 2), *Gy = row(acc_, 3), *Gz = row(acc_, 4);
+    double *af = row(acc_, 5), *adf = row(acc_, 6), *M = row(acc_, 7), *gx = row(acc_, 8), *gy = row(acc_, 9),
+           *gz = row(acc_, 10);
+    #pragma omp simd
+    for (int a = 0; a < na; ++a) A[a] = C[a] = Gx[a] = Gy[a] = Gz[a] = 0.0;
+    for (std::size_t d = 0; d < monomials_.size(); ++d) {
+        bool any = false;
+        #pragma omp simd
+        for (int a = 0; a < na; ++a) af[a] = adf[a] = 0.0;
+        for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
+            const double alpha = adj_[group_moment_[k]];
+            if (alpha == 0.0) continue;
+            any = true;
+            const double *f = row(f_, group_mu_[k]), *df = row(df_, group_mu_[k]);
+            #pragma omp simd
+            for (int a = 0; a < na; ++a) {
+                af[a] += alpha * f[a];
+                adf[a] += alpha * df[a];
+            }
         }
-        const double inv_r = 1.0 / r_[n];
-        const double radial = A - C * inv_r;
-        const double* u = &u_[3 * n];
-        for (int a = 0; a < 3; ++a) gn[a] = radial * u[a] + G[a] * inv_r;
+        if (!any) continue;
+        monomial_row(d, M);
+        monomial_gradient_rows(d, gx, gy, gz);
+        const double nu = degree_[d];
+        #pragma omp simd
+        for (int a = 0; a < na; ++a) {
+            A[a] += adf[a] * M[a];
+            C[a] += nu * af[a] * M[a];
+            Gx[a] += af[a] * gx[a];
+            Gy[a] += af[a] * gy[a];
+            Gz[a] += af[a] * gz[a];
+        }
+    }
+    std::fill(g, g + 3 * n_nb_, 0.0);
+    for (int a = 0; a < na; ++a) {
+        const double radial = A[a] - C[a] * inv_r_[a];
+        double* gn = g + 3 * active_[a];
+        gn[0] = radial * ux_[a] + Gx[a] * inv_r_[a];
+        gn[1] = radial * uy_[a] + Gy[a] * inv_r_[a];
+        gn[2] = radial * uz_[a] + Gz[a] * inv_r_[a];
     }
 }
 
 void SiteKernel::add_vjp(double e, const double* W, double* grad) {
-    const std::size_t n_basic = basis_.basic.size();
-    // tangent of every basic moment along the neighbour displacements W
+    const int na = n_act_;
+    // tangent of every basic moment along the neighbour displacements W:
+    //   ṁ_k = Σ_j f'_μ M (W·u) + f_μ (W·∇_u M − ν M W·u)/r  =  Σ_j f'_μ t1_d + f_μ t2_d
+    double *wx = row(acc_, 0), *wy = row(acc_, 1), *wz = row(acc_, 2), *wu = row(acc_, 3);
+    #pragma omp simd
+    for (int a = 0; a < na; ++a) {
+        const double* w = W + 3 * active_[a];
+        wx[a] = w[0]; wy[a] = w[1]; wz[a] = w[2];
+        wu[a] = w[0] * ux_[a] + w[1] * uy_[a] + w[2] * uz_[a];
+    }
+    double *M = row(acc_, 4), *gx = row(acc_, 5), *gy = row(acc_, 6), *gz = row(acc_, 7);
     std::fill(tan_.begin(), tan_.end(), 0.0);
-    double mono_grad[3];
-    for (int n = 0; n < n_nb_; ++n) {
-        if (!active_[n]) continue;
-        const double* w = W + 3 * n;
-        const double* u = &u_[3 * n];
-        const double wu = w[0] * u[0] + w[1] * u[1] + w[2] * u[2];
-        const double inv_r = 1.0 / r_[n];
-        for (std::size_t k = 0; k < n_basic; ++k) {
-            const BasicMoment& bm = basis_.basic[k];
-            const double M = monomial(n, bm);
-            monomial_gradient(n, bm, mono_grad);
-            const double wgrad = w[0] * mono_grad[0] + w[1] * mono_grad[1] + w[2] * mono_grad[2];
-            tan_[k] += df_[K_ * n + bm.mu] * M * wu + f_[K_ * n + bm.mu] * (wgrad - (bm.p + bm.q + bm.w) * M * wu) * inv_r;
+    for (std::size_t d = 0; d < monomials_.size(); ++d) {
+        const double nu = degree_[d];
+        monomial_row(d, M);
+        monomial_gradient_rows(d, gx, gy, gz);
+        double *t1 = row(t1_, d), *t2 = row(t2_, d);
+        #pragma omp simd
+        for (int a = 0; a < na; ++a) {
+            t1[a] = M[a] * wu[a];
+            t2[a] = (wx[a] * gx[a] + wy[a] * gy[a] + wz[a] * gz[a] - nu * t1[a]) * inv_r_[a];
+        }
+        for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
+            const double *f = row(f_, group_mu_[k]), *df = row(df_, group_mu_[k]);
+            double sum = 0.0;
+            #pragma omp simd reduction(+ : sum)
+            for (int a = 0; a < na; ++a) sum += df[a] * t1[a] + f[a] * t2[a];
+            tan_[group_moment_[k]] = sum;
         }
     }
-    for (const auto& t : basis_.products)
-        tan_[t.target] += t.mult * (tan_[t.left] * m_[t.right] + m_[t.left] * tan_[t.right]);
+    for (const auto& run : basis_.runs) {
+        double sum = 0.0;
+        for (int k = run.begin; k < run.end; ++k) {
+            const auto& t = basis_.products[k];
+            sum += t.mult * (tan_[t.left] * m_[t.right] + m_[t.left] * tan_[t.right]);
+        }
+        tan_[run.target] += sum;
+    }
 
     // species and moment coefficients enter Φ = e·V + Σ W·g linearly
     grad[basis_.species_offset() + type_] += e;
@@ -166,37 +296,44 @@ void SiteKernel::add_vjp(double e, const double* W, double* grad) {
         gc[a] += e * m_[k] + tan_[k];
         tan_adj_[k] += e * c[a];
     }
-    // reverse pass through the products for the adjoint of the moments in Φ; adj_ (= dV/dm) is the
-    // adjoint of the tangents
-    for (auto t = basis_.products.rbegin(); t != basis_.products.rend(); ++t) {
-        const double a = t->mult * tan_adj_[t->target];
-        const double b = t->mult * adj_[t->target];
-        tan_adj_[t->left] += a * m_[t->right] + b * tan_[t->right];
-        tan_adj_[t->right] += a * m_[t->left] + b * tan_[t->left];
+    // reverse pass through the products for the adjoint of the moments in Φ; adj_ (= dV/dm) is the adjoint
+    // of the tangents
+    for (int x : basis_.reverse_order) {
+        const int *target = basis_.use_target.data(), *other = basis_.use_other.data();
+        const double* mult = basis_.use_mult.data();
+        double s0 = 0.0, s1 = 0.0;
+        int u = basis_.use_offsets[x];
+        const int end = basis_.use_offsets[x + 1];
+        for (; u + 1 < end; u += 2) {
+            s0 += mult[u] * (tan_adj_[target[u]] * m_[other[u]] + adj_[target[u]] * tan_[other[u]]);
+            s1 += mult[u + 1] * (tan_adj_[target[u + 1]] * m_[other[u + 1]] + adj_[target[u + 1]] * tan_[other[u + 1]]);
+        }
+        if (u < end) s0 += mult[u] * (tan_adj_[target[u]] * m_[other[u]] + adj_[target[u]] * tan_[other[u]]);
+        tan_adj_[x] += s0 + s1;
     }
     // radial coefficients: Φ depends on c^{ab}_{μβ} through f_μ (weight Q_β) and f'_μ (weight Q'_β)
-    const int S = basis_.species_count;
-    for (int n = 0; n < n_nb_; ++n) {
-        if (!active_[n]) continue;
-        const double* w = W + 3 * n;
-        const double* u = &u_[3 * n];
-        const double wu = w[0] * u[0] + w[1] * u[1] + w[2] * u[2];
-        const double inv_r = 1.0 / r_[n];
-        std::fill(P_.begin(), P_.end(), 0.0);
-        std::fill(Dmu_.begin(), Dmu_.end(), 0.0);
-        for (std::size_t k = 0; k < n_basic; ++k) {
-            const BasicMoment& bm = basis_.basic[k];
-            const double M = monomial(n, bm);
-            monomial_gradient(n, bm, mono_grad);
-            const double wgrad = w[0] * mono_grad[0] + w[1] * mono_grad[1] + w[2] * mono_grad[2];
-            P_[bm.mu] += tan_adj_[k] * M + adj_[k] * (wgrad - (bm.p + bm.q + bm.w) * M * wu) * inv_r;
-            Dmu_[bm.mu] += adj_[k] * M * wu;
+    std::fill(P_.begin(), P_.end(), 0.0);
+    std::fill(Dmu_.begin(), Dmu_.end(), 0.0);
+    for (std::size_t d = 0; d < monomials_.size(); ++d) {
+        monomial_row(d, M);
+        const double *t1 = row(t1_, d), *t2 = row(t2_, d);
+        for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
+            const double ta = tan_adj_[group_moment_[k]], ad = adj_[group_moment_[k]];
+            double *P = row(P_, group_mu_[k]), *Dm = row(Dmu_, group_mu_[k]);
+            #pragma omp simd
+            for (int a = 0; a < na; ++a) {
+                P[a] += ta * M[a] + ad * t2[a];
+                Dm[a] += ad * t1[a];
+            }
         }
-        double* gr = grad + (type_ * S + nb_type_[n]) * K_ * R_;
-        const double* Q = &Q_[R_ * n];
-        const double* dQ = &dQ_[R_ * n];
-        for (int mu = 0; mu < K_; ++mu)
-            for (int b = 0; b < R_; ++b) gr[mu * R_ + b] += P_[mu] * Q[b] + Dmu_[mu] * dQ[b];
+    }
+    const int S = basis_.species_count;
+    for (int a = 0; a < na; ++a) {
+        double* gr = grad + (type_ * S + nb_type_[a]) * K_ * R_;
+        for (int mu = 0; mu < K_; ++mu) {
+            const double p = row(P_, mu)[a], dm = row(Dmu_, mu)[a];
+            for (int b = 0; b < R_; ++b) gr[mu * R_ + b] += p * row(Q_, b)[a] + dm * row(dQ_, b)[a];
+        }
     }
 }
 
