@@ -71,6 +71,45 @@ void SiteKernel::monomial_gradient_rows(int d, double* gx, double* gy, double* g
 }
 
 double SiteKernel::forward(const Structure& s, int i) {
+    geometry(s, i);
+    const int na = n_act_;
+    std::fill(m_.begin(), m_.end(), 0.0);
+    double* M = row(acc_, 6);
+    for (std::size_t d = 0; d < monomials_.size(); ++d) {
+        monomial_row(d, M);
+        for (int g = group_begin_[d]; g < group_begin_[d + 1]; ++g) {
+            const double* f = row(f_, group_mu_[g]);
+            double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+            for (int a = 0; a < na; ++a) sum += f[a] * M[a];
+            m_[group_moment_[g]] = sum;
+        }
+    }
+    for (const auto& run : basis_.runs) {
+        double sum = 0.0;
+        for (int k = run.begin; k < run.end; ++k) {
+            const auto& t = basis_.products[k];
+            sum += t.mult * m_[t.left] * m_[t.right];
+        }
+        m_[run.target] += sum;
+    }
+    double V = theta_[basis_.species_offset() + type_];
+    const double* c = theta_ + basis_.moment_offset();
+    for (std::size_t a = 0; a < basis_.mapping.size(); ++a) V += c[a] * m_[basis_.mapping[a]];
+    return V;
+}
+
+void SiteKernel::save(double* moments, double* adjoints) const {
+    std::copy(m_.begin(), m_.end(), moments);
+    std::copy(adj_.begin(), adj_.end(), adjoints);
+}
+
+void SiteKernel::restore(const double* moments, const double* adjoints) {
+    std::copy(moments, moments + m_.size(), m_.begin());
+    std::copy(adjoints, adjoints + adj_.size(), adj_.begin());
+}
+
+void SiteKernel::geometry(const Structure& s, int i) {
     const int begin = s.offsets[i];
     n_nb_ = s.offsets[i + 1] - begin;
     type_ = s.types[i];
@@ -153,30 +192,6 @@ double SiteKernel::forward(const Structure& s, int i) {
             for (int a = 0; a < na; ++a) cur[a] = prev[a] * u[a];
         }
     }
-    std::fill(m_.begin(), m_.end(), 0.0);
-    double* M = row(acc_, 6);
-    for (std::size_t d = 0; d < monomials_.size(); ++d) {
-        monomial_row(d, M);
-        for (int g = group_begin_[d]; g < group_begin_[d + 1]; ++g) {
-            const double* f = row(f_, group_mu_[g]);
-            double sum = 0.0;
-            #pragma omp simd reduction(+ : sum)
-            for (int a = 0; a < na; ++a) sum += f[a] * M[a];
-            m_[group_moment_[g]] = sum;
-        }
-    }
-    for (const auto& run : basis_.runs) {
-        double sum = 0.0;
-        for (int k = run.begin; k < run.end; ++k) {
-            const auto& t = basis_.products[k];
-            sum += t.mult * m_[t.left] * m_[t.right];
-        }
-        m_[run.target] += sum;
-    }
-    double V = theta_[basis_.species_offset() + type_];
-    const double* c = theta_ + basis_.moment_offset();
-    for (std::size_t a = 0; a < basis_.mapping.size(); ++a) V += c[a] * m_[basis_.mapping[a]];
-    return V;
 }
 
 void SiteKernel::adjoint() {
@@ -204,8 +219,7 @@ void SiteKernel::pair_gradients(double* g) {
     // gathered into a = Σ adj_k f_μk and b = Σ adj_k f'_μk, so each monomial gradient is used once.
     const int na = n_act_;
     double *A = row(acc_, 0), *C = row(acc_, 1), *Gx = row(acc_, 2), *Gy = row(acc_, 3), *Gz = row(acc_, 4);
-    double *af = row(acc_, 5), *adf = row(acc_, 6), *M = row(acc_, 7), *gx = row(acc_, 8), *gy = row(acc_, 9),
-           *gz = row(acc_, 10);
+    double *af = row(acc_, 5), *adf = row(acc_, 6);
     #pragma omp simd
     for (int a = 0; a < na; ++a) A[a] = C[a] = Gx[a] = Gy[a] = Gz[a] = 0.0;
     for (std::size_t d = 0; d < monomials_.size(); ++d) {
@@ -224,16 +238,20 @@ void SiteKernel::pair_gradients(double* g) {
             }
         }
         if (!any) continue;
-        monomial_row(d, M);
-        monomial_gradient_rows(d, gx, gy, gz);
+        const int p = monomials_[d][0], q = monomials_[d][1], w = monomials_[d][2];
+        const double *X = row(powers_, p), *Y = row(powers_, D_ + q), *Z = row(powers_, 2 * D_ + w);
+        const double *Xm = row(powers_, std::max(p - 1, 0)), *Ym = row(powers_, D_ + std::max(q - 1, 0)),
+                     *Zm = row(powers_, 2 * D_ + std::max(w - 1, 0));
         const double nu = degree_[d];
-        #pragma omp simd
+#pragma omp simd
         for (int a = 0; a < na; ++a) {
-            A[a] += adf[a] * M[a];
-            C[a] += nu * af[a] * M[a];
-            Gx[a] += af[a] * gx[a];
-            Gy[a] += af[a] * gy[a];
-            Gz[a] += af[a] * gz[a];
+            const double yz = Y[a] * Z[a], xa = X[a] * af[a];
+            const double M = X[a] * yz;
+            A[a] += adf[a] * M;
+            C[a] += nu * af[a] * M;
+            Gx[a] += p * af[a] * Xm[a] * yz;
+            Gy[a] += q * xa * Ym[a] * Z[a];
+            Gz[a] += w * xa * Y[a] * Zm[a];
         }
     }
     std::fill(g, g + 3 * n_nb_, 0.0);
@@ -338,14 +356,17 @@ void SiteKernel::add_vjp(double e, const double* W, double* grad) {
 }
 
 void evaluate_structure(const Basis& basis, const double* theta, const Structure& s, double* site_energies,
-                        double* forces, double* plus_stress) {
+                        double* forces, double* plus_stress, std::vector<double>* state) {
     SiteKernel kernel(basis, theta);
+    const std::size_t per_atom = 2 * static_cast<std::size_t>(kernel.moments_count());
+    if (state) state->resize(per_atom * s.n_atoms);
     std::fill(forces, forces + 3 * s.n_atoms, 0.0);
     std::fill(plus_stress, plus_stress + 9, 0.0);
     std::vector<double> g;
     for (int i = 0; i < s.n_atoms; ++i) {
         site_energies[i] = kernel.forward(s, i);
         kernel.adjoint();
+        if (state) kernel.save(&(*state)[per_atom * i], &(*state)[per_atom * i + per_atom / 2]);
         g.resize(3 * kernel.n_neighbors());
         kernel.pair_gradients(g.data());
         const int begin = s.offsets[i];
@@ -363,12 +384,18 @@ void evaluate_structure(const Basis& basis, const double* theta, const Structure
 }
 
 void structure_vjp(const Basis& basis, const double* theta, const Structure& s, double e, const double* phi,
-                   const double* sigma, double* grad) {
+                   const double* sigma, double* grad, const std::vector<double>* state) {
     SiteKernel kernel(basis, theta);
+    const std::size_t per_atom = 2 * static_cast<std::size_t>(kernel.moments_count());
     std::vector<double> W;
     for (int i = 0; i < s.n_atoms; ++i) {
-        kernel.forward(s, i);
-        kernel.adjoint();
+        if (state) {
+            kernel.geometry(s, i);
+            kernel.restore(&(*state)[per_atom * i], &(*state)[per_atom * i + per_atom / 2]);
+        } else {
+            kernel.forward(s, i);
+            kernel.adjoint();
+        }
         const int begin = s.offsets[i];
         const int nn = kernel.n_neighbors();
         W.assign(3 * nn, 0.0);

@@ -19,8 +19,14 @@ class SiteKernel {
 public:
     SiteKernel(const Basis& basis, const double* theta);
 
-    // Forward pass for atom i: neighbour geometry, radial functions, monomials, every moment. Returns V_i (eV).
+    // Forward pass for atom i: neighbour geometry, radial functions, every moment. Returns V_i (eV).
     double forward(const Structure& s, int i);
+    // The neighbour part of forward() alone; with restore() it resumes an atom whose moments and adjoints
+    // were saved (save()) by an earlier forward() and adjoint().
+    void geometry(const Structure& s, int i);
+    void save(double* moments, double* adjoints) const;
+    void restore(const double* moments, const double* adjoints);
+    int moments_count() const { return static_cast<int>(m_.size()); }
     // Reverse pass: dV_i/dm for every moment (needs forward()).
     void adjoint();
     // g_ij = dV_i/dr_ij for each neighbour of the last forward() atom; 3 values per neighbour, eV/Å.
@@ -59,13 +65,15 @@ private:
     std::vector<double> m_, adj_, tan_, tan_adj_;
 };
 
-// Site energies (N), forces (N×3, eV/Å) and PlusStress (3×3 row-major, eV) of one configuration.
+// Site energies (N), forces (N×3, eV/Å) and PlusStress (3×3 row-major, eV) of one configuration. With `state`,
+// every atom's moments and adjoints are kept there (N × 2 × moments_count) for a following structure_vjp().
 void evaluate_structure(const Basis& basis, const double* theta, const Structure& s, double* site_energies,
-                        double* forces, double* plus_stress);
+                        double* forces, double* plus_stress, std::vector<double>* state = nullptr);
 
 // Adds to grad the vector–Jacobian product  e·dE/dθ + Σ_i φ_i·dF_i/dθ + Σ_ab σ_ab dS_ab/dθ.
-// phi (N×3) and sigma (3×3) may be null (zero cotangent).
+// phi (N×3) and sigma (3×3) may be null (zero cotangent). `state` from evaluate_structure() at the same θ
+// spares recomputing the moments.
 void structure_vjp(const Basis& basis, const double* theta, const Structure& s, double e, const double* phi,
-                   const double* sigma, double* grad);
+                   const double* sigma, double* grad, const std::vector<double>* state = nullptr);
 
 }  // namespace mtpfit

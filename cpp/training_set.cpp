@@ -34,7 +34,7 @@ double TrainingSet::loss_and_gradient(const Basis& basis, const double* theta, d
     std::vector<double> losses(n, 0.0);
 #pragma omp parallel num_threads(n_threads)
     {
-        std::vector<double> site, forces, phi;
+        std::vector<double> site, forces, phi, state;
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < blocks; ++b) {
             double* g = &block_grad[static_cast<std::size_t>(b) * np];
@@ -45,7 +45,7 @@ double TrainingSet::loss_and_gradient(const Basis& basis, const double* theta, d
                 forces.resize(3 * s.n_atoms);
                 phi.resize(3 * s.n_atoms);
                 std::array<double, 9> stress, sigma;
-                evaluate_structure(basis, theta, s, site.data(), forces.data(), stress.data());
+                evaluate_structure(basis, theta, s, site.data(), forces.data(), stress.data(), &state);
                 double energy = 0.0;
                 for (double v : site) energy += v;
                 const double dE = energy - y.energy;
@@ -61,7 +61,7 @@ double TrainingSet::loss_and_gradient(const Basis& basis, const double* theta, d
                     sigma[c] = 2.0 * y.stress_weights[c] * d;
                 }
                 losses[k] = loss;
-                structure_vjp(basis, theta, s, 2.0 * y.energy_weight * dE, phi.data(), sigma.data(), g);
+                structure_vjp(basis, theta, s, 2.0 * y.energy_weight * dE, phi.data(), sigma.data(), g, &state);
             }
         }
     }
