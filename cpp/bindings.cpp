@@ -100,7 +100,8 @@ PYBIND11_MODULE(_core, m) {
             double *ps = site.mutable_data(), *pf = forces.mutable_data(), *pst = stress.mutable_data();
             {
                 py::gil_scoped_release release;
-                evaluate_structure(basis, th, s, ps, pf, pst);
+                SiteKernel kernel(basis, th);
+                evaluate_structure(kernel, s, ps, pf, pst);
             }
             return py::make_tuple(site, forces, stress);
         },
@@ -128,7 +129,8 @@ PYBIND11_MODULE(_core, m) {
             std::fill(pg, pg + basis.n_params(), 0.0);
             {
                 py::gil_scoped_release release;
-                structure_vjp(basis, th, s, e, pphi, psig, pg);
+                SiteKernel kernel(basis, th);
+                structure_vjp(kernel, s, e, pphi, psig, pg);
             }
             return grad;
         },

@@ -7,13 +7,15 @@
 namespace mtpfit {
 
 namespace {
-constexpr int kLanes = 4;  // pad neighbour rows to whole AVX2 vectors of doubles
+constexpr int kPad = 4;  // pad neighbour rows to whole AVX2 vectors of doubles
 }
 
 SiteKernel::SiteKernel(const Basis& basis, const double* theta)
     : basis_(basis), theta_(theta), K_(basis.radial_funcs_count), R_(basis.radial_basis_size),
       D_(basis.max_degree + 1), m_(basis.moments_count), adj_(basis.moments_count), tan_(basis.moments_count),
       tan_adj_(basis.moments_count) {
+    batch_m_.assign(basis.moments_count, Lanes{});
+    batch_adj_.assign(basis.moments_count, Lanes{});
     std::map<std::array<int, 3>, int> index;
     std::vector<std::vector<int>> members;
     for (std::size_t k = 0; k < basis.basic.size(); ++k) {
@@ -38,23 +40,36 @@ SiteKernel::SiteKernel(const Basis& basis, const double* theta)
     }
 }
 
-void SiteKernel::reserve(int n) {
-    stride_ = std::max(kLanes, (n + kLanes - 1) / kLanes * kLanes);
-    const std::size_t s = stride_, dm = monomials_.size();
+void SiteKernel::ensure_stride(int n_active) {
+    const int needed = std::max(kPad, (n_active + kPad - 1) / kPad * kPad);
+    if (needed <= stride_) return;
+    stride_ = needed;
+    const std::size_t s = static_cast<std::size_t>(stride_) * kLanes, dm = monomials_.size();
     for (auto* t : {&r_, &inv_r_, &ux_, &uy_, &uz_}) t->assign(s, 0.0);
     powers_.assign(3 * D_ * s, 0.0);
     for (auto* t : {&Q_, &dQ_}) t->assign(R_ * s, 0.0);
     for (auto* t : {&f_, &df_, &P_, &Dmu_}) t->assign(K_ * s, 0.0);
     for (auto* t : {&t1_, &t2_}) t->assign(dm * s, 0.0);
     acc_.assign(16 * s, 0.0);
-    nb_type_.assign(s, 0);
+    for (auto& slot : slots_) slot.structure = nullptr;  // their tables are gone
+}
+
+int SiteKernel::count_active(const Structure& s, int i) const {
+    const double rc2 = basis_.max_dist * basis_.max_dist;
+    int n = 0;
+    for (int p = s.offsets[i]; p < s.offsets[i + 1]; ++p) {
+        const double* v = &s.vectors[3 * p];
+        n += v[0] * v[0] + v[1] * v[1] + v[2] * v[2] < rc2;
+    }
+    return n;
 }
 
 void SiteKernel::monomial_row(int d, double* M) const {
     const int p = monomials_[d][0], q = monomials_[d][1], w = monomials_[d][2];
     const double *X = row(powers_, p), *Y = row(powers_, D_ + q), *Z = row(powers_, 2 * D_ + w);
-    #pragma omp simd
-    for (int a = 0; a < n_act_; ++a) M[a] = X[a] * Y[a] * Z[a];
+    const int na = slots_[lane_].n_act;
+#pragma omp simd
+    for (int a = 0; a < na; ++a) M[a] = X[a] * Y[a] * Z[a];
 }
 
 void SiteKernel::monomial_gradient_rows(int d, double* gx, double* gy, double* gz) const {
@@ -62,18 +77,17 @@ void SiteKernel::monomial_gradient_rows(int d, double* gx, double* gy, double* g
     const double *X = row(powers_, p), *Y = row(powers_, D_ + q), *Z = row(powers_, 2 * D_ + w);
     const double *Xm = row(powers_, std::max(p - 1, 0)), *Ym = row(powers_, D_ + std::max(q - 1, 0)),
                  *Zm = row(powers_, 2 * D_ + std::max(w - 1, 0));
-    #pragma omp simd
-    for (int a = 0; a < n_act_; ++a) {
+    const int na = slots_[lane_].n_act;
+#pragma omp simd
+    for (int a = 0; a < na; ++a) {
         gx[a] = p * Xm[a] * Y[a] * Z[a];
         gy[a] = q * X[a] * Ym[a] * Z[a];
         gz[a] = w * X[a] * Y[a] * Zm[a];
     }
 }
 
-double SiteKernel::forward(const Structure& s, int i) {
-    geometry(s, i);
-    const int na = n_act_;
-    std::fill(m_.begin(), m_.end(), 0.0);
+void SiteKernel::basic_moments(int lane) {
+    const int na = slots_[lane_].n_act;
     double* M = row(acc_, 6);
     for (std::size_t d = 0; d < monomials_.size(); ++d) {
         monomial_row(d, M);
@@ -82,21 +96,58 @@ double SiteKernel::forward(const Structure& s, int i) {
             double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
             for (int a = 0; a < na; ++a) sum += f[a] * M[a];
-            m_[group_moment_[g]] = sum;
+            batch_m_[group_moment_[g]][lane] = sum;
         }
     }
+}
+
+void SiteKernel::forward_batch(const Structure& s, int first, int count, double* V) {
+    std::fill(batch_m_.begin(), batch_m_.end(), Lanes{});
+    int widest = 0;
+    for (int lane = 0; lane < count; ++lane) widest = std::max(widest, count_active(s, first + lane));
+    ensure_stride(widest);
+    for (int lane = 0; lane < count; ++lane) {
+        lane_ = lane;
+        geometry(s, first + lane);
+        basic_moments(lane);
+    }
+    Lanes* m = batch_m_.data();
     for (const auto& run : basis_.runs) {
-        double sum = 0.0;
+        Lanes sum{};
         for (int k = run.begin; k < run.end; ++k) {
             const auto& t = basis_.products[k];
-            sum += t.mult * m_[t.left] * m_[t.right];
+            sum += static_cast<double>(t.mult) * m[t.left] * m[t.right];
         }
-        m_[run.target] += sum;
+        m[run.target] += sum;
     }
-    double V = theta_[basis_.species_offset() + type_];
     const double* c = theta_ + basis_.moment_offset();
-    for (std::size_t a = 0; a < basis_.mapping.size(); ++a) V += c[a] * m_[basis_.mapping[a]];
-    return V;
+    for (int lane = 0; lane < count; ++lane) {
+        double v = theta_[basis_.species_offset() + s.types[first + lane]];
+        for (std::size_t a = 0; a < basis_.mapping.size(); ++a) v += c[a] * m[basis_.mapping[a]][lane];
+        V[lane] = v;
+    }
+    // reverse pass: dV/dm, gathered per moment from its uses (Basis::reverse_order)
+    Lanes* adj = batch_adj_.data();
+    std::fill(batch_adj_.begin(), batch_adj_.end(), Lanes{});
+    for (std::size_t a = 0; a < basis_.mapping.size(); ++a) adj[basis_.mapping[a]] += c[a];
+    const int *use_target = basis_.use_target.data(), *use_other = basis_.use_other.data();
+    const double* mult = basis_.use_mult.data();
+    for (int x : basis_.reverse_order) {
+        Lanes sum{};
+        for (int u = basis_.use_offsets[x]; u < basis_.use_offsets[x + 1]; ++u)
+            sum += mult[u] * adj[use_target[u]] * m[use_other[u]];
+        adj[x] += sum;
+    }
+}
+
+void SiteKernel::select(const Structure& s, int i, int lane) {
+    lane_ = lane;
+    geometry(s, i);
+    const std::size_t n = m_.size();
+    for (std::size_t k = 0; k < n; ++k) {
+        m_[k] = batch_m_[k][lane];
+        adj_[k] = batch_adj_[k][lane];
+    }
 }
 
 void SiteKernel::save(double* moments, double* adjoints) const {
@@ -110,30 +161,35 @@ void SiteKernel::restore(const double* moments, const double* adjoints) {
 }
 
 void SiteKernel::geometry(const Structure& s, int i) {
+    Slot& slot = slots_[lane_];
+    if (slot.structure == &s && slot.atom == i) return;
+    ensure_stride(count_active(s, i));
+    slot.structure = &s;
+    slot.atom = i;
     const int begin = s.offsets[i];
-    n_nb_ = s.offsets[i + 1] - begin;
-    type_ = s.types[i];
+    slot.n_nb = s.offsets[i + 1] - begin;
+    slot.type = s.types[i];
     const double rc = basis_.max_dist, rmin = basis_.min_dist, scale = basis_.scaling;
     // a training set may be built with a larger cutoff than this basis uses: compact the neighbours inside it
-    active_.clear();
-    for (int n = 0; n < n_nb_; ++n) {
+    slot.active.clear();
+    for (int n = 0; n < slot.n_nb; ++n) {
         const double* v = &s.vectors[3 * (begin + n)];
-        if (v[0] * v[0] + v[1] * v[1] + v[2] * v[2] < rc * rc) active_.push_back(n);
+        if (v[0] * v[0] + v[1] * v[1] + v[2] * v[2] < rc * rc) slot.active.push_back(n);
     }
-    n_act_ = static_cast<int>(active_.size());
-    if (std::max(kLanes, (n_act_ + kLanes - 1) / kLanes * kLanes) != stride_) reserve(n_act_);
-    const int na = n_act_;
-    double *r = r_.data(), *inv_r = inv_r_.data(), *ux = ux_.data(), *uy = uy_.data(), *uz = uz_.data();
-    #pragma omp simd
+    slot.n_act = static_cast<int>(slot.active.size());
+    slot.nb_type.resize(slot.n_act);
+    const int na = slot.n_act;
+    double *r = row(r_, 0), *inv_r = row(inv_r_, 0), *ux = row(ux_, 0), *uy = row(uy_, 0), *uz = row(uz_, 0);
+#pragma omp simd
     for (int a = 0; a < na; ++a) {
-        const int n = active_[a];
+        const int n = slot.active[a];
         const double* v = &s.vectors[3 * (begin + n)];
         r[a] = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
         inv_r[a] = 1.0 / r[a];
         ux[a] = v[0] * inv_r[a];
         uy[a] = v[1] * inv_r[a];
         uz[a] = v[2] * inv_r[a];
-        nb_type_[a] = s.types[s.neighbors[begin + n]];
+        slot.nb_type[a] = s.types[s.neighbors[begin + n]];
     }
     // radial basis Q_β = s·T_β(ξ)·(R_cut − r)² and its r-derivative (MTP_SPEC §2), by the Chebyshev recurrence
     {
@@ -141,7 +197,7 @@ void SiteKernel::geometry(const Structure& s, int i) {
                *dT1 = row(acc_, 5);
         const double dxi = 2.0 / (rc - rmin);
         double *Q0 = row(Q_, 0), *dQ0 = row(dQ_, 0), *Q1 = row(Q_, 1), *dQ1 = row(dQ_, 1);
-        #pragma omp simd
+    #pragma omp simd
         for (int a = 0; a < na; ++a) {
             xi[a] = (2.0 * r[a] - rmin - rc) / (rc - rmin);
             d[a] = rc - r[a];
@@ -153,7 +209,7 @@ void SiteKernel::geometry(const Structure& s, int i) {
         }
         for (int b = 2; b < R_; ++b) {
             double *Qb = row(Q_, b), *dQb = row(dQ_, b);
-            #pragma omp simd
+#pragma omp simd
             for (int a = 0; a < na; ++a) {
                 const double T2 = 2.0 * xi[a] * T1[a] - T0[a];
                 const double dT2 = 2.0 * T1[a] + 2.0 * xi[a] * dT1[a] - dT0[a];
@@ -167,13 +223,13 @@ void SiteKernel::geometry(const Structure& s, int i) {
     const int S = basis_.species_count;
     for (int mu = 0; mu < K_; ++mu) {
         double *f = row(f_, mu), *df = row(df_, mu);
-        #pragma omp simd
+    #pragma omp simd
         for (int a = 0; a < na; ++a) { f[a] = 0.0; df[a] = 0.0; }
         for (int b = 0; b < R_; ++b) {
             const double *Qb = row(Q_, b), *dQb = row(dQ_, b);
-            #pragma omp simd
+#pragma omp simd
             for (int a = 0; a < na; ++a) {
-                const double c = theta_[(type_ * S + nb_type_[a]) * K_ * R_ + mu * R_ + b];
+                const double c = theta_[(slot.type * S + slot.nb_type[a]) * K_ * R_ + mu * R_ + b];
                 f[a] += c * Qb[a];
                 df[a] += c * dQb[a];
             }
@@ -183,55 +239,37 @@ void SiteKernel::geometry(const Structure& s, int i) {
     for (int c = 0; c < 3; ++c) {
         const double* u = c == 0 ? ux : (c == 1 ? uy : uz);
         double* p0 = row(powers_, c * D_);
-        #pragma omp simd
+    #pragma omp simd
         for (int a = 0; a < na; ++a) p0[a] = 1.0;
         for (int k = 1; k < D_; ++k) {
             const double* prev = row(powers_, c * D_ + k - 1);
             double* cur = row(powers_, c * D_ + k);
-            #pragma omp simd
+#pragma omp simd
             for (int a = 0; a < na; ++a) cur[a] = prev[a] * u[a];
         }
     }
 }
 
-void SiteKernel::adjoint() {
-    std::fill(adj_.begin(), adj_.end(), 0.0);
-    const double* c = theta_ + basis_.moment_offset();
-    for (std::size_t a = 0; a < basis_.mapping.size(); ++a) adj_[basis_.mapping[a]] += c[a];
-    for (int x : basis_.reverse_order) {
-        const int *target = basis_.use_target.data(), *other = basis_.use_other.data();
-        const double* mult = basis_.use_mult.data();
-        // two accumulators halve the FMA latency chain of this short reduction
-        double s0 = 0.0, s1 = 0.0;
-        int u = basis_.use_offsets[x];
-        const int end = basis_.use_offsets[x + 1];
-        for (; u + 1 < end; u += 2) {
-            s0 += mult[u] * adj_[target[u]] * m_[other[u]];
-            s1 += mult[u + 1] * adj_[target[u + 1]] * m_[other[u + 1]];
-        }
-        if (u < end) s0 += mult[u] * adj_[target[u]] * m_[other[u]];
-        adj_[x] += s0 + s1;
-    }
-}
-
 void SiteKernel::pair_gradients(double* g) {
+    const Slot& slot = slots_[lane_];
+    const double *inv_r = row(inv_r_, 0), *ux = row(ux_, 0), *uy = row(uy_, 0), *uz = row(uz_, 0);
     // g = Σ_k adj_k ∂m_k/∂r with ∂(f M)/∂r = f' M u + f (∇_u M − ν M u)/r; per monomial the adjoints are first
     // gathered into a = Σ adj_k f_μk and b = Σ adj_k f'_μk, so each monomial gradient is used once.
-    const int na = n_act_;
+    const int na = slot.n_act;
     double *A = row(acc_, 0), *C = row(acc_, 1), *Gx = row(acc_, 2), *Gy = row(acc_, 3), *Gz = row(acc_, 4);
     double *af = row(acc_, 5), *adf = row(acc_, 6);
-    #pragma omp simd
+#pragma omp simd
     for (int a = 0; a < na; ++a) A[a] = C[a] = Gx[a] = Gy[a] = Gz[a] = 0.0;
     for (std::size_t d = 0; d < monomials_.size(); ++d) {
         bool any = false;
-        #pragma omp simd
+#pragma omp simd
         for (int a = 0; a < na; ++a) af[a] = adf[a] = 0.0;
         for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
             const double alpha = adj_[group_moment_[k]];
             if (alpha == 0.0) continue;
             any = true;
             const double *f = row(f_, group_mu_[k]), *df = row(df_, group_mu_[k]);
-            #pragma omp simd
+#pragma omp simd
             for (int a = 0; a < na; ++a) {
                 af[a] += alpha * f[a];
                 adf[a] += alpha * df[a];
@@ -254,26 +292,28 @@ void SiteKernel::pair_gradients(double* g) {
             Gz[a] += w * xa * Y[a] * Zm[a];
         }
     }
-    std::fill(g, g + 3 * n_nb_, 0.0);
+    std::fill(g, g + 3 * slot.n_nb, 0.0);
     for (int a = 0; a < na; ++a) {
-        const double radial = A[a] - C[a] * inv_r_[a];
-        double* gn = g + 3 * active_[a];
-        gn[0] = radial * ux_[a] + Gx[a] * inv_r_[a];
-        gn[1] = radial * uy_[a] + Gy[a] * inv_r_[a];
-        gn[2] = radial * uz_[a] + Gz[a] * inv_r_[a];
+        const double radial = A[a] - C[a] * inv_r[a];
+        double* gn = g + 3 * slot.active[a];
+        gn[0] = radial * ux[a] + Gx[a] * inv_r[a];
+        gn[1] = radial * uy[a] + Gy[a] * inv_r[a];
+        gn[2] = radial * uz[a] + Gz[a] * inv_r[a];
     }
 }
 
 void SiteKernel::add_vjp(double e, const double* W, double* grad) {
-    const int na = n_act_;
+    const Slot& slot = slots_[lane_];
+    const int na = slot.n_act;
+    const double *inv_r = row(inv_r_, 0), *ux = row(ux_, 0), *uy = row(uy_, 0), *uz = row(uz_, 0);
     // tangent of every basic moment along the neighbour displacements W:
     //   ṁ_k = Σ_j f'_μ M (W·u) + f_μ (W·∇_u M − ν M W·u)/r  =  Σ_j f'_μ t1_d + f_μ t2_d
     double *wx = row(acc_, 0), *wy = row(acc_, 1), *wz = row(acc_, 2), *wu = row(acc_, 3);
-    #pragma omp simd
+#pragma omp simd
     for (int a = 0; a < na; ++a) {
-        const double* w = W + 3 * active_[a];
+        const double* w = W + 3 * slot.active[a];
         wx[a] = w[0]; wy[a] = w[1]; wz[a] = w[2];
-        wu[a] = w[0] * ux_[a] + w[1] * uy_[a] + w[2] * uz_[a];
+        wu[a] = w[0] * ux[a] + w[1] * uy[a] + w[2] * uz[a];
     }
     double *M = row(acc_, 4), *gx = row(acc_, 5), *gy = row(acc_, 6), *gz = row(acc_, 7);
     std::fill(tan_.begin(), tan_.end(), 0.0);
@@ -282,10 +322,10 @@ void SiteKernel::add_vjp(double e, const double* W, double* grad) {
         monomial_row(d, M);
         monomial_gradient_rows(d, gx, gy, gz);
         double *t1 = row(t1_, d), *t2 = row(t2_, d);
-        #pragma omp simd
+    #pragma omp simd
         for (int a = 0; a < na; ++a) {
             t1[a] = M[a] * wu[a];
-            t2[a] = (wx[a] * gx[a] + wy[a] * gy[a] + wz[a] * gz[a] - nu * t1[a]) * inv_r_[a];
+            t2[a] = (wx[a] * gx[a] + wy[a] * gy[a] + wz[a] * gz[a] - nu * t1[a]) * inv_r[a];
         }
         for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
             const double *f = row(f_, group_mu_[k]), *df = row(df_, group_mu_[k]);
@@ -305,7 +345,7 @@ void SiteKernel::add_vjp(double e, const double* W, double* grad) {
     }
 
     // species and moment coefficients enter Φ = e·V + Σ W·g linearly
-    grad[basis_.species_offset() + type_] += e;
+    grad[basis_.species_offset() + slot.type] += e;
     double* gc = grad + basis_.moment_offset();
     const double* c = theta_ + basis_.moment_offset();
     std::fill(tan_adj_.begin(), tan_adj_.end(), 0.0);
@@ -338,7 +378,7 @@ void SiteKernel::add_vjp(double e, const double* W, double* grad) {
         for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
             const double ta = tan_adj_[group_moment_[k]], ad = adj_[group_moment_[k]];
             double *P = row(P_, group_mu_[k]), *Dm = row(Dmu_, group_mu_[k]);
-            #pragma omp simd
+#pragma omp simd
             for (int a = 0; a < na; ++a) {
                 P[a] += ta * M[a] + ad * t2[a];
                 Dm[a] += ad * t1[a];
@@ -347,7 +387,7 @@ void SiteKernel::add_vjp(double e, const double* W, double* grad) {
     }
     const int S = basis_.species_count;
     for (int a = 0; a < na; ++a) {
-        double* gr = grad + (type_ * S + nb_type_[a]) * K_ * R_;
+        double* gr = grad + (slot.type * S + slot.nb_type[a]) * K_ * R_;
         for (int mu = 0; mu < K_; ++mu) {
             const double p = row(P_, mu)[a], dm = row(Dmu_, mu)[a];
             for (int b = 0; b < R_; ++b) gr[mu * R_ + b] += p * row(Q_, b)[a] + dm * row(dQ_, b)[a];
@@ -355,46 +395,50 @@ void SiteKernel::add_vjp(double e, const double* W, double* grad) {
     }
 }
 
-void evaluate_structure(const Basis& basis, const double* theta, const Structure& s, double* site_energies,
-                        double* forces, double* plus_stress, std::vector<double>* state) {
-    SiteKernel kernel(basis, theta);
+void evaluate_structure(SiteKernel& kernel, const Structure& s, double* site_energies, double* forces,
+                        double* plus_stress, std::vector<double>* state) {
     const std::size_t per_atom = 2 * static_cast<std::size_t>(kernel.moments_count());
     if (state) state->resize(per_atom * s.n_atoms);
     std::fill(forces, forces + 3 * s.n_atoms, 0.0);
     std::fill(plus_stress, plus_stress + 9, 0.0);
     std::vector<double> g;
-    for (int i = 0; i < s.n_atoms; ++i) {
-        site_energies[i] = kernel.forward(s, i);
-        kernel.adjoint();
-        if (state) kernel.save(&(*state)[per_atom * i], &(*state)[per_atom * i + per_atom / 2]);
-        g.resize(3 * kernel.n_neighbors());
-        kernel.pair_gradients(g.data());
-        const int begin = s.offsets[i];
-        for (int n = 0; n < kernel.n_neighbors(); ++n) {
-            const int j = s.neighbors[begin + n];
-            const double* gn = &g[3 * n];
-            const double* r = &s.vectors[3 * (begin + n)];
-            for (int a = 0; a < 3; ++a) {
-                forces[3 * i + a] += gn[a];
-                forces[3 * j + a] -= gn[a];
-                for (int b = 0; b < 3; ++b) plus_stress[3 * a + b] -= gn[a] * r[b];
+    for (int first = 0; first < s.n_atoms; first += SiteKernel::kLanes) {
+        const int count = std::min(SiteKernel::kLanes, s.n_atoms - first);
+        kernel.forward_batch(s, first, count, site_energies + first);
+        for (int lane = 0; lane < count; ++lane) {
+            const int i = first + lane;
+            kernel.select(s, i, lane);
+            if (state) kernel.save(&(*state)[per_atom * i], &(*state)[per_atom * i + per_atom / 2]);
+            g.resize(3 * kernel.n_neighbors());
+            kernel.pair_gradients(g.data());
+            const int begin = s.offsets[i];
+            for (int n = 0; n < kernel.n_neighbors(); ++n) {
+                const int j = s.neighbors[begin + n];
+                const double* gn = &g[3 * n];
+                const double* r = &s.vectors[3 * (begin + n)];
+                for (int a = 0; a < 3; ++a) {
+                    forces[3 * i + a] += gn[a];
+                    forces[3 * j + a] -= gn[a];
+                    for (int b = 0; b < 3; ++b) plus_stress[3 * a + b] -= gn[a] * r[b];
+                }
             }
         }
     }
 }
 
-void structure_vjp(const Basis& basis, const double* theta, const Structure& s, double e, const double* phi,
-                   const double* sigma, double* grad, const std::vector<double>* state) {
-    SiteKernel kernel(basis, theta);
+void structure_vjp(SiteKernel& kernel, const Structure& s, double e, const double* phi, const double* sigma,
+                   double* grad, const std::vector<double>* state) {
     const std::size_t per_atom = 2 * static_cast<std::size_t>(kernel.moments_count());
     std::vector<double> W;
+    double V[SiteKernel::kLanes];
     for (int i = 0; i < s.n_atoms; ++i) {
         if (state) {
             kernel.geometry(s, i);
             kernel.restore(&(*state)[per_atom * i], &(*state)[per_atom * i + per_atom / 2]);
         } else {
-            kernel.forward(s, i);
-            kernel.adjoint();
+            const int lane = i % SiteKernel::kLanes;
+            if (lane == 0) kernel.forward_batch(s, i, std::min(SiteKernel::kLanes, s.n_atoms - i), V);
+            kernel.select(s, i, lane);
         }
         const int begin = s.offsets[i];
         const int nn = kernel.n_neighbors();

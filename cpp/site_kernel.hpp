@@ -5,6 +5,9 @@
 // loops run over contiguous neighbours and vectorise. The basic moments are grouped by their unit-vector
 // monomial u_x^p u_y^q u_z^w: each monomial row (and its gradient rows) is built once from the power table
 // and used at once by every basic moment of its group, so the working set stays in the L1 cache.
+// Atoms are evaluated in batches of kLanes: the contraction graph (products and their adjoints) runs once for
+// the whole batch with the moments stored as [moment][lane], so its gathers become vector operations. Each
+// lane keeps its atom's neighbour tables.
 #pragma once
 
 #include <array>
@@ -17,33 +20,49 @@ namespace mtpfit {
 
 class SiteKernel {
 public:
+    static constexpr int kLanes = 4;
+
     SiteKernel(const Basis& basis, const double* theta);
 
-    // Forward pass for atom i: neighbour geometry, radial functions, every moment. Returns V_i (eV).
-    double forward(const Structure& s, int i);
-    // The neighbour part of forward() alone; with restore() it resumes an atom whose moments and adjoints
-    // were saved (save()) by an earlier forward() and adjoint().
+    // Forward and adjoint passes for atoms first … first+count−1 (count ≤ kLanes); V receives their site
+    // energies (eV). Follow with select() for each atom before pair_gradients() or add_vjp().
+    void forward_batch(const Structure& s, int first, int count, double* V);
+    // Makes atom i, lane `lane` of the last batch, the current atom.
+    void select(const Structure& s, int i, int lane);
+    // g_ij = dV_i/dr_ij for each neighbour of the current atom; 3 values per neighbour, eV/Å.
+    void pair_gradients(double* g);
+    // Adds d/dθ [ e·V_i + Σ_j W_ij · g_ij ] to grad (length n_params) for the current atom; W has 3 values per
+    // neighbour. This is the per-site vector–Jacobian product of MTP_SPEC §7.
+    void add_vjp(double e, const double* W, double* grad);
+
+    // Resuming an atom without its forward pass: its neighbour tables (geometry()) and its moments and
+    // adjoints as save() wrote them after a select().
     void geometry(const Structure& s, int i);
     void save(double* moments, double* adjoints) const;
     void restore(const double* moments, const double* adjoints);
-    int moments_count() const { return static_cast<int>(m_.size()); }
-    // Reverse pass: dV_i/dm for every moment (needs forward()).
-    void adjoint();
-    // g_ij = dV_i/dr_ij for each neighbour of the last forward() atom; 3 values per neighbour, eV/Å.
-    void pair_gradients(double* g);
-    // Adds d/dθ [ e·V_i + Σ_j W_ij · g_ij ] to grad (length n_params); W has 3 values per neighbour.
-    // Needs forward() and adjoint(). This is the per-site vector–Jacobian product of MTP_SPEC §7.
-    void add_vjp(double e, const double* W, double* grad);
 
-    int n_neighbors() const { return n_nb_; }
+    int n_neighbors() const { return slots_[lane_].n_nb; }
+    int moments_count() const { return static_cast<int>(m_.size()); }
 
 private:
-    double* row(std::vector<double>& table, int r) { return table.data() + static_cast<std::size_t>(r) * stride_; }
-    const double* row(const std::vector<double>& table, int r) const {
-        return table.data() + static_cast<std::size_t>(r) * stride_;
+    // What a lane holds: which atom its neighbour tables belong to, and its compacted neighbour list.
+    struct Slot {
+        const Structure* structure = nullptr;
+        int atom = -1, type = 0, n_nb = 0, n_act = 0;
+        std::vector<int> active, nb_type;
+    };
+    typedef double Lanes __attribute__((vector_size(kLanes * sizeof(double))));
+
+    // Row r of a per-neighbour table, in the current lane's block.
+    double* row(std::vector<double>& table, int r) {
+        return table.data() + lane_ * (table.size() / kLanes) + static_cast<std::size_t>(r) * stride_;
     }
-    void reserve(int n);
-    // Row of monomial d over the active neighbours, and the rows of its u-gradient.
+    const double* row(const std::vector<double>& table, int r) const {
+        return table.data() + lane_ * (table.size() / kLanes) + static_cast<std::size_t>(r) * stride_;
+    }
+    void ensure_stride(int n_active);
+    int count_active(const Structure& s, int i) const;
+    void basic_moments(int lane);
     void monomial_row(int d, double* M) const;
     void monomial_gradient_rows(int d, double* gx, double* gy, double* gz) const;
 
@@ -56,24 +75,24 @@ private:
     std::vector<int> degree_;
     std::vector<int> group_begin_, group_moment_, group_mu_;
 
-    int type_ = 0;
-    int n_nb_ = 0;      // neighbours in the list
-    int n_act_ = 0;     // neighbours inside the cutoff, compacted to the front of every table
+    Slot slots_[kLanes];
+    std::size_t lane_ = 0;
     int stride_ = 0;
-    std::vector<int> active_, nb_type_;
     std::vector<double> r_, inv_r_, ux_, uy_, uz_, powers_, Q_, dQ_, f_, df_, t1_, t2_, P_, Dmu_, acc_;
-    std::vector<double> m_, adj_, tan_, tan_adj_;
+    std::vector<Lanes> batch_m_, batch_adj_;  // [moment] of kLanes values
+    std::vector<double> m_, adj_, tan_, tan_adj_;  // the current atom
 };
 
 // Site energies (N), forces (N×3, eV/Å) and PlusStress (3×3 row-major, eV) of one configuration. With `state`,
 // every atom's moments and adjoints are kept there (N × 2 × moments_count) for a following structure_vjp().
-void evaluate_structure(const Basis& basis, const double* theta, const Structure& s, double* site_energies,
-                        double* forces, double* plus_stress, std::vector<double>* state = nullptr);
+// `kernel` is reusable across configurations (one per thread) at a fixed θ.
+void evaluate_structure(SiteKernel& kernel, const Structure& s, double* site_energies, double* forces,
+                        double* plus_stress, std::vector<double>* state = nullptr);
 
 // Adds to grad the vector–Jacobian product  e·dE/dθ + Σ_i φ_i·dF_i/dθ + Σ_ab σ_ab dS_ab/dθ.
 // phi (N×3) and sigma (3×3) may be null (zero cotangent). `state` from evaluate_structure() at the same θ
 // spares recomputing the moments.
-void structure_vjp(const Basis& basis, const double* theta, const Structure& s, double e, const double* phi,
-                   const double* sigma, double* grad, const std::vector<double>* state = nullptr);
+void structure_vjp(SiteKernel& kernel, const Structure& s, double e, const double* phi, const double* sigma,
+                   double* grad, const std::vector<double>* state = nullptr);
 
 }  // namespace mtpfit

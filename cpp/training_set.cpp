@@ -34,6 +34,7 @@ double TrainingSet::loss_and_gradient(const Basis& basis, const double* theta, d
     std::vector<double> losses(n, 0.0);
 #pragma omp parallel num_threads(n_threads)
     {
+        SiteKernel kernel(basis, theta);
         std::vector<double> site, forces, phi, state;
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < blocks; ++b) {
@@ -45,7 +46,7 @@ double TrainingSet::loss_and_gradient(const Basis& basis, const double* theta, d
                 forces.resize(3 * s.n_atoms);
                 phi.resize(3 * s.n_atoms);
                 std::array<double, 9> stress, sigma;
-                evaluate_structure(basis, theta, s, site.data(), forces.data(), stress.data(), &state);
+                evaluate_structure(kernel, s, site.data(), forces.data(), stress.data(), &state);
                 double energy = 0.0;
                 for (double v : site) energy += v;
                 const double dE = energy - y.energy;
@@ -61,7 +62,7 @@ double TrainingSet::loss_and_gradient(const Basis& basis, const double* theta, d
                     sigma[c] = 2.0 * y.stress_weights[c] * d;
                 }
                 losses[k] = loss;
-                structure_vjp(basis, theta, s, 2.0 * y.energy_weight * dE, phi.data(), sigma.data(), g, &state);
+                structure_vjp(kernel, s, 2.0 * y.energy_weight * dE, phi.data(), sigma.data(), g, &state);
             }
         }
     }
@@ -81,12 +82,13 @@ void TrainingSet::predict(const Basis& basis, const double* theta, double* energ
     const int n = size();
 #pragma omp parallel num_threads(n_threads)
     {
+        SiteKernel kernel(basis, theta);
         std::vector<double> site;
 #pragma omp for schedule(dynamic, 1)
         for (int k = 0; k < n; ++k) {
             const Structure& s = structures_[k];
             site.resize(s.n_atoms);
-            evaluate_structure(basis, theta, s, site.data(), forces + 3 * atom_offsets_[k], stresses + 9 * k);
+            evaluate_structure(kernel, s, site.data(), forces + 3 * atom_offsets_[k], stresses + 9 * k);
             double energy = 0.0;
             for (double v : site) energy += v;
             energies[k] = energy;
@@ -98,9 +100,13 @@ void TrainingSet::energy_gradients(const Basis& basis, const double* theta, doub
     const int n = size();
     const int np = basis.n_params();
     std::fill(out, out + static_cast<std::size_t>(n) * np, 0.0);
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
-    for (int k = 0; k < n; ++k)
-        structure_vjp(basis, theta, structures_[k], 1.0, nullptr, nullptr, out + static_cast<std::size_t>(k) * np);
+#pragma omp parallel num_threads(n_threads)
+    {
+        SiteKernel kernel(basis, theta);
+#pragma omp for schedule(dynamic, 1)
+        for (int k = 0; k < n; ++k)
+            structure_vjp(kernel, structures_[k], 1.0, nullptr, nullptr, out + static_cast<std::size_t>(k) * np);
+    }
 }
 
 }  // namespace mtpfit
