@@ -12,10 +12,8 @@ constexpr int kPad = 4;  // pad neighbour rows to whole AVX2 vectors of doubles
 
 SiteKernel::SiteKernel(const Basis& basis, const double* theta)
     : basis_(basis), theta_(theta), K_(basis.radial_funcs_count), R_(basis.radial_basis_size),
-      D_(basis.max_degree + 1), m_(basis.moments_count), adj_(basis.moments_count), tan_(basis.moments_count),
-      tan_adj_(basis.moments_count) {
-    batch_m_.assign(basis.moments_count, Lanes{});
-    batch_adj_.assign(basis.moments_count, Lanes{});
+      D_(basis.max_degree + 1), m_(basis.moments_count), adj_(basis.moments_count) {
+    for (auto* b : {&batch_m_, &batch_adj_, &batch_tan_, &batch_tan_adj_}) b->assign(basis.moments_count, Lanes{});
     std::map<std::array<int, 3>, int> index;
     std::vector<std::vector<int>> members;
     for (std::size_t k = 0; k < basis.basic.size(); ++k) {
@@ -155,9 +153,17 @@ void SiteKernel::save(double* moments, double* adjoints) const {
     std::copy(adj_.begin(), adj_.end(), adjoints);
 }
 
-void SiteKernel::restore(const double* moments, const double* adjoints) {
-    std::copy(moments, moments + m_.size(), m_.begin());
-    std::copy(adjoints, adjoints + adj_.size(), adj_.begin());
+void SiteKernel::load_batch(const Structure& s, int first, int count, const double* state) {
+    const std::size_t n = m_.size();
+    for (int lane = 0; lane < count; ++lane) {
+        lane_ = lane;
+        geometry(s, first + lane);
+        const double* saved = state + 2 * n * (first + lane);
+        for (std::size_t k = 0; k < n; ++k) {
+            batch_m_[k][lane] = saved[k];
+            batch_adj_[k][lane] = saved[n + k];
+        }
+    }
 }
 
 void SiteKernel::geometry(const Structure& s, int i) {
@@ -302,95 +308,103 @@ void SiteKernel::pair_gradients(double* g) {
     }
 }
 
-void SiteKernel::add_vjp(double e, const double* W, double* grad) {
-    const Slot& slot = slots_[lane_];
-    const int na = slot.n_act;
-    const double *inv_r = row(inv_r_, 0), *ux = row(ux_, 0), *uy = row(uy_, 0), *uz = row(uz_, 0);
+void SiteKernel::vjp_batch(int count, double e, const double* const* W, double* grad) {
     // tangent of every basic moment along the neighbour displacements W:
     //   ṁ_k = Σ_j f'_μ M (W·u) + f_μ (W·∇_u M − ν M W·u)/r  =  Σ_j f'_μ t1_d + f_μ t2_d
-    double *wx = row(acc_, 0), *wy = row(acc_, 1), *wz = row(acc_, 2), *wu = row(acc_, 3);
-#pragma omp simd
-    for (int a = 0; a < na; ++a) {
-        const double* w = W + 3 * slot.active[a];
-        wx[a] = w[0]; wy[a] = w[1]; wz[a] = w[2];
-        wu[a] = w[0] * ux[a] + w[1] * uy[a] + w[2] * uz[a];
-    }
-    double *M = row(acc_, 4), *gx = row(acc_, 5), *gy = row(acc_, 6), *gz = row(acc_, 7);
-    std::fill(tan_.begin(), tan_.end(), 0.0);
-    for (std::size_t d = 0; d < monomials_.size(); ++d) {
-        const double nu = degree_[d];
-        monomial_row(d, M);
-        monomial_gradient_rows(d, gx, gy, gz);
-        double *t1 = row(t1_, d), *t2 = row(t2_, d);
-    #pragma omp simd
+    std::fill(batch_tan_.begin(), batch_tan_.end(), Lanes{});
+    for (int lane = 0; lane < count; ++lane) {
+        lane_ = lane;
+        const Slot& slot = slots_[lane];
+        const int na = slot.n_act;
+        const double *inv_r = row(inv_r_, 0), *ux = row(ux_, 0), *uy = row(uy_, 0), *uz = row(uz_, 0);
+        double *wx = row(acc_, 0), *wy = row(acc_, 1), *wz = row(acc_, 2), *wu = row(acc_, 3);
         for (int a = 0; a < na; ++a) {
-            t1[a] = M[a] * wu[a];
-            t2[a] = (wx[a] * gx[a] + wy[a] * gy[a] + wz[a] * gz[a] - nu * t1[a]) * inv_r[a];
+            const double* w = W[lane] + 3 * slot.active[a];
+            wx[a] = w[0]; wy[a] = w[1]; wz[a] = w[2];
+            wu[a] = w[0] * ux[a] + w[1] * uy[a] + w[2] * uz[a];
         }
-        for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
-            const double *f = row(f_, group_mu_[k]), *df = row(df_, group_mu_[k]);
-            double sum = 0.0;
-            #pragma omp simd reduction(+ : sum)
-            for (int a = 0; a < na; ++a) sum += df[a] * t1[a] + f[a] * t2[a];
-            tan_[group_moment_[k]] = sum;
-        }
-    }
-    for (const auto& run : basis_.runs) {
-        double sum = 0.0;
-        for (int k = run.begin; k < run.end; ++k) {
-            const auto& t = basis_.products[k];
-            sum += t.mult * (tan_[t.left] * m_[t.right] + m_[t.left] * tan_[t.right]);
-        }
-        tan_[run.target] += sum;
-    }
-
-    // species and moment coefficients enter Φ = e·V + Σ W·g linearly
-    grad[basis_.species_offset() + slot.type] += e;
-    double* gc = grad + basis_.moment_offset();
-    const double* c = theta_ + basis_.moment_offset();
-    std::fill(tan_adj_.begin(), tan_adj_.end(), 0.0);
-    for (std::size_t a = 0; a < basis_.mapping.size(); ++a) {
-        const int k = basis_.mapping[a];
-        gc[a] += e * m_[k] + tan_[k];
-        tan_adj_[k] += e * c[a];
-    }
-    // reverse pass through the products for the adjoint of the moments in Φ; adj_ (= dV/dm) is the adjoint
-    // of the tangents
-    for (int x : basis_.reverse_order) {
-        const int *target = basis_.use_target.data(), *other = basis_.use_other.data();
-        const double* mult = basis_.use_mult.data();
-        double s0 = 0.0, s1 = 0.0;
-        int u = basis_.use_offsets[x];
-        const int end = basis_.use_offsets[x + 1];
-        for (; u + 1 < end; u += 2) {
-            s0 += mult[u] * (tan_adj_[target[u]] * m_[other[u]] + adj_[target[u]] * tan_[other[u]]);
-            s1 += mult[u + 1] * (tan_adj_[target[u + 1]] * m_[other[u + 1]] + adj_[target[u + 1]] * tan_[other[u + 1]]);
-        }
-        if (u < end) s0 += mult[u] * (tan_adj_[target[u]] * m_[other[u]] + adj_[target[u]] * tan_[other[u]]);
-        tan_adj_[x] += s0 + s1;
-    }
-    // radial coefficients: Φ depends on c^{ab}_{μβ} through f_μ (weight Q_β) and f'_μ (weight Q'_β)
-    std::fill(P_.begin(), P_.end(), 0.0);
-    std::fill(Dmu_.begin(), Dmu_.end(), 0.0);
-    for (std::size_t d = 0; d < monomials_.size(); ++d) {
-        monomial_row(d, M);
-        const double *t1 = row(t1_, d), *t2 = row(t2_, d);
-        for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
-            const double ta = tan_adj_[group_moment_[k]], ad = adj_[group_moment_[k]];
-            double *P = row(P_, group_mu_[k]), *Dm = row(Dmu_, group_mu_[k]);
+        double *M = row(acc_, 4), *gx = row(acc_, 5), *gy = row(acc_, 6), *gz = row(acc_, 7);
+        for (std::size_t d = 0; d < monomials_.size(); ++d) {
+            const double nu = degree_[d];
+            monomial_row(d, M);
+            monomial_gradient_rows(d, gx, gy, gz);
+            double *t1 = row(t1_, d), *t2 = row(t2_, d);
 #pragma omp simd
             for (int a = 0; a < na; ++a) {
-                P[a] += ta * M[a] + ad * t2[a];
-                Dm[a] += ad * t1[a];
+                t1[a] = M[a] * wu[a];
+                t2[a] = (wx[a] * gx[a] + wy[a] * gy[a] + wz[a] * gz[a] - nu * t1[a]) * inv_r[a];
+            }
+            for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
+                const double *f = row(f_, group_mu_[k]), *df = row(df_, group_mu_[k]);
+                double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+                for (int a = 0; a < na; ++a) sum += df[a] * t1[a] + f[a] * t2[a];
+                batch_tan_[group_moment_[k]][lane] = sum;
             }
         }
     }
+    const Lanes *m = batch_m_.data(), *adj = batch_adj_.data();
+    Lanes* tan = batch_tan_.data();
+    for (const auto& run : basis_.runs) {
+        Lanes sum{};
+        for (int k = run.begin; k < run.end; ++k) {
+            const auto& t = basis_.products[k];
+            sum += static_cast<double>(t.mult) * (tan[t.left] * m[t.right] + m[t.left] * tan[t.right]);
+        }
+        tan[run.target] += sum;
+    }
+
+    // species and moment coefficients enter Φ = e·V + Σ W·g linearly
+    double* gc = grad + basis_.moment_offset();
+    const double* c = theta_ + basis_.moment_offset();
+    for (int lane = 0; lane < count; ++lane) {
+        grad[basis_.species_offset() + slots_[lane].type] += e;
+        for (std::size_t a = 0; a < basis_.mapping.size(); ++a) {
+            const int k = basis_.mapping[a];
+            gc[a] += e * m[k][lane] + tan[k][lane];
+        }
+    }
+    // reverse pass through the products for the adjoint of the moments in Φ; adj (= dV/dm) is the adjoint of
+    // the tangents
+    Lanes* tan_adj = batch_tan_adj_.data();
+    std::fill(batch_tan_adj_.begin(), batch_tan_adj_.end(), Lanes{});
+    for (std::size_t a = 0; a < basis_.mapping.size(); ++a) tan_adj[basis_.mapping[a]] += e * c[a];
+    const int *use_target = basis_.use_target.data(), *use_other = basis_.use_other.data();
+    const double* mult = basis_.use_mult.data();
+    for (int x : basis_.reverse_order) {
+        Lanes sum{};
+        for (int u = basis_.use_offsets[x]; u < basis_.use_offsets[x + 1]; ++u)
+            sum += mult[u] * (tan_adj[use_target[u]] * m[use_other[u]] + adj[use_target[u]] * tan[use_other[u]]);
+        tan_adj[x] += sum;
+    }
+    // radial coefficients: Φ depends on c^{ab}_{μβ} through f_μ (weight Q_β) and f'_μ (weight Q'_β)
     const int S = basis_.species_count;
-    for (int a = 0; a < na; ++a) {
-        double* gr = grad + (slot.type * S + slot.nb_type[a]) * K_ * R_;
-        for (int mu = 0; mu < K_; ++mu) {
-            const double p = row(P_, mu)[a], dm = row(Dmu_, mu)[a];
-            for (int b = 0; b < R_; ++b) gr[mu * R_ + b] += p * row(Q_, b)[a] + dm * row(dQ_, b)[a];
+    for (int lane = 0; lane < count; ++lane) {
+        lane_ = lane;
+        const Slot& slot = slots_[lane];
+        const int na = slot.n_act;
+        double* M = row(acc_, 4);
+        std::fill(row(P_, 0), row(P_, 0) + K_ * stride_, 0.0);
+        std::fill(row(Dmu_, 0), row(Dmu_, 0) + K_ * stride_, 0.0);
+        for (std::size_t d = 0; d < monomials_.size(); ++d) {
+            monomial_row(d, M);
+            const double *t1 = row(t1_, d), *t2 = row(t2_, d);
+            for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
+                const double ta = tan_adj[group_moment_[k]][lane], ad = adj[group_moment_[k]][lane];
+                double *P = row(P_, group_mu_[k]), *Dm = row(Dmu_, group_mu_[k]);
+#pragma omp simd
+                for (int a = 0; a < na; ++a) {
+                    P[a] += ta * M[a] + ad * t2[a];
+                    Dm[a] += ad * t1[a];
+                }
+            }
+        }
+        for (int a = 0; a < na; ++a) {
+            double* gr = grad + (slot.type * S + slot.nb_type[a]) * K_ * R_;
+            for (int mu = 0; mu < K_; ++mu) {
+                const double p = row(P_, mu)[a], dm = row(Dmu_, mu)[a];
+                for (int b = 0; b < R_; ++b) gr[mu * R_ + b] += p * row(Q_, b)[a] + dm * row(dQ_, b)[a];
+            }
         }
     }
 }
@@ -428,35 +442,33 @@ void evaluate_structure(SiteKernel& kernel, const Structure& s, double* site_ene
 
 void structure_vjp(SiteKernel& kernel, const Structure& s, double e, const double* phi, const double* sigma,
                    double* grad, const std::vector<double>* state) {
-    const std::size_t per_atom = 2 * static_cast<std::size_t>(kernel.moments_count());
-    std::vector<double> W;
-    double V[SiteKernel::kLanes];
-    for (int i = 0; i < s.n_atoms; ++i) {
-        if (state) {
-            kernel.geometry(s, i);
-            kernel.restore(&(*state)[per_atom * i], &(*state)[per_atom * i + per_atom / 2]);
-        } else {
-            const int lane = i % SiteKernel::kLanes;
-            if (lane == 0) kernel.forward_batch(s, i, std::min(SiteKernel::kLanes, s.n_atoms - i), V);
-            kernel.select(s, i, lane);
-        }
-        const int begin = s.offsets[i];
-        const int nn = kernel.n_neighbors();
-        W.assign(3 * nn, 0.0);
-        // W_ij = ∂L/∂g_ij: F_i += g_ij, F_j −= g_ij, S −= g_ij ⊗ r_ij
-        for (int n = 0; n < nn; ++n) {
-            double* w = &W[3 * n];
-            if (phi) {
-                const int j = s.neighbors[begin + n];
-                for (int a = 0; a < 3; ++a) w[a] = phi[3 * i + a] - phi[3 * j + a];
+    constexpr int L = SiteKernel::kLanes;
+    std::vector<double> W[L];
+    const double* W_of[L];
+    double V[L];
+    for (int first = 0; first < s.n_atoms; first += L) {
+        const int count = std::min(L, s.n_atoms - first);
+        if (state) kernel.load_batch(s, first, count, state->data());
+        else kernel.forward_batch(s, first, count, V);
+        for (int lane = 0; lane < count; ++lane) {
+            // W_ij = ∂L/∂g_ij: F_i += g_ij, F_j −= g_ij, S −= g_ij ⊗ r_ij
+            const int i = first + lane, begin = s.offsets[i], nn = s.offsets[i + 1] - begin;
+            W[lane].assign(3 * nn, 0.0);
+            for (int n = 0; n < nn; ++n) {
+                double* w = &W[lane][3 * n];
+                if (phi) {
+                    const int j = s.neighbors[begin + n];
+                    for (int a = 0; a < 3; ++a) w[a] = phi[3 * i + a] - phi[3 * j + a];
+                }
+                if (sigma) {
+                    const double* r = &s.vectors[3 * (begin + n)];
+                    for (int a = 0; a < 3; ++a)
+                        w[a] -= sigma[3 * a] * r[0] + sigma[3 * a + 1] * r[1] + sigma[3 * a + 2] * r[2];
+                }
             }
-            if (sigma) {
-                const double* r = &s.vectors[3 * (begin + n)];
-                for (int a = 0; a < 3; ++a)
-                    w[a] -= sigma[3 * a] * r[0] + sigma[3 * a + 1] * r[1] + sigma[3 * a + 2] * r[2];
-            }
+            W_of[lane] = W[lane].data();
         }
-        kernel.add_vjp(e, W.data(), grad);
+        kernel.vjp_batch(count, e, W_of, grad);
     }
 }
 

@@ -31,15 +31,15 @@ public:
     void select(const Structure& s, int i, int lane);
     // g_ij = dV_i/dr_ij for each neighbour of the current atom; 3 values per neighbour, eV/Å.
     void pair_gradients(double* g);
-    // Adds d/dθ [ e·V_i + Σ_j W_ij · g_ij ] to grad (length n_params) for the current atom; W has 3 values per
-    // neighbour. This is the per-site vector–Jacobian product of MTP_SPEC §7.
-    void add_vjp(double e, const double* W, double* grad);
+    // Adds Σ_lanes d/dθ [ e·V_i + Σ_j W_ij · g_ij ] to grad (length n_params) for the atoms of the last batch
+    // (forward_batch() or load_batch()); W[lane] has 3 values per neighbour of that atom. This is the per-site
+    // vector–Jacobian product of MTP_SPEC §7.
+    void vjp_batch(int count, double e, const double* const* W, double* grad);
 
-    // Resuming an atom without its forward pass: its neighbour tables (geometry()) and its moments and
-    // adjoints as save() wrote them after a select().
-    void geometry(const Structure& s, int i);
+    // A batch resumed without its forward pass: neighbour tables rebuilt, moments and adjoints as save() wrote
+    // them (2 × moments_count values per atom, from `state`).
+    void load_batch(const Structure& s, int first, int count, const double* state);
     void save(double* moments, double* adjoints) const;
-    void restore(const double* moments, const double* adjoints);
 
     int n_neighbors() const { return slots_[lane_].n_nb; }
     int moments_count() const { return static_cast<int>(m_.size()); }
@@ -79,8 +79,10 @@ private:
     std::size_t lane_ = 0;
     int stride_ = 0;
     std::vector<double> r_, inv_r_, ux_, uy_, uz_, powers_, Q_, dQ_, f_, df_, t1_, t2_, P_, Dmu_, acc_;
-    std::vector<Lanes> batch_m_, batch_adj_;  // [moment] of kLanes values
-    std::vector<double> m_, adj_, tan_, tan_adj_;  // the current atom
+    void geometry(const Structure& s, int i);
+
+    std::vector<Lanes> batch_m_, batch_adj_, batch_tan_, batch_tan_adj_;  // [moment] of kLanes values
+    std::vector<double> m_, adj_;  // the current atom
 };
 
 // Site energies (N), forces (N×3, eV/Å) and PlusStress (3×3 row-major, eV) of one configuration. With `state`,
