@@ -52,6 +52,13 @@ void SiteKernel::ensure_stride(int n_active) {
     for (auto& slot : slots_) slot.structure = nullptr;  // their tables are gone
 }
 
+void SiteKernel::prepare_batch(const Structure& s, int first, int count) {
+    // size the rows for the batch's widest atom first: growing them later would drop the lanes already filled
+    int widest = 0;
+    for (int lane = 0; lane < count; ++lane) widest = std::max(widest, count_active(s, first + lane));
+    ensure_stride(widest);
+}
+
 int SiteKernel::count_active(const Structure& s, int i) const {
     const double rc2 = basis_.max_dist * basis_.max_dist;
     int n = 0;
@@ -101,9 +108,7 @@ void SiteKernel::basic_moments(int lane) {
 
 void SiteKernel::forward_batch(const Structure& s, int first, int count, double* V) {
     std::fill(batch_m_.begin(), batch_m_.end(), Lanes{});
-    int widest = 0;
-    for (int lane = 0; lane < count; ++lane) widest = std::max(widest, count_active(s, first + lane));
-    ensure_stride(widest);
+    prepare_batch(s, first, count);
     for (int lane = 0; lane < count; ++lane) {
         lane_ = lane;
         geometry(s, first + lane);
@@ -155,6 +160,7 @@ void SiteKernel::save(double* moments, double* adjoints) const {
 
 void SiteKernel::load_batch(const Structure& s, int first, int count, const double* state) {
     const std::size_t n = m_.size();
+    prepare_batch(s, first, count);
     for (int lane = 0; lane < count; ++lane) {
         lane_ = lane;
         geometry(s, first + lane);

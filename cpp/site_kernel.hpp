@@ -61,6 +61,7 @@ private:
         return table.data() + lane_ * (table.size() / kLanes) + static_cast<std::size_t>(r) * stride_;
     }
     void ensure_stride(int n_active);
+    void prepare_batch(const Structure& s, int first, int count);
     int count_active(const Structure& s, int i) const;
     void basic_moments(int lane);
     void monomial_row(int d, double* M) const;
