@@ -161,19 +161,24 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_atoms", &TrainingSet::n_atoms)
         .def(
             "loss_and_gradient",
-            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
+            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads, py::object subset) {
                 const double* th = checked_theta(basis, theta);
-                py::array_t<double> grad(basis.n_params()), per_config(ts.size());
+                std::vector<int> indices;
+                if (!subset.is_none()) indices = to_vector<int>(subset.cast<IntArray>());
+                const std::vector<int>* chosen = subset.is_none() ? nullptr : &indices;
+                const py::ssize_t terms = chosen ? static_cast<py::ssize_t>(indices.size()) : ts.size();
+                py::array_t<double> grad(basis.n_params()), per_config(terms);
                 double *pg = grad.mutable_data(), *pc = per_config.mutable_data();
                 double loss;
                 {
                     py::gil_scoped_release release;
-                    loss = ts.loss_and_gradient(basis, th, pg, pc, resolve_threads(n_threads));
+                    loss = ts.loss_and_gradient(basis, th, pg, pc, resolve_threads(n_threads), chosen);
                 }
                 return py::make_tuple(loss, grad, per_config);
             },
-            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0,
-            "Weighted loss, its gradient (n_params,) and each configuration's term (K,).")
+            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0, py::arg("subset") = py::none(),
+            "Weighted loss, its gradient (n_params,) and each configuration's term, over every configuration or "
+            "over the indices in `subset` (a mini-batch).")
         .def(
             "predict",
             [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {

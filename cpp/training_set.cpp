@@ -26,12 +26,15 @@ void TrainingSet::add(Structure structure, Labels labels) {
 }
 
 double TrainingSet::loss_and_gradient(const Basis& basis, const double* theta, double* grad, double* per_config,
-                                      int n_threads) const {
-    const int n = size();
+                                      int n_threads, const std::vector<int>* subset) const {
+    if (subset)
+        for (int k : *subset)
+            if (k < 0 || k >= size()) throw std::out_of_range("configuration index out of range");
+    const int n = subset ? static_cast<int>(subset->size()) : size();
     const int np = basis.n_params();
     const int blocks = block_count(n);
     std::vector<double> block_grad(static_cast<std::size_t>(blocks) * np, 0.0);
-    std::vector<double> losses(n, 0.0);
+    std::vector<double> losses(std::max(n, 0), 0.0);
 #pragma omp parallel num_threads(n_threads)
     {
         SiteKernel kernel(basis, theta);
@@ -39,7 +42,8 @@ double TrainingSet::loss_and_gradient(const Basis& basis, const double* theta, d
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < blocks; ++b) {
             double* g = &block_grad[static_cast<std::size_t>(b) * np];
-            for (int k = block_begin(b, n, blocks); k < block_begin(b + 1, n, blocks); ++k) {
+            for (int q = block_begin(b, n, blocks); q < block_begin(b + 1, n, blocks); ++q) {
+                const int k = subset ? (*subset)[q] : q;
                 const Structure& s = structures_[k];
                 const Labels& y = labels_[k];
                 site.resize(s.n_atoms);
@@ -61,7 +65,7 @@ double TrainingSet::loss_and_gradient(const Basis& basis, const double* theta, d
                     loss += y.stress_weights[c] * d * d;
                     sigma[c] = 2.0 * y.stress_weights[c] * d;
                 }
-                losses[k] = loss;
+                losses[q] = loss;
                 structure_vjp(kernel, s, 2.0 * y.energy_weight * dE, phi.data(), sigma.data(), g, &state);
             }
         }

@@ -28,10 +28,11 @@ public:
     long atom_offset(int k) const { return atom_offsets_[k]; }
     const Structure& structure(int k) const { return structures_[k]; }
 
-    // L = Σ_k [ wE_k ΔE_k² + Σ wF ΔF² + Σ wS ΔS² ] and ∂L/∂θ (adjoint method). grad has n_params entries;
-    // per_config (optional, size()) receives each configuration's term. Bit-identical for any thread count.
+    // L = Σ_k [ wE_k ΔE_k² + Σ wF ΔF² + Σ wS ΔS² ] and ∂L/∂θ (adjoint method), over every configuration or,
+    // with `subset`, over those listed (a mini-batch). grad has n_params entries; per_config (optional, one
+    // value per configuration summed over) receives each term. Bit-identical for any thread count.
     double loss_and_gradient(const Basis& basis, const double* theta, double* grad, double* per_config,
-                             int n_threads) const;
+                             int n_threads, const std::vector<int>* subset = nullptr) const;
     // Energies (size()), forces (n_atoms()×3) and PlusStress (size()×9) for every configuration.
     void predict(const Basis& basis, const double* theta, double* energies, double* forces, double* stresses,
                  int n_threads) const;

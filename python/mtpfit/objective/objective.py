@@ -34,6 +34,9 @@ class Objective:
     ``minimize(obj.fun, x0, jac=obj.jac, method="BFGS")`` costs one loss+gradient pass per point.
     The neighbour geometry is built once, in the constructor.
 
+    Mini-batches: ``fun_and_jac(x, batch=indices)`` evaluates the data term over those configurations only,
+    scaled by K/B so that it estimates the full loss without bias (the penalty term is not scaled).
+
     Parameters
     ----------
     mtp : MTP
@@ -47,7 +50,9 @@ class Objective:
     Attributes
     ----------
     n_evaluations : int
-        Loss+gradient passes made.
+        Loss+gradient evaluations made (full or mini-batch).
+    configurations_evaluated : int
+        Configurations those evaluations covered; divided by K it gives the equivalent number of full passes.
     n_fun, n_jac : int
         Calls of :meth:`fun` and :meth:`jac` (``fun_and_jac`` counts as both).
 
@@ -64,8 +69,8 @@ class Objective:
         self.n_threads = n_threads or 0
         self.training_set = build_training_set(mtp, dataset, self.loss)
         self.penalty_coefficient = self.loss.penalty_coefficient(len(dataset))
-        self.n_evaluations = self.n_fun = self.n_jac = 0
-        self._x = None
+        self.n_evaluations = self.n_fun = self.n_jac = self.configurations_evaluated = 0
+        self._key = None
         self._value = None
 
     @property
@@ -77,17 +82,34 @@ class Objective:
     def n_params(self) -> int:
         return self.mtp.n_params
 
-    def _evaluate(self, x) -> tuple[float, np.ndarray]:
+    @property
+    def passes(self) -> float:
+        """Equivalent full loss+gradient passes: configurations evaluated / K."""
+        return self.configurations_evaluated / len(self.dataset)
+
+    def _evaluate(self, x, batch=None) -> tuple[float, np.ndarray]:
         x = np.asarray(x, dtype=float)
-        if self._x is None or not np.array_equal(x, self._x):
-            loss, grad, per_config = self.training_set.loss_and_gradient(self.mtp.basis.core, x, self.n_threads)
+        if batch is not None:
+            batch = np.asarray(batch, dtype=np.int32)
+            if batch.ndim != 1 or len(batch) == 0:
+                raise ValueError("a mini-batch is a non-empty 1-D array of configuration indices")
+        key = self._key
+        if key is None or not np.array_equal(x, key[0]) or not (
+                (batch is None and key[1] is None) or (batch is not None and key[1] is not None
+                                                      and np.array_equal(batch, key[1]))):
+            loss, grad, per_config = self.training_set.loss_and_gradient(self.mtp.basis.core, x, self.n_threads,
+                                                                         batch)
+            if batch is not None:
+                scale = len(self.dataset) / len(batch)
+                loss, grad = loss * scale, grad * scale
             if self.penalty_coefficient:
                 p, dp = self.mtp.penalty(x)
                 loss += self.penalty_coefficient * p
                 grad += self.penalty_coefficient * dp
-            self._x = x.copy()
+            self._key = (x.copy(), None if batch is None else batch.copy())
             self._value = (float(loss), grad, per_config)
             self.n_evaluations += 1
+            self.configurations_evaluated += len(self.dataset) if batch is None else len(batch)
         return self._value[0], self._value[1]
 
     def fun(self, x) -> float:
@@ -100,11 +122,12 @@ class Objective:
         self.n_jac += 1
         return self._evaluate(x)[1].copy()
 
-    def fun_and_jac(self, x) -> tuple[float, np.ndarray]:
-        """(L(x), ∂L/∂θ(x)) from one pass, for ``minimize(..., jac=True)``."""
+    def fun_and_jac(self, x, batch=None) -> tuple[float, np.ndarray]:
+        """(L(x), ∂L/∂θ(x)) from one pass, for ``minimize(..., jac=True)``; over a mini-batch of
+        configuration indices when ``batch`` is given (see the class notes)."""
         self.n_fun += 1
         self.n_jac += 1
-        value, grad = self._evaluate(x)
+        value, grad = self._evaluate(x, batch)
         return value, grad.copy()
 
     def per_configuration(self, x) -> np.ndarray:

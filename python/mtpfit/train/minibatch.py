@@ -1,0 +1,151 @@
+"""The mini-batch training loop (the optimizer study's LossBatcher + trainer), with validation, early stopping,
+checkpoints and exact resume."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..data.dataset import Dataset
+from ..metrics import error_metrics
+from ..objective.objective import Objective
+from ..optim.base import Optimizer
+from ..optim.blocks import ParameterBlocks
+from ..optim.result import OptimizationResult
+from .checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["train_minibatch"]
+
+
+def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, epochs: int = 10,
+                    batch_size: int = 32, seed: int = 0, validation: Dataset | None = None,
+                    validate_every: int | None = None, patience: int | None = None,
+                    monitor: str = "force_rmse", checkpoint: str | Path | None = None, checkpoint_every: int = 100,
+                    max_steps: int | None = None,
+                    progress: Callable[[str], None] | None = print) -> OptimizationResult:
+    """Train with mini-batches of configurations, shuffled every epoch from ``seed``.
+
+    Parameters
+    ----------
+    objective : Objective
+        Loss over the training set; each step uses ``fun_and_jac(θ, batch)``.
+    optimizer : Optimizer
+        From :func:`mtpfit.optim.make_optimizer`.
+    x0 : ndarray, shape (n_params,)
+    epochs, batch_size : int
+        The last batch of an epoch may be smaller.
+    seed : int
+        Seeds the shuffling (numpy ``default_rng``).
+    validation : Dataset, optional
+        Errors are computed at the optimizer's ``eval_params`` every ``validate_every`` steps (default: at the
+        end of every epoch) and recorded in the history.
+    patience : int, optional
+        Early stopping: stop after this many validations without improvement of ``monitor`` (a key of
+        :func:`mtpfit.metrics.error_metrics`, e.g. ``force_rmse`` or ``epa_rmse``); the result is then the best θ.
+    checkpoint : path, optional
+        An ``.npz`` written atomically every ``checkpoint_every`` steps and at the end. If it exists when the run
+        starts, the run resumes from it and continues the same trajectory as an uninterrupted run (same θ,
+        optimizer state, shuffling and history).
+    max_steps : int, optional
+        Stop after this many optimizer steps in total (counting those before a resume).
+    progress : callable or None
+        Receives one line per epoch and per validation.
+
+    Returns
+    -------
+    OptimizationResult
+        ``x`` the reported θ (best on validation with early stopping), ``fun`` the full training loss there,
+        ``nit`` steps, ``nfev`` equivalent full passes, ``history`` rows per step (``step``, ``epoch``,
+        ``batch_loss``, ``elapsed_s``, and validation errors when computed), ``epochs`` completed.
+
+    Raises
+    ------
+    FloatingPointError
+        If a step produces NaN or infinity (naming the optimizer and step); the last checkpoint stays valid.
+    """
+    say = progress or (lambda line: None)
+    n_configs = len(objective.dataset)
+    n_batches = -(-n_configs // batch_size)
+    blocks = ParameterBlocks.of(objective.mtp)
+    valid_objective = Objective(objective.mtp, validation, objective.loss, objective.n_threads) if validation else None
+    rng = np.random.default_rng(seed)
+    params, state = np.array(x0, dtype=float), optimizer.init(np.array(x0, dtype=float), blocks)
+    step = epoch = batch_index = 0
+    order = None
+    history: list[dict] = []
+    best = {"value": np.inf, "x": None, "step": 0, "stale": 0}
+    elapsed_before = 0.0
+    if checkpoint and Path(checkpoint).exists():
+        params, state, meta = load_checkpoint(checkpoint)
+        rng.bit_generator.state = meta["rng"]
+        step, epoch, batch_index = meta["step"], meta["epoch"], meta["batch_index"]
+        order = np.array(meta["order"], dtype=np.int64) if meta["order"] is not None else None
+        history, elapsed_before = meta["history"], meta["elapsed_s"]
+        best = {**meta["best"], "x": None if meta["best"]["x"] is None else np.array(meta["best"]["x"])}
+        say(f"resumed from {checkpoint} at step {step} (epoch {epoch})")
+    start = time.perf_counter() - elapsed_before
+
+    def save():
+        meta = {"rng": rng.bit_generator.state, "step": step, "epoch": epoch, "batch_index": batch_index,
+                "order": None if order is None else order.tolist(), "history": history,
+                "elapsed_s": time.perf_counter() - start,
+                "best": {**best, "x": None if best["x"] is None else best["x"].tolist()}}
+        save_checkpoint(checkpoint, params, state, meta)
+
+    def validate(row) -> bool:
+        """Record validation errors; True when early stopping says stop."""
+        x_eval = optimizer.eval_params(state, params)
+        errors = error_metrics(validation, valid_objective.predict(x_eval))["all"]
+        row.update({f"val_{k}": errors[k] for k in ("epa_rmse", "force_rmse", "stress_rmse")})
+        say(f"step {step:6d}  epoch {epoch:4d}  validation EPA RMSE {1e3 * errors['epa_rmse']:.3f} meV/atom  "
+            f"force RMSE {errors['force_rmse']:.4f} eV/Å")
+        value = errors[monitor]
+        if value < best["value"]:
+            best.update(value=value, x=x_eval.copy(), step=step, stale=0)
+        else:
+            best["stale"] += 1
+        return patience is not None and best["stale"] >= patience
+
+    stop_message = f"{epochs} epochs done"
+    stopped = False
+    while epoch < epochs and not stopped:
+        if batch_index == 0:
+            order = rng.permutation(n_configs)
+        while batch_index < n_batches:
+            if max_steps is not None and step >= max_steps:
+                stop_message, stopped = f"max_steps = {max_steps} reached", True
+                break
+            batch = order[batch_index * batch_size:(batch_index + 1) * batch_size]
+            loss, grad = objective.fun_and_jac(params, batch)
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"{optimizer.name}: loss is {loss} at step {step}")
+            try:
+                params, state = optimizer.step(grad, state, params)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{err} (step {step + 1})") from None
+            step += 1
+            batch_index += 1
+            row = {"step": step, "epoch": epoch, "batch_loss": loss, "elapsed_s": time.perf_counter() - start}
+            end_of_epoch = batch_index == n_batches
+            if valid_objective and ((validate_every and step % validate_every == 0)
+                                    or (not validate_every and end_of_epoch)):
+                if validate(row):
+                    stop_message, stopped = f"early stopping: no improvement in {patience} validations", True
+            history.append(row)
+            if checkpoint and step % checkpoint_every == 0:
+                save()
+            if stopped:
+                break
+        if batch_index == n_batches:
+            batch_index = 0
+            epoch += 1
+            say(f"epoch {epoch:4d}  step {step:6d}  last batch loss {history[-1]['batch_loss']:.6e}  "
+                f"{time.perf_counter() - start:8.1f} s")
+    if checkpoint:
+        save()
+    x = best["x"] if (patience is not None and best["x"] is not None) else optimizer.eval_params(state, params)
+    return OptimizationResult(x=x, fun=objective.fun(x), nit=step, nfev=objective.passes, success=True,
+                              message=stop_message, history=history, wall_time=time.perf_counter() - start,
+                              epochs=epoch)

@@ -1,0 +1,103 @@
+"""The optimizer zoo: every optimizer trains the level-10 Mo MTP at its defaults; exact resume; state I/O."""
+import math
+
+import numpy as np
+import pytest
+
+from conftest import DATA
+from mtpfit import MTP, Dataset, Objective
+from mtpfit.datasets import load_bundled
+from mtpfit.io import read_cfg
+from mtpfit.metrics import error_metrics
+from mtpfit.optim import OPTIMIZERS, ParameterBlocks, make_optimizer
+from mtpfit.optim.muon import matrix_shape, newton_schulz
+from mtpfit.optim.state import flatten_state, unflatten_state
+from mtpfit.train import fit_species_energies
+from mtpfit.train.minibatch import train_minibatch
+
+
+@pytest.fixture(scope="module")
+def mo():
+    train, test = load_bundled()
+    mtp = MTP.from_level(10, species=["Mo"], min_dist=2.0, max_dist=5.2)
+    objective = Objective(mtp, train)
+    x0 = fit_species_energies(objective, mtp.theta)
+    initial = error_metrics(test, Objective(mtp, test).predict(x0))["all"]["force_rmse"]
+    return objective, test, x0, initial
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_trains_mo_at_its_defaults(mo, name):
+    """Issue 4, acceptance 2: no NaN, and the validation force RMSE ends below the initial θ's."""
+    objective, test, x0, initial = mo
+    result = train_minibatch(objective, make_optimizer(name), x0, epochs=5, batch_size=16, progress=None)
+    assert np.all(np.isfinite(result.x)) and math.isfinite(result.fun)
+    assert all(math.isfinite(row["batch_loss"]) for row in result.history)
+    final = error_metrics(test, Objective(objective.mtp, test).predict(result.x))["all"]["force_rmse"]
+    assert final < initial, f"{name}: {final} >= {initial}"
+
+
+@pytest.fixture(scope="module")
+def small():
+    data = Dataset(read_cfg(DATA / "mlip2" / "level08_multi" / "train100.cfg")[:24])
+    mtp = MTP.from_level(6, species=[0, 1, 2], min_dist=2.0, max_dist=5.0)
+    objective = Objective(mtp, data)
+    return objective, fit_species_energies(objective, mtp.theta)
+
+
+@pytest.mark.parametrize("name", ["adam", "soap", "schedule_free_adamw", "lookahead", "muon", "ranger", "momentum"])
+def test_resume_continues_the_same_trajectory(small, tmp_path, name):
+    """Issue 4, acceptance 3: stopped at step k and resumed equals the uninterrupted run at step 2k."""
+    objective, x0 = small
+    k = 7  # not a multiple of the 3 batches per epoch: the stop falls inside an epoch
+    settings = dict(epochs=100, batch_size=8, seed=3, progress=None)
+    straight = train_minibatch(objective, make_optimizer(name), x0, max_steps=2 * k, **settings)
+    ckpt = tmp_path / "run.npz"
+    first = train_minibatch(objective, make_optimizer(name), x0, max_steps=k, checkpoint=ckpt, **settings)
+    assert first.nit == k
+    resumed = train_minibatch(objective, make_optimizer(name), x0, max_steps=2 * k, checkpoint=ckpt, **settings)
+    assert resumed.nit == 2 * k
+    np.testing.assert_allclose(resumed.x, straight.x, rtol=1e-12, atol=0)
+    assert [r["batch_loss"] for r in resumed.history] == pytest.approx([r["batch_loss"] for r in straight.history],
+                                                                       rel=1e-12)
+
+
+def test_state_round_trip_and_early_stopping(small, tmp_path):
+    objective, x0 = small
+    opt = make_optimizer("soap")
+    blocks = ParameterBlocks.of(objective.mtp)
+    state = opt.init(x0, blocks)
+    x, state = opt.step(objective.jac(x0), state, x0)
+    x, state = opt.step(objective.jac(x), state, x)
+    again = unflatten_state(flatten_state(state))
+    x1, s1 = opt.step(objective.jac(x), state, x)
+    x2, s2 = opt.step(objective.jac(x), again, x)
+    assert np.array_equal(x1, x2)
+    valid = objective.dataset[:6]
+    result = train_minibatch(objective, make_optimizer("adam", lr=3e-2), x0, epochs=50, batch_size=8,
+                             validation=valid, patience=2, progress=None)
+    assert "early stopping" in result.message or result.epochs == 50
+    vals = [r["val_force_rmse"] for r in result.history if "val_force_rmse" in r]
+    final = error_metrics(valid, Objective(objective.mtp, valid).predict(result.x))["all"]["force_rmse"]
+    assert final == pytest.approx(min(vals), rel=1e-12)
+
+
+def test_muon_shapes_and_single_row():
+    assert matrix_shape(383, "factorization") == (1, 383)  # prime: one row
+    assert matrix_shape(384, "factorization") == (16, 24)
+    assert matrix_shape(383, "pad_sqrt") == (20, 20)
+    g = np.random.default_rng(0).normal(size=(1, 50))
+    out = newton_schulz(g)
+    # one singular value: a multiple of g/‖g‖ near 0.7 (OPTIMIZERS.md)
+    assert np.allclose(out / np.linalg.norm(out), g / np.linalg.norm(g), atol=1e-12)
+    assert 0.6 < np.linalg.norm(out) < 1.2
+    M = np.random.default_rng(1).normal(size=(5, 8))
+    s = np.linalg.svd(newton_schulz(M), compute_uv=False)
+    assert np.all((s > 0.6) & (s < 1.25))
+
+
+def test_unknown_optimizer_and_hyperparameter():
+    with pytest.raises(ValueError, match="unknown optimizer 'adamx'"):
+        make_optimizer("adamx")
+    with pytest.raises(ValueError, match="momentumm"):
+        make_optimizer("sgd", momentumm=0.9)
