@@ -48,3 +48,27 @@ def test_bad_input_exits_2_naming_the_problem(tmp_path, capsys):
     assert "species" in capsys.readouterr().err
     assert main(["train", "--train", str(tmp_path / "missing.cfg")]) == 2
     assert "missing.cfg" in capsys.readouterr().err
+
+
+def test_minibatch_optimizer_config_file_and_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    config = tmp_path / "run.toml"
+    config.write_text('optimizer = "adamw"\nlr = 0.003\nbatch_size = 16\nepochs = 2\nlevel = 8\nmax_dist = 5.0\n'
+                      'schedule = "cosine"\n[schedule_options]\nt_max = 20\n')
+    argv = ["train", "--config", str(config), "--train", str(LEVEL08 / "train100.cfg"), "--output", str(out),
+            "--quiet"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["optimizer"] == "adamw" and metrics["settings"]["batch_size"] == 16
+    assert metrics["optimizer"]["nit"] == 2 * 6  # 90 training configurations in batches of 16
+    # an existing checkpoint is never overwritten silently
+    capsys.readouterr()
+    assert main(argv) == 2 and "--resume" in capsys.readouterr().err
+    # resuming with more epochs continues from step 12
+    assert main(argv + ["--resume", "--epochs", "3"]) == 0
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 19))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rate = 0.1\n")
+    assert main(["train", "--config", str(bad)]) == 2 and "learning_rate" in capsys.readouterr().err
+    assert main(["train", "--optimizer", "adamx"]) == 2 and "adamx" in capsys.readouterr().err

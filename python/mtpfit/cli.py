@@ -14,7 +14,9 @@ from .io import FormatError, read_configurations
 from .metrics import error_metrics, format_errors
 from .objective import Loss, Objective
 from .potential.mtp import LEVELS, MTP
-from .train import SCIPY_METHODS, fit_species_energies, train_scipy, write_run
+from .optim import OPTIMIZERS, make_optimizer
+from .train import SCIPY_METHODS, TrainingRun, fit_species_energies, train_scipy, write_run
+from .train.minibatch import train_minibatch
 
 __all__ = ["main"]
 
@@ -40,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an MTP and report validation errors",
                        description="Train an MTP. Without --train, trains on the bundled mlearn Mo set "
-                                   "(published train/test split) at level 10.")
+                                   "(published train/test split) at level 10. Every option can also be set in "
+                                   "a TOML file (--config) under its long name with '_' for '-'; the command "
+                                   "line wins.")
+    t.add_argument("--config", metavar="TOML", help="read options from this TOML file")
     data = t.add_argument_group("data")
     data.add_argument("--train", nargs="+", metavar="FILE", help=".cfg, mlearn/study JSON, extxyz or any ASE file")
     data.add_argument("--validation", nargs="+", metavar="FILE", help="validation files (else a random split)")
@@ -70,9 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--force-weight", type=float, default=0.01)
     fit.add_argument("--stress-weight", type=float, default=0.001)
     fit.add_argument("--no-penalty", action="store_true", help="drop the radial orthonormality penalty")
-    fit.add_argument("--optimizer", choices=SCIPY_METHODS, default="BFGS")
-    fit.add_argument("--max-iter", type=int, default=1000)
+    fit.add_argument("--optimizer", default="BFGS", metavar="NAME",
+                     help=f"full batch (scipy): {', '.join(SCIPY_METHODS)}; mini-batch: {', '.join(sorted(OPTIMIZERS))}")
+    fit.add_argument("--max-iter", type=int, default=1000, help="iterations of a full-batch optimizer")
     fit.add_argument("--gtol", type=float, default=1e-8)
+    fit.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
+    fit.add_argument("--clip", type=float, help="gradient clipping by global norm (default: the optimizer's)")
+    fit.add_argument("--schedule", help="learning-rate schedule: constant, step, exponential, cosine, warmup, "
+                                        "warmup_cosine (options via the config file's schedule_options)")
+    fit.add_argument("--batch-size", type=int, default=32, help="configurations per mini-batch (default 32)")
+    fit.add_argument("--epochs", type=int, default=100, help="epochs of a mini-batch optimizer (default 100)")
+    fit.add_argument("--validate-every", type=int, help="validate every N steps (default: every epoch)")
+    fit.add_argument("--patience", type=int, help="early stopping after N validations without improvement")
+    fit.add_argument("--resume", action="store_true", help="continue the run checkpointed in --output")
     fit.add_argument("--seed", type=int, default=0, help="seeds the validation split and --init-interval")
     run = t.add_argument_group("run")
     run.add_argument("--threads", type=int, default=0, help="OpenMP threads (default: all cores)")
@@ -114,7 +129,9 @@ def _train(args) -> int:
     loss = Loss(kind=args.loss, energy=args.energy_weight, forces=args.force_weight, stress=args.stress_weight,
                 penalty=not args.no_penalty)
     print(f"mtpfit {__version__}: {train} / validation {validation}")
-    print(f"{mtp}, {args.optimizer}, max {args.max_iter} iterations")
+    budget = (f"max {args.max_iter} iterations" if args.optimizer in SCIPY_METHODS
+              else f"{args.epochs} epochs of batches of {args.batch_size}")
+    print(f"{mtp}, {args.optimizer}, {budget}")
     start = time.perf_counter()
     objective = Objective(mtp, train, loss, n_threads=args.threads)
     print(f"training-set representation built in {time.perf_counter() - start:.1f} s")
@@ -123,20 +140,65 @@ def _train(args) -> int:
         x0 = fit_species_energies(objective, x0)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    run = train_scipy(objective, x0, method=args.optimizer, max_iter=args.max_iter, gtol=args.gtol,
-                      validation=validation, log_every=args.log_every, checkpoint=output / "checkpoint.mtp",
-                      progress=None if args.quiet else print)
+    if args.optimizer in SCIPY_METHODS:
+        run = train_scipy(objective, x0, method=args.optimizer, max_iter=args.max_iter, gtol=args.gtol,
+                          validation=validation, log_every=args.log_every, checkpoint=output / "checkpoint.mtp",
+                          progress=None if args.quiet else print)
+    else:
+        run = _train_minibatch(args, objective, x0, validation, output)
     settings = {k: v for k, v in vars(args).items() if k != "command"}
     settings.update(species=[str(s) for s in species], n_params=mtp.n_params, min_dist=min_dist,
                     max_dist=max_dist, train=str(train.name), validation=str(validation.name))
     paths = write_run(run, output, settings)
     r = run.result
-    print(f"\n{args.optimizer}: {r.message} ({r.nit} iterations, {r.nfev} loss+gradient passes, "
+    print(f"\n{args.optimizer}: {r.message} ({r.nit} iterations, {r.nfev:g} loss+gradient passes, "
           f"{run.wall_time:.1f} s, final loss {r.fun:.6e})")
     print(format_errors(run.errors["train"], "Training errors"))
     print(format_errors(run.errors["validation"], f"Validation errors ({validation.name})"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 130 if run.interrupted else 0
+
+
+def _train_minibatch(args, objective: Objective, x0, validation: Dataset, output: Path) -> TrainingRun:
+    hyper = {k: getattr(args, k) for k in ("lr", "clip") if getattr(args, k) is not None}
+    if args.schedule:
+        hyper.update(schedule=args.schedule, schedule_options=getattr(args, "schedule_options", None) or {})
+    optimizer = make_optimizer(args.optimizer, **hyper)
+    checkpoint = output / "checkpoint.npz"
+    if checkpoint.exists() and not args.resume:
+        raise ValueError(f"{checkpoint} exists: pass --resume to continue that run, or choose another --output")
+    result = train_minibatch(objective, optimizer, x0, epochs=args.epochs, batch_size=args.batch_size,
+                             seed=args.seed, validation=validation, validate_every=args.validate_every,
+                             patience=args.patience, checkpoint=checkpoint,
+                             progress=None if args.quiet else print)
+    errors = {"train": error_metrics(objective.dataset, objective.predict(result.x)),
+              "validation": error_metrics(validation, Objective(objective.mtp, validation, objective.loss,
+                                                                objective.n_threads).predict(result.x))}
+    return TrainingRun(objective.mtp.copy(result.x), result, result.history, result.wall_time, errors)
+
+
+def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, taking defaults from the --config TOML file when one is given (command-line values win)."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        path = Path(args.config)
+        try:
+            config = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ValueError(f"{path}: {err}") from err
+        known = set(vars(args)) | {"schedule_options"}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown option(s) {unknown}")
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].set_defaults(**config)
+        args = parser.parse_args(argv)
+        args.schedule_options = config.get("schedule_options")
+    return args
 
 
 def _evaluate(args) -> int:
@@ -154,9 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     Returns the process exit status: 0 on success, 2 for bad input (the message names the file,
     line or configuration), 130 when training was interrupted (results are still written).
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
     try:
+        args = _with_config(parser, argv)
+        if args.command == "train" and args.optimizer not in SCIPY_METHODS:
+            make_optimizer(args.optimizer)  # an unknown name fails here, before any data is read
         return _train(args) if args.command == "train" else _evaluate(args)
-    except (FormatError, ValueError, FileNotFoundError, KeyError) as err:
+    except (FormatError, ValueError, FileNotFoundError, KeyError, FloatingPointError) as err:
         print(f"mtpfit: error: {err}", file=sys.stderr)
         return 2

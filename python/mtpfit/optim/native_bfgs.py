@@ -153,16 +153,16 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
     if stop_window == 0 and stop_tolerance > 0:
         raise ValueError("stop_window must be positive when stop_tolerance is")
 
-    run = _Run(objective, time.perf_counter(), callback)
-    phases = [(name, int(n)) for name, n in (("pretrain", pretrain_iter), ("main", max_iter)) if n > 0]
+    run = _Run(objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search)
     messages, success = [], True
-    for phase, n_iter in phases:
-        x, ok, message = _bfgs_phase(run, x, phase, n_iter, linear_every, rescale, c1, c2, stop_window,
-                                     stop_tolerance, max_line_search)
-        messages.append(f"{phase}: {message}")
+    if pretrain_iter > 0:
+        x, ok, message = _pretrain(run, x, int(pretrain_iter), rescale)
+        messages.append(f"pretrain: {message}")
         success = success and ok
-        if run.stopped:
-            break
+    if max_iter > 0 and not run.stopped:
+        x, ok, message = _train(run, x, int(max_iter), linear_every, rescale)
+        messages.append(f"main: {message}")
+        success = success and ok
     if final_resolve and linear_every and not run.stopped:
         x = run.resolve(x)
     fun, jac = objective.fun_and_jac(x)
@@ -227,10 +227,13 @@ def _linear_degrees(basis) -> np.ndarray:
 
 
 class _Run:
-    """Counters and history shared by the phases of one run."""
+    """Settings, counters and history shared by the phases of one run."""
 
-    def __init__(self, objective, start, callback):
-        self.objective, self.start, self.callback = objective, start, callback
+    def __init__(self, objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search):
+        self.objective, self.callback = objective, callback
+        self.c1, self.c2, self.max_line_search = c1, c2, max_line_search
+        self.stop_window, self.stop_tolerance = stop_window, stop_tolerance
+        self.start = time.perf_counter()
         self.passes_before = objective.n_evaluations
         self.nit = self.n_resolves = self.n_predict_passes = 0
         self.history: list[dict] = []
@@ -250,16 +253,10 @@ class _Run:
         x[self.radial] *= radial_gauge(self.objective, x)
         return x
 
-    def variable_scale(self, x) -> np.ndarray:
-        """D with θ = D u: σ on the radial block (RMS norm of the radial functions), 1 elsewhere."""
-        basis = self.objective.mtp.basis
-        d = np.ones_like(x)
-        radial = x[self.radial].reshape(basis.species_count ** 2, basis.radial_funcs_count,
-                                        basis.radial_basis_size)
-        sigma = float(np.sqrt(np.sum(radial ** 2) / basis.radial_funcs_count))
-        if sigma > 0 and np.isfinite(sigma):
-            d[self.radial] = sigma
-        return d
+    def radial_norm(self, x) -> float:
+        """σ: RMS over μ of the norm of radial function μ's coefficients (all species pairs); 1 if zero."""
+        sigma = float(np.sqrt(np.sum(x[self.radial] ** 2) / self.objective.mtp.basis.radial_funcs_count))
+        return sigma if sigma > 0 and np.isfinite(sigma) else 1.0
 
     def record(self, phase, x, f):
         self.nit += 1
@@ -273,15 +270,45 @@ class _Run:
                 self.stopped = True
 
 
-def _bfgs_phase(run, x, phase, n_iter, linear_every, rescale, c1, c2, stop_window, stop_tolerance,
-                max_line_search):
-    """One BFGS run of at most ``n_iter`` iterations from a fresh inverse Hessian; returns (θ, ok, message)."""
+def _pretrain(run, x, n_iter, rescale):
+    """BFGS on the radial coefficients of the reduced loss L̃(r) = min over (ξ, c) of L(r, ξ, c)."""
+    objective, radial = run.objective, run.radial
+    x = run.resolve(x)
+    sigma = run.radial_norm(x) if rescale else 1.0
+    cache = {}
+
+    def evaluate(u):
+        key = u.tobytes()
+        if key not in cache:
+            theta = x.copy()
+            theta[radial] = sigma * u
+            theta = run.resolve(theta)
+            f, g = objective.fun_and_jac(theta)
+            # envelope theorem: ∂L/∂(ξ, c) = 0 at the re-solved θ, so ∂L̃/∂r = ∂L/∂r there
+            cache.clear()
+            cache[key] = (f, sigma * g[radial], theta)
+        return cache[key]
+
+    def fun(u):
+        return evaluate(u)[0]
+
+    def jac(u):
+        return evaluate(u)[1].copy()
+
+    u, ok, message = _bfgs(run, "pretrain", fun, jac, x[radial] / sigma, n_iter, lambda u: evaluate(u)[2])
+    return evaluate(u)[2], ok, message
+
+
+def _train(run, x, n_iter, linear_every, rescale):
+    """BFGS on all of θ, with the linear coefficients re-solved every ``linear_every`` iterations."""
     objective = run.objective
     if rescale:
         x = run.gauge(x)
     if rescale or linear_every:
         x = run.resolve(x)
-    d = run.variable_scale(x) if rescale else np.ones_like(x)
+    d = np.ones_like(x)
+    if rescale:
+        d[run.radial] = run.radial_norm(x)
 
     def fun(u):
         return objective.fun(d * u)
@@ -289,7 +316,20 @@ def _bfgs_phase(run, x, phase, n_iter, linear_every, rescale, c1, c2, stop_windo
     def jac(u):
         return d * objective.jac(d * u)
 
-    u = x / d
+    def refresh(k, u):
+        if linear_every and k % linear_every == 0:
+            return run.resolve(d * u) / d
+        return None
+
+    u, ok, message = _bfgs(run, "main", fun, jac, x / d, n_iter, lambda u: d * u, refresh)
+    return d * u, ok, message
+
+
+def _bfgs(run, phase, fun, jac, u, n_iter, to_theta, refresh=None):
+    """Dense BFGS from a fresh inverse Hessian for at most ``n_iter`` iterations; returns (u, ok, message).
+
+    ``refresh(k, u)`` may replace u at the start of iteration k > 0 (a linear re-solve); H is kept.
+    """
     f, g = fun(u), jac(u)
     if not np.isfinite(f):
         raise ValueError(f"{phase}: the loss is {f} at the starting point")
@@ -297,26 +337,28 @@ def _bfgs_phase(run, x, phase, n_iter, linear_every, rescale, c1, c2, stop_windo
     losses = []                 # loss at the start of each iteration of this phase
     k = 0
     while True:
-        if k > 0 and linear_every and k % linear_every == 0:
-            u = run.resolve(d * u) / d
-            f, g = fun(u), jac(u)
+        if k > 0 and refresh is not None:
+            new = refresh(k, u)
+            if new is not None:
+                u = new
+                f, g = fun(u), jac(u)
         losses.append(f)
-        if stop_tolerance > 0 and k >= stop_window:
-            before = losses[k - stop_window]
-            if before - f < stop_tolerance * abs(before):
-                return d * u, True, (f"loss fell by less than {stop_tolerance:g} (relative) over "
-                                     f"{stop_window} iterations, after {k}")
+        if run.stop_tolerance > 0 and k >= run.stop_window:
+            before = losses[k - run.stop_window]
+            if before - f < run.stop_tolerance * abs(before):
+                return u, True, (f"loss fell by less than {run.stop_tolerance:g} (relative) over "
+                                 f"{run.stop_window} iterations, after {k}")
         if k >= n_iter:
-            return d * u, True, f"iteration limit {n_iter} reached"
+            return u, True, f"iteration limit {n_iter} reached"
         if not np.any(g):
-            return d * u, True, f"zero gradient after {k} iterations"
+            return u, True, f"zero gradient after {k} iterations"
 
-        step = _wolfe_step(fun, jac, u, f, g, H, c1, c2, max_line_search)
+        step = _wolfe_step(fun, jac, u, f, g, H, run.c1, run.c2, run.max_line_search)
         if step is None and H is not None:
             H = None                                            # restart from steepest descent once
-            step = _wolfe_step(fun, jac, u, f, g, H, c1, c2, max_line_search)
+            step = _wolfe_step(fun, jac, u, f, g, H, run.c1, run.c2, run.max_line_search)
         if step is None:
-            return d * u, False, f"line search failed after {k} iterations"
+            return u, False, f"line search failed after {k} iterations"
         u_new, f_new, g_new = step
         if not np.isfinite(f_new):
             raise ValueError(f"{phase}: non-finite loss {f_new} at iteration {k + 1}")
@@ -331,9 +373,9 @@ def _bfgs_phase(run, x, phase, n_iter, linear_every, rescale, c1, c2, stop_windo
             H = H - rho * (np.outer(s, Hy) + np.outer(Hy, s)) + (rho * rho * float(y @ Hy) + rho) * np.outer(s, s)
         u, f, g = u_new, f_new, g_new
         k += 1
-        run.record(phase, d * u, f)
+        run.record(phase, to_theta(u), f)
         if run.stopped:
-            return d * u, True, f"stopped by the callback after {k} iterations"
+            return u, True, f"stopped by the callback after {k} iterations"
 
 
 def _wolfe_step(fun, jac, u, f, g, H, c1, c2, max_line_search):

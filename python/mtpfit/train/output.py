@@ -36,7 +36,7 @@ def write_run(run: TrainingRun, folder: str | Path, settings: dict) -> dict[str,
     r = run.result
     metrics = {
         "settings": settings,
-        "optimizer": {"nit": int(r.nit), "nfev": int(r.nfev), "success": bool(r.success),
+        "optimizer": {"nit": int(r.nit), "nfev": float(r.nfev), "success": bool(r.success),
                       "message": str(r.message), "final_loss": float(r.fun), "wall_time_s": run.wall_time,
                       "interrupted": run.interrupted},
         "errors": run.errors,
@@ -44,9 +44,11 @@ def write_run(run: TrainingRun, folder: str | Path, settings: dict) -> dict[str,
                   "stress_rmse_gpa": "GPa"},
     }
     paths["metrics"].write_text(json.dumps(_clean(metrics), indent=2, ensure_ascii=False))
-    columns = ["iteration", "elapsed_s", "loss", "passes", "train_epa_rmse", "train_force_rmse"]
+    columns: dict[str, None] = {}
+    for row in run.history:
+        columns.update(dict.fromkeys(row))
     with open(paths["history"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(run.history)
     return paths
