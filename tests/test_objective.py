@@ -278,3 +278,24 @@ def test_overlapping_atoms_name_the_configuration(trained, periodic):
     ok = np.array(positions)
     ok[1, 0] = ok[0, 0] + 0.12 if not periodic else 6.0 + ok[0, 0] - 0.12
     assert np.isfinite(trained.evaluate(mtpfit.Configuration(ok, [0, 1, 2], cell)).energy)
+
+
+def test_partial_force_supervision_normalises_over_labelled_components():
+    """Harari et al. 2026: a seeded fraction keeps force labels; the force term is averaged over those only."""
+    from mtpfit.io import read_cfg
+
+    data = mtpfit.Dataset(read_cfg(DATA / "train100.cfg")[:12])
+    mtp = mtpfit.MTP.from_level(6, species=[0, 1, 2], min_dist=2.0, max_dist=5.0)
+    x = mtp.init_params(interval=0.05, seed=1)
+    forces_only = dict(energy=0.0, stress=0.0, forces=0.01, penalty=False)
+    pred = mtpfit.Objective(mtp, data, mtpfit.Loss(**forces_only)).predict(x)
+    per_config = np.array([np.sum((pred.forces_of(k) - c.forces) ** 2) for k, c in enumerate(data)])
+    loss = mtpfit.Loss(**forces_only, force_fraction=0.5, force_seed=4)
+    keep = loss.force_labelled(len(data))
+    assert keep.sum() == 6 and np.array_equal(keep, mtpfit.Loss(force_fraction=0.5, force_seed=4).force_labelled(12))
+    expected = 0.01 / len(data) * per_config[keep].sum() * len(data) / keep.sum()  # all atoms: 27 per cfg
+    assert mtpfit.Objective(mtp, data, loss).fun(x) == pytest.approx(expected, rel=1e-12)
+    energy_only = mtpfit.Loss(force_fraction=0.0, penalty=False)
+    full = mtpfit.Loss(forces=0.0, penalty=False)
+    assert mtpfit.Objective(mtp, data, energy_only).fun(x) == pytest.approx(mtpfit.Objective(mtp, data, full).fun(x),
+                                                                            rel=1e-12)

@@ -16,6 +16,7 @@ from .objective import Loss, Objective
 from .potential.mtp import LEVELS, MTP
 from .optim import OPTIMIZERS, make_optimizer
 from .train import SCIPY_METHODS, TrainingRun, fit_species_energies, train_scipy, write_run
+from .train.hybrid import train_hybrid
 from .train.minibatch import train_minibatch
 
 __all__ = ["main"]
@@ -75,8 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--force-weight", type=float, default=0.01)
     fit.add_argument("--stress-weight", type=float, default=0.001)
     fit.add_argument("--no-penalty", action="store_true", help="drop the radial orthonormality penalty")
+    fit.add_argument("--force-fraction", type=float, default=1.0,
+                     help="partial force supervision: fraction of configurations keeping force labels (seeded)")
     fit.add_argument("--optimizer", default="BFGS", metavar="NAME",
-                     help=f"full batch (scipy): {', '.join(SCIPY_METHODS)}; mini-batch: {', '.join(sorted(OPTIMIZERS))}")
+                     help=f"full batch (scipy): {', '.join(SCIPY_METHODS)}; mini-batch: {', '.join(sorted(OPTIMIZERS))};"
+                          " or a hybrid MINIBATCH+SCIPY such as adam+L-BFGS-B (--epochs, then --max-iter)")
     fit.add_argument("--max-iter", type=int, default=1000, help="iterations of a full-batch optimizer")
     fit.add_argument("--gtol", type=float, default=1e-8)
     fit.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
@@ -127,10 +131,11 @@ def _train(args) -> int:
         mtp = MTP.from_level(args.level, species=species, min_dist=min_dist, max_dist=max_dist,
                              radial_basis_size=args.radial_basis_size)
     loss = Loss(kind=args.loss, energy=args.energy_weight, forces=args.force_weight, stress=args.stress_weight,
-                penalty=not args.no_penalty)
+                penalty=not args.no_penalty, force_fraction=args.force_fraction, force_seed=args.seed)
     print(f"mtpfit {__version__}: {train} / validation {validation}")
     budget = (f"max {args.max_iter} iterations" if args.optimizer in SCIPY_METHODS
-              else f"{args.epochs} epochs of batches of {args.batch_size}")
+              else f"{args.epochs} epochs of batches of {args.batch_size}"
+              + (f", then max {args.max_iter} iterations" if "+" in args.optimizer else ""))
     print(f"{mtp}, {args.optimizer}, {budget}")
     start = time.perf_counter()
     objective = Objective(mtp, train, loss, n_threads=args.threads)
@@ -144,6 +149,12 @@ def _train(args) -> int:
         run = train_scipy(objective, x0, method=args.optimizer, max_iter=args.max_iter, gtol=args.gtol,
                           validation=validation, log_every=args.log_every, checkpoint=output / "checkpoint.mtp",
                           progress=None if args.quiet else print)
+    elif "+" in args.optimizer:
+        first, method = args.optimizer.split("+", 1)
+        run = train_hybrid(objective, _zoo_optimizer(args, first), method, x0, epochs=args.epochs,
+                           batch_size=args.batch_size, seed=args.seed, validation=validation, patience=args.patience,
+                           max_iter=args.max_iter, gtol=args.gtol, checkpoint_dir=output,
+                           progress=None if args.quiet else print)
     else:
         run = _train_minibatch(args, objective, x0, validation, output)
     settings = {k: v for k, v in vars(args).items() if k != "command"}
@@ -159,11 +170,27 @@ def _train(args) -> int:
     return 130 if run.interrupted else 0
 
 
-def _train_minibatch(args, objective: Objective, x0, validation: Dataset, output: Path) -> TrainingRun:
+def _zoo_optimizer(args, name: str):
     hyper = {k: getattr(args, k) for k in ("lr", "clip") if getattr(args, k) is not None}
     if args.schedule:
         hyper.update(schedule=args.schedule, schedule_options=getattr(args, "schedule_options", None) or {})
-    optimizer = make_optimizer(args.optimizer, **hyper)
+    return make_optimizer(name, **hyper)
+
+
+def _check_optimizer_name(name: str) -> None:
+    """Fail before any data is read: NAME (scipy or zoo) or ZOO+SCIPY."""
+    if name in SCIPY_METHODS:
+        return
+    if "+" in name:
+        first, method = name.split("+", 1)
+        if method not in SCIPY_METHODS:
+            raise ValueError(f"{name!r}: after '+' comes a scipy method: {', '.join(SCIPY_METHODS)}")
+        name = first
+    make_optimizer(name)
+
+
+def _train_minibatch(args, objective: Objective, x0, validation: Dataset, output: Path) -> TrainingRun:
+    optimizer = _zoo_optimizer(args, args.optimizer)
     checkpoint = output / "checkpoint.npz"
     if checkpoint.exists() and not args.resume:
         raise ValueError(f"{checkpoint} exists: pass --resume to continue that run, or choose another --output")
@@ -219,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
         args = _with_config(parser, argv)
-        if args.command == "train" and args.optimizer not in SCIPY_METHODS:
-            make_optimizer(args.optimizer)  # an unknown name fails here, before any data is read
+        if args.command == "train":
+            _check_optimizer_name(args.optimizer)
         return _train(args) if args.command == "train" else _evaluate(args)
     except (FormatError, ValueError, FileNotFoundError, KeyError, FloatingPointError) as err:
         print(f"mtpfit: error: {err}", file=sys.stderr)

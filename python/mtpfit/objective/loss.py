@@ -40,6 +40,13 @@ class Loss:
     penalty : bool
         Add the reference trainer's radial orthonormality penalty, 1e-9·P(θ) per configuration
         (MTP_SPEC §6), i.e. λ = 1e-9·K, or 1e-9 with ``average``.
+    force_fraction : float
+        Partial force supervision (Harari et al. 2026): only a seeded fraction s of the configurations keeps
+        its force labels (chosen once, by :meth:`force_labelled`); the force weights are scaled by
+        (all force components)/(kept components), so the force term is normalised over the labelled
+        components only. s = 0 trains on energies (and stresses) alone.
+    force_seed : int
+        Seed of that choice.
 
     Notes
     -----
@@ -53,10 +60,14 @@ class Loss:
     stress: float = 0.001
     average: bool = True
     penalty: bool = True
+    force_fraction: float = 1.0
+    force_seed: int = 0
 
     def __post_init__(self):
         if self.kind not in ("mlip", "plain", "file"):
             raise ValueError(f"unknown loss kind {self.kind!r}; use 'mlip', 'plain' or 'file'")
+        if not 0.0 <= self.force_fraction <= 1.0:
+            raise ValueError(f"force_fraction must be in [0, 1], got {self.force_fraction}")
         for name in ("energy", "forces", "stress"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
@@ -99,6 +110,14 @@ class Loss:
             energy=scale * e if config.energy is not None else 0.0,
             forces=scale * f,
             stress=scale * s if config.plus_stress is not None else np.zeros((3, 3)))
+
+    def force_labelled(self, n_configurations: int) -> np.ndarray:
+        """Boolean mask (K,) of the configurations that keep their force labels: round(s·K) of them, drawn
+        without replacement with ``numpy.random.default_rng(force_seed)``."""
+        keep = np.zeros(n_configurations, bool)
+        count = int(round(self.force_fraction * n_configurations))
+        keep[np.random.default_rng(self.force_seed).permutation(n_configurations)[:count]] = True
+        return keep
 
     def penalty_coefficient(self, n_configurations: int) -> float:
         """λ of the orthonormality penalty term λ·P(θ)."""

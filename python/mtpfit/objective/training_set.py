@@ -1,6 +1,8 @@
 """Build the core's training-set representation once: neighbour geometry, labels, weights."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..data.dataset import Dataset
@@ -22,9 +24,16 @@ def build_training_set(mtp: MTP, dataset: Dataset, loss: Loss):
     """
     from .. import _core
 
+    weights = [loss.weights(config, len(dataset)) for config in dataset]
+    if loss.force_fraction < 1.0:
+        # partial force supervision: drop the force labels of the others, renormalise over the kept components
+        keep = loss.force_labelled(len(dataset))
+        labelled = [np.count_nonzero(w.forces) for w in weights]
+        kept = sum(n for n, k in zip(labelled, keep) if k)
+        scale = sum(labelled) / kept if kept else 0.0
+        weights = [replace(w, forces=w.forces * (scale if k else 0.0)) for w, k in zip(weights, keep)]
     ts = _core.TrainingSet()
-    for config in dataset:
-        w = loss.weights(config, len(dataset))
+    for config, w in zip(dataset, weights):
         n = config.n_atoms
         ts.add(mtp.structure(config),
                config.energy if config.energy is not None else 0.0, w.energy,

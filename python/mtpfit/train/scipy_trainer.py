@@ -16,8 +16,10 @@ from ..potential.mtp import MTP
 
 __all__ = ["TrainingRun", "train_scipy", "SCIPY_METHODS"]
 
-#: scipy methods this trainer drives (gradient-based, no Hessian needed).
-SCIPY_METHODS = ("BFGS", "L-BFGS-B", "CG")
+#: scipy methods this trainer drives; Newton-CG and trust-krylov get Hessian–vector products
+#: (:meth:`mtpfit.Objective.hessp`).
+SCIPY_METHODS = ("BFGS", "L-BFGS-B", "CG", "Newton-CG", "trust-krylov")
+_HESSP_METHODS = ("Newton-CG", "trust-krylov")
 
 
 @dataclass
@@ -30,7 +32,7 @@ class TrainingRun:
         The trained potential (θ = ``result.x``).
     result : scipy.optimize.OptimizeResult
         ``x``, ``fun``, ``nit``, ``nfev``, ``success``, ``message`` as scipy reports them;
-        ``nfev`` is replaced by the number of loss+gradient passes actually made.
+        ``nfev`` is replaced by the loss+gradient passes actually made (equivalent full passes).
     history : list of dict
         One row per iteration: ``iteration``, ``elapsed_s``, ``loss``, ``passes`` and, every
         ``log_every`` iterations, ``train_epa_rmse`` (eV/atom) and ``train_force_rmse`` (eV/Å).
@@ -62,7 +64,7 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
         Loss over the training set.
     x0 : ndarray, shape (n_params,)
         Starting θ.
-    method : {"BFGS", "L-BFGS-B", "CG"}
+    method : {"BFGS", "L-BFGS-B", "CG", "Newton-CG", "trust-krylov"}
     max_iter : int
         Iteration limit (scipy's ``maxiter``).
     gtol : float
@@ -102,8 +104,8 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
         if not np.isfinite(loss):
             raise ValueError(f"loss is {loss} at iteration {state['iteration']}")
         row = {"iteration": state["iteration"], "elapsed_s": time.perf_counter() - start, "loss": loss,
-               "passes": objective.n_evaluations}
-        line = f"iter {row['iteration']:5d}  loss {loss:.6e}  passes {row['passes']:5d}  {row['elapsed_s']:8.1f} s"
+               "passes": objective.passes}
+        line = f"iter {row['iteration']:5d}  loss {loss:.6e}  passes {row['passes']:7.1f}  {row['elapsed_s']:8.1f} s"
         if log_every and row["iteration"] % log_every == 0:
             m = error_metrics(objective.dataset, objective.predict(state["x"]))["all"]
             row["train_epa_rmse"], row["train_force_rmse"] = m["epa_rmse"], m["force_rmse"]
@@ -116,10 +118,13 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
     options = {"maxiter": int(max_iter), "gtol": gtol}
     if method == "L-BFGS-B":
         options = {"maxiter": int(max_iter), "pgtol": gtol}
-    passes_before = objective.n_evaluations
+    elif method == "Newton-CG":
+        options = {"maxiter": int(max_iter), "xtol": gtol}
+    hessp = objective.hessp if method in _HESSP_METHODS else None
+    passes_before = objective.passes
     interrupted = False
     try:
-        result = scipy.optimize.minimize(objective.fun_and_jac, state["x"], jac=True, method=method,
+        result = scipy.optimize.minimize(objective.fun_and_jac, state["x"], jac=True, hessp=hessp, method=method,
                                          options=options, callback=record)
     except KeyboardInterrupt:
         interrupted = True
@@ -127,7 +132,7 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
             x=state["x"], fun=objective.fun(state["x"]), nit=state["iteration"], success=False,
             message="interrupted by the user")
     wall = time.perf_counter() - start
-    result.nfev = objective.n_evaluations - passes_before
+    result.nfev = objective.passes - passes_before
     if not np.isfinite(result.fun):
         raise ValueError(f"training ended with a non-finite loss ({result.fun}); θ is not usable")
     mtp = objective.mtp.copy(result.x)
