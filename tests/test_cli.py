@@ -72,3 +72,13 @@ def test_minibatch_optimizer_config_file_and_resume(tmp_path, capsys):
     bad.write_text("learning_rate = 0.1\n")
     assert main(["train", "--config", str(bad)]) == 2 and "learning_rate" in capsys.readouterr().err
     assert main(["train", "--optimizer", "adamx"]) == 2 and "adamx" in capsys.readouterr().err
+
+
+def test_hybrid_adam_then_lbfgs(tmp_path):
+    out = tmp_path / "hybrid"
+    assert main(["train", "--optimizer", "adam+L-BFGS-B", "--epochs", "2", "--batch-size", "16", "--max-iter", "5",
+                 "--train", str(LEVEL08 / "train100.cfg"), "--level", "6", "--output", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["optimizer"]["message"].startswith("adam: 2 epochs done; L-BFGS-B:")
+    phases = [r["phase"] for r in csv.DictReader(open(out / "history.csv"))]
+    assert phases.count("1") == 2 * 6 and phases.count("2") == 5

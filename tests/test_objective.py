@@ -299,3 +299,19 @@ def test_partial_force_supervision_normalises_over_labelled_components():
     full = mtpfit.Loss(forces=0.0, penalty=False)
     assert mtpfit.Objective(mtp, data, energy_only).fun(x) == pytest.approx(mtpfit.Objective(mtp, data, full).fun(x),
                                                                             rel=1e-12)
+
+
+def test_hessp_matches_central_differences_of_the_gradient():
+    from mtpfit.io import read_cfg
+
+    data = mtpfit.Dataset(read_cfg(DATA / "train100.cfg")[:10])
+    mtp = mtpfit.MTP.from_level(6, species=[0, 1, 2], min_dist=2.0, max_dist=5.0)
+    obj = mtpfit.Objective(mtp, data)
+    x = mtp.init_params(interval=0.05, seed=2)
+    p = np.random.default_rng(0).normal(size=mtp.n_params)
+    h = 1e-4
+    central = (obj.jac(x + h * p) - obj.jac(x - h * p)) / (2 * h)
+    assert np.linalg.norm(obj.hessp(x, p) - central) < 1e-4 * np.linalg.norm(central)
+    before = obj.n_evaluations
+    obj.hessp(x, p[::-1])  # ∇L(x) is kept: one pass per further product
+    assert obj.n_evaluations == before + 1
