@@ -226,6 +226,9 @@ def _linear_degrees(basis) -> np.ndarray:
     return np.concatenate([np.zeros(basis.species_count, dtype=int), degree[basis.alpha_moment_mapping]])
 
 
+SCALE = {"pretrain": True, "main": True}
+
+
 class _Run:
     """Settings, counters and history shared by the phases of one run."""
 
@@ -366,7 +369,7 @@ def _bfgs(run, phase, fun, jac, u, n_iter, to_theta, refresh=None):
         ys = float(y @ s)
         if ys > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):
             if H is None:
-                H = np.eye(len(u)) * (ys / float(y @ y))        # N&W eq. 6.20
+                H = np.eye(len(u)) * (ys / float(y @ y) if SCALE[phase] else 1.0)        # N&W eq. 6.20
             rho = 1.0 / ys
             Hy = H @ y
             # (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ, expanded for symmetric H
