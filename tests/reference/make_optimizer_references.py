@@ -725,8 +725,36 @@ SOAP_NOTES = (
     "permute V along that axis, Q ← QR(L Q[:, order]) — the QR is done in FLOAT32 "
     "(power_iter.to(torch.float32)), so after the first refresh the trajectory is only "
     "float32-accurate (~1e-7 relative). max_precondition_dim 10000, merge_dims False, "
-    "correct_bias True, normalize_gradient False, eps 1e-8."
+    "correct_bias True, normalize_gradient False, eps 1e-8. "
+    "ILL-CONDITIONED REFERENCE: θ does not move at call 1, so g₂ = g₁, and the first "
+    "bases come from a single gradient: R = (1−β_s)G₁ᵀG₁ (4x4) has rank 2 (and a 1-D "
+    "block's ggᵀ has rank 1), so the eigenvectors spanning its null space are fixed only "
+    "by round-off (torch.linalg.eigh vs numpy.linalg.eigh, or the order of the float "
+    "operations forming R, give different, equally valid bases). Adam's element-wise "
+    "normalisation is not invariant to that choice, so from step 3 on the trajectory of "
+    "a correct re-implementation differs from this one by ~1e-4..3e-3 unless it uses the "
+    "same bases. Steps 1-2 (theta[0:2]) are basis-independent (to ~1e-10). To allow exact "
+    "comparison, 'state' records after every call, per block: 'GG' (the EMA "
+    "preconditioner matrices, [L, R] for radial, [ggᵀ] or [] for a 1-D block), 'Q' (the "
+    "eigenbases in use for the NEXT step, columns ordered as the library orders them; [] "
+    "= no rotation), 'exp_avg' (M, original basis) and 'exp_avg_sq' (V, rotated basis)."
 )
+
+
+def soap_state_recorder(opt, params, rec, t):
+    def tolist(x):
+        return [] if (isinstance(x, list) and len(x) == 0) else np.asarray(
+            x.detach().numpy(), dtype=np.float64).tolist()
+    snap = {}
+    for name, p in zip(BLOCK_ORDER, params):
+        st = opt.state[p]
+        snap[name] = {
+            "GG": [tolist(m) for m in st["GG"]],
+            "Q": [tolist(m) for m in st["Q"]],
+            "exp_avg": tolist(st["exp_avg"]),
+            "exp_avg_sq": tolist(st["exp_avg_sq"]),
+        }
+    rec.setdefault("state", []).append(snap)
 
 
 @case("soap_pytorch_optimizer", "pytorch_optimizer",
@@ -738,7 +766,8 @@ SOAP_NOTES = (
 def _():
     import pytorch_optimizer
     return run_torch(lambda p: pytorch_optimizer.SOAP(
-        p, lr=0.003, betas=(0.95, 0.95), weight_decay=0.01, precondition_frequency=2))
+        p, lr=0.003, betas=(0.95, 0.95), weight_decay=0.01, precondition_frequency=2),
+        after_step=soap_state_recorder)
 
 
 @case("soap_pytorch_optimizer_precondition_1d", "pytorch_optimizer",
@@ -750,7 +779,8 @@ def _():
     import pytorch_optimizer
     return run_torch(lambda p: pytorch_optimizer.SOAP(
         p, lr=0.003, betas=(0.95, 0.95), weight_decay=0.01, precondition_frequency=2,
-        precondition_1d=True))
+        precondition_1d=True),
+        after_step=soap_state_recorder)
 
 
 # --------------------------------------------------------------------------

@@ -58,7 +58,8 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
     OptimizationResult
         ``x`` the reported θ (best on validation with early stopping), ``fun`` the full training loss there,
         ``nit`` steps, ``nfev`` equivalent full passes, ``history`` rows per step (``step``, ``epoch``,
-        ``batch_loss``, ``elapsed_s``, and validation errors when computed), ``epochs`` completed.
+        ``batch_loss``, ``elapsed_s``; ``epoch_loss``, the mean batch loss, on an epoch's last step; validation
+        errors when computed), ``epochs`` completed.
 
     Raises
     ------
@@ -129,6 +130,10 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
             batch_index += 1
             row = {"step": step, "epoch": epoch, "batch_loss": loss, "elapsed_s": time.perf_counter() - start}
             end_of_epoch = batch_index == n_batches
+            if end_of_epoch:
+                # mean of this epoch's batch losses: the epoch's training loss, at no extra cost
+                in_epoch = [r["batch_loss"] for r in history if r["epoch"] == epoch] + [loss]
+                row["epoch_loss"] = float(np.mean(in_epoch))
             if valid_objective and ((validate_every and step % validate_every == 0)
                                     or (not validate_every and end_of_epoch)):
                 if validate(row):
@@ -141,7 +146,7 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         if batch_index == n_batches:
             batch_index = 0
             epoch += 1
-            say(f"epoch {epoch:4d}  step {step:6d}  last batch loss {history[-1]['batch_loss']:.6e}  "
+            say(f"epoch {epoch:4d}  step {step:6d}  mean batch loss {history[-1]['epoch_loss']:.6e}  "
                 f"{time.perf_counter() - start:8.1f} s")
     if checkpoint:
         save()
