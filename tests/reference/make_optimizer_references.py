@@ -25,9 +25,9 @@ Test problem (see also ``problem`` in the JSON)::
 that order.  The gradient is always evaluated at the point the library itself
 requires (the "fast" weights for Lookahead, y for Schedule-Free in train mode).
 
-Output: ``tests/data/optim/optimizer_references.json`` (next to this directory's
-sibling ``data/optim``); see ``tests/data/optim/README.md`` for a description of
-every case and the conventions of each library.
+Output: ``tests/data/optim/optimizer_references.json``; see
+``tests/data/optim/README.md`` for a description of every case and of the
+conventions of each library (where they differ from ../shared/OPTIMIZERS.md, relative to the repo root).
 
 Library versions it was last run with
 -------------------------------------
@@ -580,8 +580,11 @@ OPTAX_SF_NOTES = (
     "builds warmup_constant_schedule(0, lr, warmup_steps) and evaluates it with TWO "
     "counters — the averaging weight uses the schedule at count k+1 (= schedulefree's "
     "γ_k) but the inner base optimizer's z-step uses it at count k, so the z-step at the "
-    "first step is 0·d and at step k+1 uses γ = lr·min(1, k/warmup). Not a reference for "
-    "OPTIMIZERS.md's warm-up; kept as a documented cross-library comparison."
+    "first step is 0·d and at step k+1 uses γ = lr·min(1, k/warmup). Moreover the "
+    "schedule returns FLOAT32 values even with jax_enable_x64 (0.025 becomes "
+    "0.02500000037...), which perturbs the AdamW z-steps at ~1e-9. Not a reference for "
+    "OPTIMIZERS.md's warm-up; kept as a documented cross-library comparison (both "
+    "findings were verified against a float64 transcription)."
 )
 
 
@@ -696,6 +699,29 @@ def _():
     return run_optax(tx, names=("radial",))
 
 
+@case("muon_optax_keller_float64_aux_adam", "optax",
+      "optax.partition({'muon': <the muon_optax_keller_float64 chain, with "
+      "weight_dimension_numbers=lambda u: jax.tree.map(lambda _: "
+      "optax.contrib.MuonDimensionNumbers(), u)>, 'adam': optax.adam(3e-4, b1=0.9, "
+      "b2=0.95, eps=1e-10)}, {'radial': 'muon', 'species': 'adam', 'moment': 'adam'})",
+      "Float64 counterpart of muon_keller_with_aux_adam: radial by Keller's Muon exactly as "
+      "in muon_optax_keller_float64; species & moment by Adam with OPTIMIZERS.md's "
+      "non-matrix defaults (η 3e-4, betas (0.9, 0.95), ε 1e-10 added to sqrt(v̂), "
+      "bias-corrected, no weight decay).")
+def _():
+    muon_chain = optax.chain(
+        optax.trace(decay=0.95, nesterov=True), optax.scale(1 - 0.95),
+        optax.contrib.scale_by_muon(
+            beta=0.0, nesterov=False, eps=1e-7,
+            weight_dimension_numbers=lambda u: jax.tree.map(
+                lambda _: optax.contrib.MuonDimensionNumbers(), u)),
+        optax.scale(-0.02))
+    tx = optax.partition({"muon": muon_chain,
+                          "adam": optax.adam(3e-4, b1=0.9, b2=0.95, eps=1e-10)},
+                         {"radial": "muon", "species": "adam", "moment": "adam"})
+    return run_optax(tx)
+
+
 @case("muon_optax_default", "optax",
       "optax.contrib.muon(learning_rate=0.02)  # on {'radial': 2x4} only",
       "optax's own Muon conventions, which DIFFER from Keller/OPTIMIZERS.md in three ways: "
@@ -736,8 +762,14 @@ SOAP_NOTES = (
     "same bases. Steps 1-2 (theta[0:2]) are basis-independent (to ~1e-10). To allow exact "
     "comparison, 'state' records after every call, per block: 'GG' (the EMA "
     "preconditioner matrices, [L, R] for radial, [ggᵀ] or [] for a 1-D block), 'Q' (the "
-    "eigenbases in use for the NEXT step, columns ordered as the library orders them; [] "
-    "= no rotation), 'exp_avg' (M, original basis) and 'exp_avg_sq' (V, rotated basis)."
+    "eigenbases the NEXT call will use, columns ordered as the library orders them; [] "
+    "= no rotation), 'exp_avg' (M, original basis) and 'exp_avg_sq' (V, rotated basis, "
+    "already permuted if the call refreshed Q). state[k] is the state after call k+1. "
+    "Given these Q, an independent float64 transcription of the rules above reproduces "
+    "theta to ~1e-11. The refresh itself is also ill-conditioned where GG is rank-"
+    "deficient (a 5-vector's ggᵀ after 3 gradients has rank 3: the QR columns of the "
+    "null directions are arbitrary) and the float32 QR changes Q by up to ~3e-5 for "
+    "radial."
 )
 
 
@@ -839,6 +871,12 @@ def consistency_checks(cases):
     ok &= check("muon_torch (bf16) vs muon_optax_keller_float64",
                 max_diff(th["muon_torch"]["theta"], th["muon_optax_keller_float64"]["theta"]),
                 2e-3)
+    ok &= check("muon_keller_with_aux_adam (bf16) vs muon_optax_keller_float64_aux_adam",
+                max_diff(th["muon_keller_with_aux_adam"]["theta"],
+                         th["muon_optax_keller_float64_aux_adam"]["theta"]), 2e-3)
+    ok &= check("muon_optax_keller_float64_aux_adam radial vs muon_optax_keller_float64 "
+                "(step 1)", max_diff(th["muon_optax_keller_float64_aux_adam"]["theta"][0][:8],
+                                     th["muon_optax_keller_float64"]["theta"][0][:8]), 1e-16)
     ok &= check("muon_keller_with_aux_adam radial vs muon_keller_single_device (step 1)",
                 max_diff(th["muon_keller_with_aux_adam"]["theta"][0][:8],
                          th["muon_keller_single_device"]["theta"][0][:8]), 0.0)
