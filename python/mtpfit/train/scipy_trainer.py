@@ -68,7 +68,7 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
     max_iter : int
         Iteration limit (scipy's ``maxiter``).
     gtol : float
-        Gradient-norm tolerance (scipy's ``gtol``; ``pgtol`` for L-BFGS-B).
+        Gradient-norm tolerance (scipy's ``gtol``; ``xtol`` for Newton-CG).
     validation : Dataset, optional
         Evaluated once at the end.
     log_every : int
@@ -116,9 +116,7 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
             _write_atomically(objective.mtp.copy(state["x"]), Path(checkpoint))
 
     options = {"maxiter": int(max_iter), "gtol": gtol}
-    if method == "L-BFGS-B":
-        options = {"maxiter": int(max_iter), "pgtol": gtol}
-    elif method == "Newton-CG":
+    if method == "Newton-CG":
         options = {"maxiter": int(max_iter), "xtol": gtol}
     hessp = objective.hessp if method in _HESSP_METHODS else None
     passes_before = objective.passes
