@@ -82,3 +82,12 @@ def test_hybrid_adam_then_lbfgs(tmp_path):
     assert metrics["optimizer"]["message"].startswith("adam: 2 epochs done; L-BFGS-B:")
     phases = [r["phase"] for r in csv.DictReader(open(out / "history.csv"))]
     assert phases.count("1") == 2 * 6 and phases.count("2") == 5
+
+
+def test_native_bfgs_from_the_command_line(tmp_path):
+    out = tmp_path / "native"
+    assert main(["train", "--optimizer", "native-bfgs", "--max-iter", "5", "--train", str(LEVEL08 / "ref10.cfg"),
+                 "--level", "6", "--output", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "main: iteration limit 5 reached" in metrics["optimizer"]["message"]
+    assert metrics["optimizer"]["nit"] == 75 + 5

@@ -15,6 +15,7 @@ from .metrics import error_metrics, format_errors
 from .objective import Loss, Objective
 from .potential.mtp import LEVELS, MTP
 from .optim import OPTIMIZERS, make_optimizer
+from .optim.native_bfgs import native_bfgs
 from .train import SCIPY_METHODS, TrainingRun, fit_species_energies, train_scipy, write_run
 from .train.hybrid import train_hybrid
 from .train.minibatch import train_minibatch
@@ -79,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--force-fraction", type=float, default=1.0,
                      help="partial force supervision: fraction of configurations keeping force labels (seeded)")
     fit.add_argument("--optimizer", default="BFGS", metavar="NAME",
-                     help=f"full batch (scipy): {', '.join(SCIPY_METHODS)}; mini-batch: {', '.join(sorted(OPTIMIZERS))};"
+                     help=f"full batch: native-bfgs (the reference trainer's BFGS with linear re-solves), scipy's "
+                          f"{', '.join(SCIPY_METHODS)}; mini-batch: {', '.join(sorted(OPTIMIZERS))};"
                           " or a hybrid MINIBATCH+SCIPY such as adam+L-BFGS-B (--epochs, then --max-iter)")
     fit.add_argument("--max-iter", type=int, default=1000, help="iterations of a full-batch optimizer")
     fit.add_argument("--gtol", type=float, default=1e-8)
@@ -133,7 +135,7 @@ def _train(args) -> int:
     loss = Loss(kind=args.loss, energy=args.energy_weight, forces=args.force_weight, stress=args.stress_weight,
                 penalty=not args.no_penalty, force_fraction=args.force_fraction, force_seed=args.seed)
     print(f"mtpfit {__version__}: {train} / validation {validation}")
-    budget = (f"max {args.max_iter} iterations" if args.optimizer in SCIPY_METHODS
+    budget = (f"max {args.max_iter} iterations" if args.optimizer in SCIPY_METHODS + ("native-bfgs",)
               else f"{args.epochs} epochs of batches of {args.batch_size}"
               + (f", then max {args.max_iter} iterations" if "+" in args.optimizer else ""))
     print(f"{mtp}, {args.optimizer}, {budget}")
@@ -141,11 +143,15 @@ def _train(args) -> int:
     objective = Objective(mtp, train, loss, n_threads=args.threads)
     print(f"training-set representation built in {time.perf_counter() - start:.1f} s")
     x0 = mtp.theta if args.init_interval is None else mtp.init_params(args.init_interval, args.seed)
-    if not args.no_species_fit and not args.init_potential:
+    if not args.no_species_fit and not args.init_potential and args.optimizer != "native-bfgs":
         x0 = fit_species_energies(objective, x0)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    if args.optimizer in SCIPY_METHODS:
+    if args.optimizer == "native-bfgs":
+        result = native_bfgs(objective, x0, max_iter=args.max_iter)
+        run = TrainingRun(objective.mtp.copy(result.x), result, result.history, result.wall_time,
+                          _errors(objective, validation, result.x))
+    elif args.optimizer in SCIPY_METHODS:
         run = train_scipy(objective, x0, method=args.optimizer, max_iter=args.max_iter, gtol=args.gtol,
                           validation=validation, log_every=args.log_every, checkpoint=output / "checkpoint.mtp",
                           progress=None if args.quiet else print)
@@ -179,7 +185,7 @@ def _zoo_optimizer(args, name: str):
 
 def _check_optimizer_name(name: str) -> None:
     """Fail before any data is read: NAME (scipy or zoo) or ZOO+SCIPY."""
-    if name in SCIPY_METHODS:
+    if name in SCIPY_METHODS or name == "native-bfgs":
         return
     if "+" in name:
         first, method = name.split("+", 1)
@@ -198,10 +204,14 @@ def _train_minibatch(args, objective: Objective, x0, validation: Dataset, output
                              seed=args.seed, validation=validation, validate_every=args.validate_every,
                              patience=args.patience, checkpoint=checkpoint,
                              progress=None if args.quiet else print)
-    errors = {"train": error_metrics(objective.dataset, objective.predict(result.x)),
-              "validation": error_metrics(validation, Objective(objective.mtp, validation, objective.loss,
-                                                                objective.n_threads).predict(result.x))}
-    return TrainingRun(objective.mtp.copy(result.x), result, result.history, result.wall_time, errors)
+    return TrainingRun(objective.mtp.copy(result.x), result, result.history, result.wall_time,
+                       _errors(objective, validation, result.x))
+
+
+def _errors(objective: Objective, validation: Dataset, x) -> dict:
+    return {"train": error_metrics(objective.dataset, objective.predict(x)),
+            "validation": error_metrics(validation, Objective(objective.mtp, validation, objective.loss,
+                                                              objective.n_threads).predict(x))}
 
 
 def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

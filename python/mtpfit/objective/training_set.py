@@ -9,7 +9,21 @@ from ..data.dataset import Dataset
 from ..potential.mtp import MTP
 from .loss import Loss
 
-__all__ = ["build_training_set"]
+__all__ = ["build_training_set", "residual_weights"]
+
+
+def residual_weights(dataset: Dataset, loss: Loss) -> list:
+    """The :class:`~mtpfit.objective.loss.ResidualWeights` of every configuration, as the loss uses them:
+    :meth:`Loss.weights`, then partial force supervision (``loss.force_fraction < 1``) drops the force labels
+    of the configurations not chosen and renormalises the force term over the kept components."""
+    weights = [loss.weights(config, len(dataset)) for config in dataset]
+    if loss.force_fraction < 1.0:
+        keep = loss.force_labelled(len(dataset))
+        labelled = [np.count_nonzero(w.forces) for w in weights]
+        kept = sum(n for n, k in zip(labelled, keep) if k)
+        scale = sum(labelled) / kept if kept else 0.0
+        weights = [replace(w, forces=w.forces * (scale if k else 0.0)) for w, k in zip(weights, keep)]
+    return weights
 
 
 def build_training_set(mtp: MTP, dataset: Dataset, loss: Loss):
@@ -24,16 +38,8 @@ def build_training_set(mtp: MTP, dataset: Dataset, loss: Loss):
     """
     from .. import _core
 
-    weights = [loss.weights(config, len(dataset)) for config in dataset]
-    if loss.force_fraction < 1.0:
-        # partial force supervision: drop the force labels of the others, renormalise over the kept components
-        keep = loss.force_labelled(len(dataset))
-        labelled = [np.count_nonzero(w.forces) for w in weights]
-        kept = sum(n for n, k in zip(labelled, keep) if k)
-        scale = sum(labelled) / kept if kept else 0.0
-        weights = [replace(w, forces=w.forces * (scale if k else 0.0)) for w, k in zip(weights, keep)]
     ts = _core.TrainingSet()
-    for config, w in zip(dataset, weights):
+    for config, w in zip(dataset, residual_weights(dataset, loss)):
         n = config.n_atoms
         ts.add(mtp.structure(config),
                config.energy if config.energy is not None else 0.0, w.energy,

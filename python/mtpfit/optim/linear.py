@@ -12,6 +12,7 @@ import numpy as np
 import scipy.linalg
 
 from ..objective.objective import Objective
+from ..objective.training_set import residual_weights
 
 __all__ = ["linear_design", "linear_resolve"]
 
@@ -32,11 +33,9 @@ def _flatten(predictions) -> np.ndarray:
 
 def _labels(objective: Objective) -> tuple[np.ndarray, np.ndarray]:
     """Labels and residual weights, flattened like :func:`_flatten`; a missing label has weight 0."""
-    dataset, loss = objective.dataset, objective.loss
     e_label, e_weight, f_label, f_weight, s_label, s_weight = [], [], [], [], [], []
-    for config in dataset:
-        # the same per-residual weights build_training_set hands to the core
-        w = loss.weights(config, len(dataset))
+    # the same per-residual weights build_training_set hands to the core
+    for config, w in zip(objective.dataset, residual_weights(objective.dataset, objective.loss)):
         n = config.n_atoms
         e_label.append(config.energy if config.energy is not None else 0.0)
         e_weight.append(w.energy)
@@ -114,9 +113,11 @@ def linear_resolve(objective: Objective, x, rcond: float = 1e-12) -> np.ndarray:
 
     *Rank deficiency.* Directions the data do not determine — the ξ of a species absent from the data, a
     combination of ξ when every configuration has the same composition, a basis function that vanishes on
-    every neighbourhood — fall below ``rcond``. The solve is for the *change* of the coefficients from their
-    values in ``x``, and the minimum-norm change is taken: coefficients (or combinations) the data do not
-    determine keep their current values instead of jumping to zero.
+    every neighbourhood — give singular values below ``rcond``. The solve is for the *change* of the
+    coefficients from their values in ``x``, and ``gelsd`` returns the minimum-norm change (in the
+    column-equilibrated units): what the data do not determine keeps its current value instead of jumping to
+    zero. An absent species' ξ is left exactly as it was; with one composition n_t for all configurations,
+    only Σ_t n_t ξ_t is fitted and the change is spread as n_t Δξ_t = const.
 
     Cost: S + M energy+forces passes (one per column) and an SVD of an (n_residuals × (S + M)) matrix.
     """
@@ -129,7 +130,10 @@ def linear_resolve(objective: Objective, x, rcond: float = 1e-12) -> np.ndarray:
     current = x[lin]
     rhs = labels[keep] * root[keep] - A @ current      # solve for the change δ: A(current + δ) ≈ labels
     norms = np.linalg.norm(A, axis=0)
-    norms[norms == 0] = 1.0
-    delta, *_ = scipy.linalg.lstsq(A / norms, rhs, cond=rcond, lapack_driver="gelsd")
-    x[lin] = current + delta / norms
+    active = norms > 0                 # a coefficient whose column vanishes (absent species) stays as it is
+    delta = np.zeros_like(current)
+    if np.any(active):
+        scaled, *_ = scipy.linalg.lstsq(A[:, active] / norms[active], rhs, cond=rcond, lapack_driver="gelsd")
+        delta[active] = scaled / norms[active]
+    x[lin] = current + delta
     return x

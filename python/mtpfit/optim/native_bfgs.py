@@ -18,47 +18,50 @@ __all__ = ["native_bfgs", "radial_gauge"]
 def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: int = 50, pretrain_iter: int = 75,
                 c1: float = 0.1, c2: float = 0.5, stop_window: int = 50, stop_tolerance: float = 1e-3,
                 callback: Callable | None = None, rescale: bool = True, final_resolve: bool = True,
-                max_line_search: int = 20) -> OptimizationResult:
-    r"""Train like MLIP-2's ``mlp train``: BFGS with periodic exact solves of the linear coefficients.
+                scale_initial_hessian: bool = False, max_line_search: int = 20) -> OptimizationResult:
+    r"""Train like MLIP-2's ``mlp train``: BFGS with exact solves of the linear coefficients.
 
-    The run has two phases, each a fresh BFGS run, as MLIP-2 trains an untrained potential:
+    The run has two phases, each a fresh BFGS run (new inverse Hessian, new iteration counter), as MLIP-2
+    trains an untrained potential:
 
-    1. pre-training: ``pretrain_iter`` BFGS iterations (MLIP-2: 75), skipped when 0;
-    2. training: up to ``max_iter`` BFGS iterations (MLIP-2's ``--max-iter``).
+    1. **pre-training**, ``pretrain_iter`` iterations (MLIP-2: 75; 0 skips it): BFGS on the radial
+       coefficients r of the *reduced* loss L̃(r) = min_{ξ,c} L(r, ξ, c) — every loss evaluation first solves the
+       species and moment coefficients exactly (:func:`~mtpfit.optim.linear.linear_resolve`, variable
+       projection). Its gradient is ∂L/∂r at the re-solved θ (∂L/∂(ξ, c) = 0 there: envelope theorem).
+    2. **training**, up to ``max_iter`` iterations (MLIP-2's ``--max-iter``): BFGS on all of θ, with the
+       species and moment coefficients re-solved exactly at its start and every ``linear_every`` iterations.
 
-    Each phase starts by re-gauging the radial coefficients (``rescale``) and an exact re-solve of the species and
-    moment coefficients (:func:`~mtpfit.optim.linear.linear_resolve`), repeats the re-solve every
-    ``linear_every`` iterations, and the run ends with one more re-solve (``final_resolve``).
+    The run ends with one more re-solve (``final_resolve``).
 
-    **Update rule** (Nocedal & Wright, *Numerical Optimization*, 2nd ed., §6.1, Algorithm 6.1). With the
-    dense inverse-Hessian approximation H_k and g_k = ∇L(θ_k):
+    **Update rule** (Nocedal & Wright, *Numerical Optimization*, 2nd ed., §6.1, Algorithm 6.1), on the
+    variables u of the phase (see ``rescale``) with the dense inverse-Hessian approximation H_k and g_k = ∇L(u_k):
 
-    * direction p_k = −H_k g_k (steepest descent −g_k when H is reset or p_k is not a descent direction);
-    * step θ_{k+1} = θ_k + α_k p_k, α_k from a line search satisfying the strong Wolfe conditions
+    * direction p_k = −H_k g_k (steepest descent −g_k at the start of a phase or after a failed line search);
+    * step u_{k+1} = u_k + α_k p_k, α_k from a line search satisfying the strong Wolfe conditions
       (N&W eq. 3.7 and Algorithms 3.5/3.6, via :func:`scipy.optimize.line_search`)
 
-      L(θ_k + α p_k) ≤ L(θ_k) + c₁ α g_kᵀp_k,   |∇L(θ_k + α p_k)ᵀp_k| ≤ c₂ |g_kᵀp_k|,
+      L(u_k + α p_k) ≤ L(u_k) + c₁ α g_kᵀp_k,   |∇L(u_k + α p_k)ᵀp_k| ≤ c₂ |g_kᵀp_k|,
 
-      with the reference trainer's c₁ = 0.1, c₂ = 0.5; the trial step is α = 1, or ≈1/‖g‖ for a
-      steepest-descent step (as scipy's BFGS starts);
-    * with s_k = θ_{k+1} − θ_k, y_k = g_{k+1} − g_k, ρ_k = 1/(y_kᵀs_k):
+      with the reference trainer's c₁ = 0.1, c₂ = 0.5; the trial step is α = 1 for a quasi-Newton direction
+      and min(1, 1/‖g‖) for steepest descent (as scipy's BFGS starts), retried 10³ and 10⁶ times shorter
+      if the search fails (scipy's zoom bisects only 10 times);
+    * with s_k = u_{k+1} − u_k, y_k = g_{k+1} − g_k, ρ_k = 1/(y_kᵀs_k):
 
       H_{k+1} = (I − ρ_k s_k y_kᵀ) H_k (I − ρ_k y_k s_kᵀ) + ρ_k s_k s_kᵀ      (N&W eq. 6.17),
 
-      with H_0 = (y_0ᵀs_0 / y_0ᵀy_0) I set just before the first update (N&W eq. 6.20). An update with
-      y_kᵀs_k ≤ 1e-10 ‖s_k‖‖y_k‖ is skipped (a strong-Wolfe step has y_kᵀs_k > 0; this guards round-off).
-
-    The iteration runs in the variables of MLIP-2's parametrisation (see ``rescale``): θ = D u with
-    D = diag(σ on the radial block, 1 elsewhere), so the quantities above are those of u.
+      from H_0 = I (or, with ``scale_initial_hessian``, H_0 = (y_0ᵀs_0 / y_0ᵀy_0) I, N&W eq. 6.20). An update
+      with y_kᵀs_k ≤ 1e-10 ‖s_k‖‖y_k‖ is skipped (a strong-Wolfe step has y_kᵀs_k > 0; this guards
+      round-off).
 
     **Linear re-solve** (Novikov et al., Mach. Learn.: Sci. Technol. 2, 025002 (2021), MLIP-2). With the radial
-    coefficients fixed the loss is quadratic in (ξ, c), so those are replaced by their exact weighted
-    least-squares values at the start of each phase, every ``linear_every`` iterations within it, and at the
-    end. After a re-solve inside a phase H is **kept**: the re-solve moves θ to the minimiser of a convex
-    quadratic along the linear block, the curvature H has accumulated (radial block and radial–linear coupling)
-    remains a model of the same smooth loss, while a reset would restart from a poorly scaled steepest-descent
-    step. No secant pair spans the jump: the next pair starts from the gradient at the re-solved θ. Between the
-    phases H is reset, as MLIP-2 starts a new BFGS run (see Notes).
+    coefficients fixed the loss is quadratic in (ξ, c), so those can be set to their exact weighted
+    least-squares values. In the training phase H is **kept** after a periodic re-solve: the re-solve moves θ
+    to the minimiser of a convex quadratic along the linear block, and the curvature H has accumulated
+    (radial block, radial–linear coupling) remains a model of the same smooth loss; no secant pair spans the
+    jump (the next pair starts from the gradient at the re-solved θ). Resetting instead restarts from a
+    steepest-descent step and throws that curvature away: on the reference problem (level 6, 20
+    configurations, 75 + 400 iterations) keeping H ends at loss 5.1e-6 after 777 passes, resetting at 1.0e-5
+    after 1173 (level 8, 40 configurations: 5.4e-6 / 758 vs 7.7e-6 / 1144).
 
     **Stopping** (MLIP-2's ``--bfgs-conv-tol``): a phase stops when the loss has fallen by less than
     ``stop_tolerance`` (relative) over the last ``stop_window`` iterations, when its iteration budget is spent,
@@ -74,11 +77,11 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
         BFGS iterations of the training phase, like MLIP-2's ``--max-iter`` (its default is 1000). The
         pre-training phase comes on top: at most ``pretrain_iter + max_iter`` iterations in all.
     linear_every : int
-        Iterations between exact re-solves of the species and moment coefficients within a phase; 0 disables
-        the periodic and final re-solves (``rescale`` still re-solves at a phase start, as it must).
+        Iterations between exact re-solves of the species and moment coefficients in the training phase;
+        0 disables the periodic and the final re-solves (a phase start still re-solves when ``rescale``).
     pretrain_iter : int
         BFGS iterations of the pre-training phase (MLIP-2: 75 for an untrained potential); 0 skips it
-        (MLIP-2's ``--skip-preinit``).
+        (MLIP-2's ``--skip-preinit``), as is appropriate for a trained starting point.
     c1, c2 : float
         Strong Wolfe constants, 0 < c1 < c2 < 1.
     stop_window : int
@@ -89,13 +92,22 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
         ``callback(intermediate_result)`` after every iteration with an :class:`OptimizationResult` holding
         ``x``, ``fun``, ``nit`` and ``phase``; raising :class:`StopIteration` ends the run.
     rescale : bool
-        At each phase start, re-gauge the radial coefficients with :func:`radial_gauge` (then re-solve) and
-        run BFGS on u = θ/σ for the radial block, σ the RMS norm of the radial functions μ (concatenated over
-        species pairs), so that u's radial functions have unit norm as MLIP-2's coefficients do (MLIP-2 keeps
-        that norm in a separate ``scaling`` factor of the basis). ``False``: plain BFGS on θ.
+        Work in MLIP-2's parametrisation. BFGS runs on u with θ = D u, D = σ on the radial block and 1
+        elsewhere, σ the RMS norm of the radial functions μ (coefficients concatenated over species pairs) at
+        the phase start, so that u's radial functions have unit norm as MLIP-2's coefficients do (MLIP-2 keeps
+        their size in the basis' separate ``scaling`` factor); and at the start of the training phase the radial
+        block is first multiplied by :func:`radial_gauge` (then re-solved), the counterpart of MLIP-2's
+        ``scaling`` search. ``False``: plain BFGS on θ.
     final_resolve : bool
         Re-solve the linear coefficients once more at the end (MLIP-2's trained potentials are at the exact
         linear optimum of their radial coefficients).
+    scale_initial_hessian : bool
+        Use N&W's H_0 = (yᵀs/yᵀy) I instead of H_0 = I. Off by default: in the unit-norm variables u the
+        identity is already of the right size, while the first secant pair measures the stiffest direction
+        and shrinks H_0 for all others, which BFGS then corrects one direction per iteration. On the
+        reference problem (75 + 50 iterations) the scaled start ends at loss 7.9e-4, H_0 = I at 2.5e-5;
+        at levels 10 and 16 (75 + 100 iterations, 30 and 20 configurations) 4.7e-4 vs 1.2e-5 and
+        5.9e-5 vs 3.6e-6.
     max_line_search : int
         Iterations of one line search.
 
@@ -106,7 +118,7 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
         (loss+gradient passes, from ``objective.n_evaluations``), ``success``, ``message``, ``history`` (one
         row per iteration: ``iteration``, ``phase``, ``loss``, ``passes``, ``elapsed_s``), ``wall_time`` (s),
         ``n_resolves`` (linear re-solves) and ``n_predict_passes`` (energy+forces passes of the re-solves and
-        gauges, one per species/moment coefficient each; not in ``nfev``).
+        of :func:`radial_gauge`, S + M each; not in ``nfev``).
 
     Raises
     ------
@@ -115,31 +127,39 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
 
     Notes
     -----
+    Cost: a pre-training evaluation is one loss+gradient pass plus S + M energy+forces passes (the re-solve);
+    a training iteration is one or a few loss+gradient passes, and a re-solve S + M energy+forces passes.
+    Pre-training therefore dominates for large M (level 16, M = 92: ~17 000 energy+forces passes for
+    75 + 100 iterations on 20 configurations).
+
     What MLIP-2's log of an untrained potential (``train_det_level06_multi20``) shows, and how it is mirrored:
 
-    * "Pre-training" is a complete BFGS run of 75 iterations (``BFGS iter 0 … 74``, ``step limit reached``),
+    * Pre-training is a complete BFGS run of 75 iterations (``BFGS iter 0 … 74``, ``step limit reached``);
       then the main run restarts the counter at 0 for ``--max-iter`` iterations. Its loss is, as far as can be
       told, the main run's: the weights are printed only before the main run, but the first logged loss
-      (0.250266) is within 1 % of the default weights' re-solved loss at MLIP's defaults (0.2526 here), while
-      other weightings give values off by large factors. The main run's first iterations lower the loss ten
-      times more slowly than the last pre-training iterations did, the signature of a fresh inverse Hessian:
-      H is reset between the phases.
+      (0.250266) is within 1–3 % of the default weights' re-solved loss here (0.2526 with unit-norm diagonal
+      radial coefficients, 0.2586 with MLIP's load defaults), while other weightings give values off by large
+      factors (0.19 without stress, 0.0022 without forces). The main run's first iterations lower the loss ten
+      times more slowly than the last pre-training iterations did: a fresh inverse Hessian.
+    * The first pre-training iteration lowers the loss from 0.250 to 0.111 (−56 %). At a re-solved start
+      ∂L/∂(ξ, c) = 0, so the first BFGS direction is −∂L/∂r; from the re-solved MLIP defaults (0.2586) the
+      full loss along it falls no lower than 0.251 (−3 %), while the reduced loss (linear coefficients re-solved at
+      the trial point) reaches 0.075. Hence the variable-projection pre-training. The log does not say how
+      MLIP-2 organises it; its instrumented run made 101 linear solves and 470 loss+gradient passes in its
+      125 iterations.
     * Before pre-training, after it and after training, MLIP-2 searches the radial basis' ``scaling`` s
-      (factors 1/1.2 … 1.2 repeated until the middle one wins; 0.111 here) by a condition number it prints.
+      (factors 1/1.2 … 1.2, repeated until the middle one wins; 0.111 here) by a condition number it prints.
       s multiplies every radial coefficient, and every basis function is a homogeneous polynomial in them
       (degree = number of basic moments multiplied), so after a re-solve the loss does not depend on s: the
       search is a gauge choice that conditions the linear system and the BFGS variables. The matrix whose
       condition number MLIP-2 prints could not be identified (none of the design or normal matrices tried
       reproduces its values); :func:`radial_gauge` balances the column norms of the weighted design matrix
-      instead, and ``rescale`` keeps the radial functions' norm out of the BFGS variables as MLIP-2's
-      separate s does. Without this, BFGS from MLIP's default coefficients (radial 1e-3) fails its first line
-      search: the acceptable step is ~1e-10 of the gradient.
+      instead. Plain BFGS on θ from MLIP's default coefficients (radial 1e-3) fails its first line search:
+      the acceptable step is ~1e-10 of the gradient.
     * The trained ``pot.mtp`` is at the exact linear optimum (∂L/∂(ξ, c) ≈ 1e-9), hence ``final_resolve``.
     * Not inferable from the log: MLIP-2's initial radial coefficients for ``--init-params=same`` (radial
-      functions of unit norm, judging by the trained file; the exact values are not documented), its line
-      search's trial steps and interpolation, and where within a run its linear solves fall (the instrumented
-      run made 101 linear solves and 470 loss+gradient passes in 125 iterations, most solves in the scaling
-      searches). The caller's ``x0`` is used as given.
+      functions of unit norm, judging by the trained file), its line search's trial steps and interpolation,
+      its initial inverse Hessian, and where its linear solves fall. The caller's ``x0`` is used as given.
     """
     x = np.array(x0, dtype=float)
     if x.shape != (objective.n_params,):
@@ -153,7 +173,7 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
     if stop_window == 0 and stop_tolerance > 0:
         raise ValueError("stop_window must be positive when stop_tolerance is")
 
-    run = _Run(objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search)
+    run = _Run(objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search, scale_initial_hessian)
     messages, success = [], True
     if pretrain_iter > 0:
         x, ok, message = _pretrain(run, x, int(pretrain_iter), rescale)
@@ -226,14 +246,13 @@ def _linear_degrees(basis) -> np.ndarray:
     return np.concatenate([np.zeros(basis.species_count, dtype=int), degree[basis.alpha_moment_mapping]])
 
 
-SCALE = {"pretrain": True, "main": True}
-
-
 class _Run:
     """Settings, counters and history shared by the phases of one run."""
 
-    def __init__(self, objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search):
+    def __init__(self, objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search,
+                 scale_initial_hessian):
         self.objective, self.callback = objective, callback
+        self.scale_initial_hessian = bool(scale_initial_hessian)
         self.c1, self.c2, self.max_line_search = c1, c2, max_line_search
         self.stop_window, self.stop_tolerance = stop_window, stop_tolerance
         self.start = time.perf_counter()
@@ -336,7 +355,7 @@ def _bfgs(run, phase, fun, jac, u, n_iter, to_theta, refresh=None):
     f, g = fun(u), jac(u)
     if not np.isfinite(f):
         raise ValueError(f"{phase}: the loss is {f} at the starting point")
-    H = None                    # None: identity, scaled by yᵀs/yᵀy at the first update
+    H = None                    # None: steepest descent; H_0 is set at the first update
     losses = []                 # loss at the start of each iteration of this phase
     k = 0
     while True:
@@ -369,7 +388,7 @@ def _bfgs(run, phase, fun, jac, u, n_iter, to_theta, refresh=None):
         ys = float(y @ s)
         if ys > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):
             if H is None:
-                H = np.eye(len(u)) * (ys / float(y @ y) if SCALE[phase] else 1.0)        # N&W eq. 6.20
+                H = np.eye(len(u)) * (ys / float(y @ y) if run.scale_initial_hessian else 1.0)   # N&W 6.20
             rho = 1.0 / ys
             Hy = H @ y
             # (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ, expanded for symmetric H
@@ -381,19 +400,29 @@ def _bfgs(run, phase, fun, jac, u, n_iter, to_theta, refresh=None):
             return u, True, f"stopped by the callback after {k} iterations"
 
 
-def _wolfe_step(fun, jac, u, f, g, H, c1, c2, max_line_search):
-    """A strong-Wolfe step along −Hg (−g when H is None); None when it fails or −Hg is not a descent direction."""
+def _wolfe_step(fun, jac, u, f, g, H, c1, c2, max_line_search, retries: int = 3, shrink: float = 1e-3):
+    """A strong-Wolfe step along −Hg (−g when H is None); None when it fails or −Hg is not a descent direction.
+
+    The first trial step is α = 1 for a quasi-Newton direction and min(1, 1/‖g‖) for steepest descent (as
+    scipy's BFGS starts). scipy's zoom phase bisects at most 10 times, so when the first trial overshoots by
+    more than ~10³ (or the loss overflows there) the search fails; it is then repeated ``retries`` times with
+    the trial step multiplied by ``shrink`` (the bracketing phase can also grow a short trial step by 2 per
+    iteration).
+    """
     p = -g if H is None else -(H @ g)
-    if float(g @ p) >= 0:
+    slope = float(g @ p)
+    if not slope < 0:
         return None
-    # trial step 1 for a quasi-Newton direction; for steepest descent a previous value f + ‖g‖/2 makes scipy's
-    # first trial 1.01·2(f − f_prev)/(gᵀp) ≈ 1/‖g‖, as scipy's BFGS starts
-    old_old = f + np.linalg.norm(g) / 2 if H is None else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)      # LineSearchWarning is a RuntimeWarning
-        alpha, _, _, f_new, _, _ = scipy.optimize.line_search(
-            fun, jac, u, p, gfk=g, old_fval=f, old_old_fval=old_old, c1=c1, c2=c2, maxiter=max_line_search)
-    if alpha is None or f_new is None:
-        return None
-    u_new = u + alpha * p
-    return u_new, fun(u_new), jac(u_new)     # cached: the line search's last pass is normally at u_new
+    trial = 1.0 if H is not None else min(1.0, 1.0 / float(np.linalg.norm(g)))
+    for _ in range(retries + 1):
+        # scipy's first trial is min(1, 1.01·2(f − f_prev)/slope): choose f_prev to make it `trial`
+        old_old = f - trial * slope / 2.02
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)      # LineSearchWarning is a RuntimeWarning
+            alpha, _, _, f_new, _, _ = scipy.optimize.line_search(
+                fun, jac, u, p, gfk=g, old_fval=f, old_old_fval=old_old, c1=c1, c2=c2, maxiter=max_line_search)
+        if alpha is not None and f_new is not None:
+            u_new = u + alpha * p
+            return u_new, fun(u_new), jac(u_new)     # cached: the line search's last pass is normally at u_new
+        trial *= shrink
+    return None
