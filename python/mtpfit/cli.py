@@ -1,4 +1,4 @@
-"""Command line: ``mtpfit train`` and ``mtpfit evaluate`` (also ``python -m mtpfit``)."""
+"""Command line: ``mtpfit train``, ``evaluate``, ``bench`` and ``report`` (also ``python -m mtpfit``)."""
 from __future__ import annotations
 
 import argparse
@@ -100,6 +100,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-every", type=int, default=10, help="print train errors every N iterations")
     run.add_argument("--output", default="mtpfit-run", help="output folder (default ./mtpfit-run)")
     run.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+
+    b = sub.add_parser("bench", help="run optimizer-study campaigns (resumable)",
+                       description="Run every unfinished run of the campaigns: grids of datasets x models x "
+                                   "optimizers x seeds, one result file per run named by its hash.")
+    b.add_argument("campaigns", nargs="+", metavar="CAMPAIGN.toml")
+    b.add_argument("--workers", type=int, help="parallel runs (default: cores / threads_per_run)")
+    b.add_argument("--dask", metavar="ADDRESS", help="'local' for a local Dask cluster, or a scheduler address")
+    b.add_argument("--results", help="results folder (default: the campaign file's `results`)")
+    b.add_argument("--list", action="store_true", help="only list the runs and whether they are done")
+
+    r = sub.add_parser("report", help="REPORT.md with tables and plots from campaign results")
+    r.add_argument("results", nargs="?", default="benchmarks/results", help="results folder")
+    r.add_argument("--campaigns", default="benchmarks/campaigns", help="campaign files (descriptions, study)")
+    r.add_argument("--out", help="report file (default RESULTS/REPORT.md)")
 
     e = sub.add_parser("evaluate", help="errors of a potential on labelled data")
     e.add_argument("potential", help=".mtp file")
@@ -238,6 +252,30 @@ def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> arg
     return args
 
 
+def _bench(args) -> int:
+    from .bench import load_campaign, run_campaign
+
+    for path in args.campaigns:
+        campaign = load_campaign(path, args.results)
+        if args.list:
+            for spec in campaign.runs:
+                done = "done" if campaign.result_path(spec).exists() else "todo"
+                opt = spec["optimizer"]
+                print(f"{done}  {campaign.result_path(spec).name}  {spec['dataset']['name']}  {spec['model']['name']}"
+                      f"  {opt.get('label', opt['name'])}  {opt.get('swept', {})}  seed {spec['seed']}")
+            continue
+        run_campaign(campaign, workers=args.workers, dask=args.dask)
+    return 0
+
+
+def _report(args) -> int:
+    from .bench import write_report
+
+    campaigns = args.campaigns if Path(args.campaigns).is_dir() else None
+    print(f"wrote {write_report(args.results, campaigns, args.out)}")
+    return 0
+
+
 def _evaluate(args) -> int:
     data = _read_all(args.data, args.format, args.stress_order)
     mtp = MTP.read(args.potential, species=_species_arg(args.species))
@@ -258,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _with_config(parser, argv)
         if args.command == "train":
             _check_optimizer_name(args.optimizer)
-        return _train(args) if args.command == "train" else _evaluate(args)
+        return {"train": _train, "evaluate": _evaluate, "bench": _bench, "report": _report}[args.command](args)
     except (FormatError, ValueError, FileNotFoundError, KeyError, FloatingPointError) as err:
         print(f"mtpfit: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,6 @@
+"""Optimizer studies: campaign grids, resumable execution on a process pool or Dask, aggregates and reports."""
+from .campaign import Campaign, load_campaign, spec_hash
+from .execute import run_campaign
+from .report import write_report
+
+__all__ = ["Campaign", "load_campaign", "spec_hash", "run_campaign", "write_report"]

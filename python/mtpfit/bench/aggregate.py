@@ -1,0 +1,70 @@
+"""Result files → a table of runs → statistics per cell (dataset × model × optimizer configuration)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["load_results", "summarize", "markdown_table", "METRICS"]
+
+#: Columns summarised per cell, with the unit they are reported in.
+METRICS = {"val_epa_rmse": "meV/atom", "val_force_rmse": "eV/Å", "train_epa_rmse": "meV/atom",
+           "train_force_rmse": "eV/Å", "wall_time_s": "s", "passes": "", "final_loss": ""}
+
+
+def load_results(folder: str | Path) -> pd.DataFrame:
+    """One row per result file under ``folder`` (recursively): the cell keys, the seed, every metric
+    (energies in meV/atom, forces in eV/Å per component as MLIP-2 prints them) and the file it came from."""
+    rows = []
+    for path in sorted(Path(folder).rglob("*.json")):
+        record = json.loads(path.read_text())
+        if "spec" not in record:
+            continue
+        spec, result = record["spec"], record["result"]
+        opt = spec["optimizer"]
+        v, t = result["errors"]["validation"], result["errors"]["train"]
+        rows.append({"campaign": spec["campaign"], "dataset": spec["dataset"]["name"], "model": spec["model"]["name"],
+                     "label": opt.get("label", opt["name"]), "optimizer": opt["name"],
+                     "swept": json.dumps(opt.get("swept", {}), sort_keys=True), "seed": spec["seed"],
+                     "val_epa_rmse": 1e3 * (v["epa_rmse"] or np.nan), "val_force_rmse": v["force_rmse"],
+                     "train_epa_rmse": 1e3 * (t["epa_rmse"] or np.nan), "train_force_rmse": t["force_rmse"],
+                     "wall_time_s": result["wall_time_s"], "passes": result["passes"], "nit": result["nit"],
+                     "final_loss": result["final_loss"], "success": result["success"], "message": result["message"],
+                     "history": record["history"], "file": str(path)})
+    return pd.DataFrame(rows)
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: n, and mean, median, std, min, max of every metric, plus ``outliers``: runs whose validation
+    EPA RMSE exceeds 5× the cell median (the study's "catastrophic" runs)."""
+    keys = ["campaign", "dataset", "model", "label", "swept"]
+    rows = []
+    for cell, group in runs.groupby(keys, sort=False):
+        row = dict(zip(keys, cell), n=len(group))
+        for metric in METRICS:
+            values = group[metric].astype(float)
+            row.update({f"{metric}_mean": values.mean(), f"{metric}_median": values.median(),
+                        f"{metric}_std": values.std(ddof=1) if len(values) > 1 else 0.0,
+                        f"{metric}_min": values.min(), f"{metric}_max": values.max()})
+        median = group["val_epa_rmse"].median()
+        row["outliers"] = int((group["val_epa_rmse"] > 5 * median).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown_table(frame: pd.DataFrame, columns: dict[str, str], digits: dict[str, int] | None = None) -> str:
+    """A Markdown table of ``frame``'s columns (``{column: header}``), numbers rounded per ``digits``."""
+    digits = digits or {}
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    for _, row in frame.iterrows():
+        cells = []
+        for col in columns:
+            value = row[col]
+            if isinstance(value, (float, np.floating)):
+                cells.append("—" if not np.isfinite(value) else f"{value:.{digits.get(col, 4)}g}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""Executing one run of a campaign: data, model, optimizer, errors, and an atomically written result file."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..data.dataset import Dataset
+from ..datasets import load_bundled
+from ..io import read_configurations
+from ..metrics import error_metrics
+from ..objective import Loss, Objective
+from ..optim import make_optimizer
+from ..optim.native_bfgs import native_bfgs
+from ..potential.mtp import MTP
+from ..train import SCIPY_METHODS, fit_species_energies, train_scipy
+from ..train.minibatch import train_minibatch
+
+__all__ = ["execute", "run_and_save"]
+
+
+@lru_cache(maxsize=8)
+def _datasets(dataset_json: str, base: str, seed: int) -> tuple[Dataset, Dataset]:
+    """Training and validation sets of a dataset entry (cached per worker process)."""
+    entry = json.loads(dataset_json)
+    order = entry.get("stress_order", "xx yy zz xy yz xz")
+
+    def read(paths):
+        sets = [read_configurations(Path(base) / p, stress_order=order) for p in paths]
+        total = sets[0]
+        for other in sets[1:]:
+            total = total + other
+        return total
+
+    if "bundled" in entry:
+        return load_bundled(entry["bundled"])
+    if "train" in entry:
+        return read(entry["train"]), read(entry["validation"])
+    # one file split: seeded by the dataset's own split_seed so every run sees the same split
+    return read(entry["file"]).split(entry.get("validation_fraction", 0.2), seed=entry.get("split_seed", 0))
+
+
+def execute(spec: dict, base: str | Path) -> dict:
+    """Run one campaign run and return its result record (not written).
+
+    Parameters
+    ----------
+    spec : dict
+        A run of :attr:`Campaign.runs`.
+    base : path
+        The campaign file's folder (dataset paths are relative to it).
+
+    Returns
+    -------
+    dict
+        ``spec``, ``result`` (errors, wall time, passes, iterations, final loss, scipy's fields),
+        ``history`` (loss per iteration or step) and ``machine``.
+    """
+    opt = spec["optimizer"]
+    seed = int(spec["seed"])
+    train, valid = _datasets(json.dumps(spec["dataset"], sort_keys=True), str(base), seed)
+    model = spec["model"]
+    species = spec["dataset"].get("species") or train.species()
+    mtp = MTP.from_level(model["level"], species=species, min_dist=model.get("min_dist", 2.0),
+                         max_dist=model.get("max_dist", 5.0), radial_basis_size=model.get("radial_basis_size", 8))
+    objective = Objective(mtp, train, Loss(**spec["loss"]), n_threads=spec.get("threads", 1))
+    x0 = mtp.init_params(opt["init_interval"], seed) if "init_interval" in opt else mtp.theta
+    name = opt["name"]
+    if opt.get("species_fit", "init_interval" not in opt) and name != "native-bfgs":
+        x0 = fit_species_energies(objective, x0)
+    hyper = dict(opt.get("hyper", {}))
+    start = time.perf_counter()
+    if name == "native-bfgs":
+        r = native_bfgs(objective, x0, max_iter=opt.get("max_iter", 1000), **hyper)
+        history = [row["loss"] for row in r.history]
+    elif name in SCIPY_METHODS:
+        run = train_scipy(objective, x0, method=name, max_iter=opt.get("max_iter", 1000), log_every=0, progress=None,
+                          **hyper)
+        r, history = run.result, [row["loss"] for row in run.history]
+    else:
+        r = train_minibatch(objective, make_optimizer(name, **hyper), x0, epochs=opt.get("epochs", 10),
+                            batch_size=opt.get("batch_size", 32), seed=seed, validation=valid,
+                            validate_every=opt.get("validate_every"), patience=opt.get("patience"), progress=None)
+        history = [row["batch_loss"] for row in r.history]
+    wall = time.perf_counter() - start
+    errors = {"train": error_metrics(train, objective.predict(r.x))["all"],
+              "validation": error_metrics(valid, Objective(mtp, valid, objective.loss, 1).predict(r.x))["all"]}
+    clean = lambda v: None if isinstance(v, float) and not np.isfinite(v) else v  # noqa: E731
+    return {"spec": spec,
+            "result": {"wall_time_s": wall, "passes": float(r.nfev), "nit": int(r.nit), "final_loss": float(r.fun),
+                       "success": bool(r.success), "message": str(r.message),
+                       "errors": {part: {k: clean(v) for k, v in m.items()} for part, m in errors.items()}},
+            "history": [float(v) for v in history],
+            "machine": {"mtpfit": __version__, "host": platform.node(), "cpu_count": os.cpu_count(),
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+
+
+def run_and_save(spec: dict, base: str, path: str) -> dict:
+    """:func:`execute` and write the record to ``path`` atomically; returns a one-line summary."""
+    record = execute(spec, base)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, target)
+    v = record["result"]["errors"]["validation"]
+    return {"path": str(target), "label": spec["optimizer"].get("label", spec["optimizer"]["name"]),
+            "seed": spec["seed"], "wall_time_s": record["result"]["wall_time_s"], "val_epa_rmse": v["epa_rmse"],
+            "val_force_rmse": v["force_rmse"]}

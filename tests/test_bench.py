@@ -1,0 +1,113 @@
+"""Optimizer-study campaigns: identical results on a process pool and on Dask; resume reruns only what is missing."""
+import json
+import shutil
+
+import pytest
+
+from conftest import DATA
+from mtpfit.bench import load_campaign, run_campaign, spec_hash, write_report
+
+CAMPAIGN = """
+name = "tiny"
+description = "2 optimizers x 2 seeds on 20 frames of crystals_multi"
+seeds = [1, 2]
+[datasets.multi20]
+file = "data/frames.cfg"
+validation_fraction = 0.25
+[models.l06]
+level = 6
+[[optimizers]]
+name = "adam"
+epochs = 2
+batch_size = 8
+[[optimizers]]
+label = "scipy L-BFGS"
+name = "L-BFGS-B"
+max_iter = 4
+init_interval = 1e-3
+[study]
+best_epa = "scipy L-BFGS"
+"""
+
+
+@pytest.fixture
+def campaign_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    text = (DATA / "mlip2" / "level08_multi" / "train100.cfg").read_text()
+    (tmp_path / "data" / "frames.cfg").write_text("END_CFG\n".join(text.split("END_CFG\n")[:20]) + "END_CFG\n")
+    path = tmp_path / "tiny.toml"
+    path.write_text(CAMPAIGN)
+    return path
+
+
+def _records(folder):
+    return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def test_pool_and_dask_give_identical_results(campaign_file, tmp_path):
+    pool = load_campaign(campaign_file, tmp_path / "pool")
+    assert len(pool.runs) == 4 and len(pool.pending()) == 4
+    run_campaign(pool, workers=2, progress=None)
+    dask = load_campaign(campaign_file, tmp_path / "dask")
+    run_campaign(dask, workers=2, dask="local", progress=None)
+    a, b = _records(pool.results), _records(dask.results)
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for name in a:
+        assert a[name]["spec"] == b[name]["spec"]
+        assert a[name]["result"]["errors"] == b[name]["result"]["errors"]
+        assert a[name]["result"]["final_loss"] == b[name]["result"]["final_loss"]
+        assert a[name]["history"] == b[name]["history"]
+
+
+def test_restart_reruns_only_unfinished_runs(campaign_file, tmp_path):
+    campaign = load_campaign(campaign_file, tmp_path / "res")
+    run_campaign(campaign, workers=2, progress=None)
+    files = sorted(campaign.results.glob("*.json"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in files}
+    files[1].unlink()  # as if the campaign had been killed before this run finished
+    (campaign.results / "stale.json.123.tmp").write_text("{")  # a half-written file from the kill
+    again = load_campaign(campaign_file, tmp_path / "res")
+    assert len(again.pending()) == 1
+    made = run_campaign(again, workers=2, progress=None)
+    assert len(made) == 1
+    for p in sorted(campaign.results.glob("*.json")):
+        if p.name != files[1].name:
+            assert p.stat().st_mtime_ns == stamps[p.name]
+    assert run_campaign(load_campaign(campaign_file, tmp_path / "res"), progress=None) == []
+
+
+def test_hash_does_not_depend_on_the_checkout(campaign_file, tmp_path):
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(campaign_file.parent, moved, ignore=shutil.ignore_patterns("elsewhere"))
+    first = load_campaign(campaign_file, tmp_path / "r")
+    second = load_campaign(moved / "tiny.toml", tmp_path / "r")
+    assert [spec_hash(s) for s in first.runs] == [spec_hash(s) for s in second.runs]
+
+
+def test_report_traces_every_number_to_a_result_file(campaign_file, tmp_path):
+    import pandas as pd
+
+    campaign = load_campaign(campaign_file, tmp_path / "results")
+    run_campaign(campaign, workers=2, progress=None)
+    report = write_report(tmp_path / "results", campaign_file.parent)
+    text = report.read_text()
+    assert "| multi20 | l06 | adam |" in text and "tiny_spread.png" in text
+    assert (tmp_path / "results" / "tiny_loss.png").stat().st_size > 1000
+    runs = pd.read_csv(tmp_path / "results" / "runs.csv")
+    for _, row in runs.iterrows():
+        record = json.loads(open(row.file).read())
+        assert record["result"]["errors"]["validation"]["force_rmse"] == pytest.approx(row.val_force_rmse, rel=1e-12)
+    summary = pd.read_csv(tmp_path / "results" / "summary.csv")
+    adam = runs[runs.label == "adam"].val_epa_rmse
+    assert summary[summary.label == "adam"].val_epa_rmse_median.iloc[0] == pytest.approx(adam.median(), rel=1e-12)
+    assert "The study found scipy L-BFGS best by validation EPA RMSE" in text
+
+
+def test_bad_campaigns_are_named(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\nseeds = [1]\n[models.a]\nlevel = 6\n[[optimizers]]\nname = "adam"\n')
+    with pytest.raises(ValueError, match="bad.toml: the campaign needs a non-empty \\[datasets\\]"):
+        load_campaign(path)
+    path.write_text(CAMPAIGN.replace('name = "adam"', 'name = "adam"\nlearning_rate = 1'))
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_campaign(path)
