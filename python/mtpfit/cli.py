@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--no-penalty", action="store_true", help="drop the radial orthonormality penalty")
     fit.add_argument("--force-fraction", type=float, default=1.0,
                      help="partial force supervision: fraction of configurations keeping force labels (seeded)")
-    fit.add_argument("--optimizer", default="BFGS", metavar="NAME",
+    fit.add_argument("--optimizer", default="native-bfgs", metavar="NAME",
                      help=f"full batch: native-bfgs (the reference trainer's BFGS with linear re-solves), scipy's "
                           f"{', '.join(SCIPY_METHODS)}; mini-batch: {', '.join(sorted(OPTIMIZERS))};"
                           " or a hybrid MINIBATCH+SCIPY such as adam+L-BFGS-B (--epochs, then --max-iter)")
