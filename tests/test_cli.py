@@ -14,8 +14,9 @@ LEVEL08 = DATA / "mlip2" / "level08_multi"
 
 def test_train_writes_potential_metrics_and_history(tmp_path, capsys):
     out = tmp_path / "run"
-    status = main(["train", "--train", str(LEVEL08 / "train100.cfg"), "--validation", str(LEVEL08 / "ref10.cfg"),
-                   "--level", "8", "--max-dist", "5", "--max-iter", "12", "--log-every", "5",
+    status = main(["train", "--optimizer", "BFGS", "--train", str(LEVEL08 / "train100.cfg"),
+                   "--validation", str(LEVEL08 / "ref10.cfg"), "--level", "8", "--max-dist", "5", "--max-iter", "12",
+                   "--log-every", "5",
                    "--output", str(out)])
     assert status == 0
     printed = capsys.readouterr().out
@@ -84,10 +85,12 @@ def test_hybrid_adam_then_lbfgs(tmp_path):
     assert phases.count("1") == 2 * 6 and phases.count("2") == 5
 
 
-def test_native_bfgs_from_the_command_line(tmp_path):
+def test_native_bfgs_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "native"
     assert main(["train", "--optimizer", "native-bfgs", "--max-iter", "5", "--train", str(LEVEL08 / "ref10.cfg"),
-                 "--level", "6", "--output", str(out), "--quiet"]) == 0
+                 "--level", "6", "--output", str(out), "--log-every", "40"]) == 0
+    printed = capsys.readouterr().out
+    assert "iter    80  main" in printed and "iter    40  pretrain" in printed and "train EPA RMSE" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert "main: iteration limit 5 reached" in metrics["optimizer"]["message"]
     assert metrics["optimizer"]["nit"] == 75 + 5

@@ -162,7 +162,17 @@ def _train(args) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     if args.optimizer == "native-bfgs":
-        result = native_bfgs(objective, x0, max_iter=args.max_iter)
+        start = time.perf_counter()
+
+        def report(r):
+            line = f"iter {r.nit:5d}  {r.phase:<8} loss {r.fun:.6e}  {time.perf_counter() - start:8.1f} s"
+            if args.log_every and r.nit % args.log_every == 0:
+                m = error_metrics(objective.dataset, objective.predict(r.x))["all"]
+                line += (f"  train EPA RMSE {1e3 * m['epa_rmse']:.3f} meV/atom  force RMSE "
+                         f"{m['force_rmse']:.4f} eV/Å")
+            print(line)
+
+        result = native_bfgs(objective, x0, max_iter=args.max_iter, callback=None if args.quiet else report)
         run = TrainingRun(objective.mtp.copy(result.x), result, result.history, result.wall_time,
                           _errors(objective, validation, result.x))
     elif args.optimizer in SCIPY_METHODS:
