@@ -101,3 +101,21 @@ def test_unknown_optimizer_and_hyperparameter():
         make_optimizer("adamx")
     with pytest.raises(ValueError, match="momentumm"):
         make_optimizer("sgd", momentumm=0.9)
+
+
+def test_periodic_perturbation_is_seeded_and_periodic(small):
+    objective, x0 = small
+    blocks = ParameterBlocks.of(objective.mtp)
+    plain, noisy = make_optimizer("adam"), make_optimizer("adam", perturb_sigma=1e-3, perturb_every=3, perturb_seed=5)
+    sp, sn = plain.init(x0, blocks), noisy.init(x0, blocks)
+    xp, xn = x0.copy(), x0.copy()
+    for k in range(1, 7):
+        g = objective.jac(xp)
+        xp, sp = plain.step(g, sp, xp)
+        xn, sn = noisy.step(g, sn, xn)
+        if k < 3:
+            assert np.array_equal(xp, xn)
+        if k == 3:  # the first perturbation: exactly the seeded draw
+            np.testing.assert_allclose(xn - xp, np.random.default_rng((5, 3)).normal(0, 1e-3, x0.shape), rtol=0,
+                                       atol=1e-15)
+            xp = xn.copy()  # compare the next period from the same point

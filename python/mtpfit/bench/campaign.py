@@ -21,7 +21,8 @@ A campaign is a TOML file::
     max_iter = 300                         # budget: max_iter, epochs (+ batch_size), max_seconds
     init_interval = 1e-3                   # θ₀ uniform in ±a seeded by the run's seed (default: MLIP defaults)
     hyper = { gtol = 1e-6 }                # optimizer keywords
-    sweep = { init_interval = [1e-4, 1e-2] }   # any key above (or hyper.KEY): one run per value
+    loss = { force_fraction = 0.5 }        # overrides of [loss] for this optimizer's runs
+    sweep = { init_interval = [1e-4, 1e-2] }   # any key above, hyper.KEY or loss.KEY: one run per value
 
 Every run is identified by the SHA-256 of its full specification; its result file is named by that hash.
 """
@@ -36,7 +37,7 @@ from pathlib import Path
 
 __all__ = ["Campaign", "load_campaign", "spec_hash"]
 
-_OPTIMIZER_KEYS = {"label", "name", "max_iter", "epochs", "batch_size", "max_seconds", "init_interval", "hyper",
+_OPTIMIZER_KEYS = {"label", "name", "max_iter", "epochs", "batch_size", "init_interval", "hyper", "loss",
                    "sweep", "species_fit", "patience", "validate_every"}
 _TOP_KEYS = {"name", "description", "seeds", "threads_per_run", "results", "datasets", "models", "loss",
              "optimizers", "study", "budget_note"}
@@ -74,8 +75,9 @@ def _expand_sweep(optimizer: dict) -> list[dict]:
     for values in itertools.product(*(sweep[k] for k in keys)):
         variant = copy.deepcopy({k: v for k, v in optimizer.items() if k != "sweep"})
         for key, value in zip(keys, values):
-            if key.startswith("hyper."):
-                variant.setdefault("hyper", {})[key[len("hyper."):]] = value
+            section, _, sub = key.partition(".")
+            if sub and section in ("hyper", "loss"):
+                variant.setdefault(section, {})[sub] = value
             else:
                 variant[key] = value
         variant["swept"] = dict(zip(keys, values))
@@ -127,7 +129,7 @@ def load_campaign(path: str | Path, results: str | Path | None = None) -> Campai
             config["datasets"].items(), config["models"].items(),
             [v for opt in config["optimizers"] for v in _expand_sweep(opt)], seeds):
         runs.append({"campaign": name, "dataset": _dataset(dname, dentry),
-                     "model": dict(model, name=mname), "loss": config.get("loss", {}),
+                     "model": dict(model, name=mname), "loss": {**config.get("loss", {}), **optimizer.get("loss", {})},
                      "optimizer": optimizer, "seed": seed, "threads": threads})
     folder = Path(results) / name if results else (path.parent / config.get("results", "../results")).resolve() / name
     return Campaign(name, path, folder, runs, config.get("description", ""), config.get("study"))

@@ -5,7 +5,7 @@ import numpy as np
 
 from .base import Optimizer, Transform
 
-__all__ = ["lookahead", "schedule_free"]
+__all__ = ["lookahead", "schedule_free", "perturbed"]
 
 
 def lookahead(inner: Optimizer, sync_period: int = 5, slow_step: float = 0.5, name: str | None = None) -> Optimizer:
@@ -68,3 +68,21 @@ def schedule_free(lr: float, b1: float = 0.9, b2: float | None = 0.999, eps: flo
     kind = "sgd" if b2 is None else "adamw"
     return Optimizer(name or f"schedule_free_{kind}", Transform(init, update),
                      eval_params=lambda state, params: state["x"])
+
+
+def perturbed(inner: Optimizer, sigma: float, every: int, seed: int = 0) -> Optimizer:
+    """Periodic parameter perturbation (the optimizer study's noise injection): after every ``every``-th step of
+    ``inner``, θ ← θ + N(0, σ²) independently per coefficient. The noise of step k is drawn from
+    ``default_rng((seed, k))``, so runs are reproducible and resume exactly."""
+
+    def init(params, blocks):
+        return {"inner": inner.init(params, blocks), "count": 0}
+
+    def update(g, state, params):
+        new_params, inner_state = inner.step(g, state["inner"], params)
+        count = state["count"] + 1
+        if count % every == 0:
+            new_params = new_params + np.random.default_rng((seed, count)).normal(0.0, sigma, params.shape)
+        return new_params - params, {"inner": inner_state, "count": count}
+
+    return Optimizer(f"{inner.name}+noise", Transform(init, update), inner.eval_params)

@@ -21,7 +21,7 @@ from .soap import soap as soap_transform
 from .transforms import (add_decayed_weights, clip_by_global_norm, ema, partition, scale_by_adam,
                          scale_by_learning_rate, scale_by_radam, scale_by_trust_ratio, trace)
 from .wrappers import lookahead as lookahead_wrapper
-from .wrappers import schedule_free
+from .wrappers import perturbed, schedule_free
 
 __all__ = ["OPTIMIZERS", "make_optimizer", "sgd", "momentum", "nesterov", "adam", "adamw", "radam", "lamb",
            "lookahead", "ranger", "schedule_free_sgd", "schedule_free_adamw", "muon", "soap", "soap_muon"]
@@ -180,8 +180,11 @@ OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
 }
 
 
-def make_optimizer(name: str, **hyperparameters) -> Optimizer:
-    """The optimizer called ``name`` (case-insensitive; '-' and '_' alike) with the given hyperparameters.
+def make_optimizer(name: str, perturb_sigma: float | None = None, perturb_every: int = 100, perturb_seed: int = 0,
+                   **hyperparameters) -> Optimizer:
+    """The optimizer called ``name`` (case-insensitive; '-' and '_' alike) with the given hyperparameters;
+    with ``perturb_sigma``, wrapped in :func:`~mtpfit.optim.wrappers.perturbed` (noise every ``perturb_every``
+    steps).
 
     Raises
     ------
@@ -192,6 +195,7 @@ def make_optimizer(name: str, **hyperparameters) -> Optimizer:
     if key not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}")
     try:
-        return OPTIMIZERS[key](**hyperparameters)
+        optimizer = OPTIMIZERS[key](**hyperparameters)
     except TypeError as err:
         raise ValueError(f"optimizer {name!r}: {err}") from None
+    return perturbed(optimizer, perturb_sigma, perturb_every, perturb_seed) if perturb_sigma else optimizer
