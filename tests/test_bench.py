@@ -111,3 +111,38 @@ def test_bad_campaigns_are_named(tmp_path):
     path.write_text(CAMPAIGN.replace('name = "adam"', 'name = "adam"\nlearning_rate = 1'))
     with pytest.raises(ValueError, match="learning_rate"):
         load_campaign(path)
+
+
+def test_wall_time_budget_and_hybrids(campaign_file, tmp_path):
+    """``max_seconds`` stops every kind of trainer after its first iteration past the budget; hybrids run."""
+    text = CAMPAIGN.split("[[optimizers]]")[0] + """
+[[optimizers]]
+name = "adam"
+epochs = 50
+batch_size = 4
+max_seconds = 0
+[[optimizers]]
+name = "BFGS"
+max_iter = 50
+max_seconds = 0
+[[optimizers]]
+name = "native-bfgs"
+max_iter = 50
+max_seconds = 0
+[[optimizers]]
+name = "adam+L-BFGS-B"
+epochs = 1
+batch_size = 8
+max_iter = 3
+"""
+    path = campaign_file.with_name("budget.toml")
+    path.write_text(text.replace("seeds = [1, 2]", "seeds = [1]"))
+    campaign = load_campaign(path, tmp_path / "budget")
+    run_campaign(campaign, workers=1, progress=None)
+    records = {r["spec"]["optimizer"]["name"]: r for r in _records(campaign.results).values()}
+    assert records["adam"]["result"]["nit"] == 1 and "wall-time budget" in records["adam"]["result"]["message"]
+    assert records["BFGS"]["result"]["nit"] == 1 and not records["BFGS"]["result"]["success"]
+    assert records["native-bfgs"]["result"]["nit"] == 1
+    hybrid = records["adam+L-BFGS-B"]
+    assert hybrid["result"]["nit"] == 2 + 3 and len(hybrid["history"]) == 5
+    assert all(v > 0 for v in hybrid["history"])

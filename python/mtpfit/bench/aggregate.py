@@ -10,13 +10,15 @@ import pandas as pd
 __all__ = ["load_results", "summarize", "markdown_table", "METRICS"]
 
 #: Columns summarised per cell, with the unit they are reported in.
-METRICS = {"val_epa_rmse": "meV/atom", "val_force_rmse": "eV/Å", "train_epa_rmse": "meV/atom",
+METRICS = {"val_epa_rmse": "meV/atom", "val_force_rmse": "eV/Å", "val_stress_rmse": "GPa",
+           "train_epa_rmse": "meV/atom",
            "train_force_rmse": "eV/Å", "wall_time_s": "s", "passes": "", "final_loss": ""}
 
 
 def load_results(folder: str | Path) -> pd.DataFrame:
     """One row per result file under ``folder`` (recursively): the cell keys, the seed, every metric
-    (energies in meV/atom, forces in eV/Å per component as MLIP-2 prints them) and the file it came from."""
+    (energies in meV/atom, forces in eV/Å per component as MLIP-2 prints them, stresses in GPa per component; NaN
+    where a set has no stresses) and the file it came from."""
     rows = []
     for path in sorted(Path(folder).rglob("*.json")):
         record = json.loads(path.read_text())
@@ -29,6 +31,7 @@ def load_results(folder: str | Path) -> pd.DataFrame:
                      "label": opt.get("label", opt["name"]), "optimizer": opt["name"],
                      "swept": json.dumps(opt.get("swept", {}), sort_keys=True), "seed": spec["seed"],
                      "val_epa_rmse": 1e3 * (v["epa_rmse"] or np.nan), "val_force_rmse": v["force_rmse"],
+                     "val_stress_rmse": v.get("stress_rmse_gpa") if v.get("stress_rmse_gpa") is not None else np.nan,
                      "train_epa_rmse": 1e3 * (t["epa_rmse"] or np.nan), "train_force_rmse": t["force_rmse"],
                      "wall_time_s": result["wall_time_s"], "passes": result["passes"], "nit": result["nit"],
                      "final_loss": result["final_loss"], "success": result["success"], "message": result["message"],

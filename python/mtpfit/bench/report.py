@@ -51,6 +51,42 @@ def _plots(runs, campaign: str, folder: Path) -> list[str]:
     return files
 
 
+def _sweep_plots(runs, campaign: str, folder: Path) -> list[str]:
+    """One figure per swept setting of an optimizer (init interval, learning rate, batch size, σ, …): validation
+    EPA and force RMSE of every seed against the setting's value, with the median per value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    sub = runs[(runs.campaign == campaign) & (runs.swept != "{}")]
+    swept = [json.loads(s) for s in sub.swept]
+    sub = sub.assign(key=[",".join(sorted(s)) for s in swept], value=[tuple(s.values()) for s in swept])
+    for (label, key), group in sub.groupby(["label", "key"], sort=False):
+        values = sorted(set(group.value))
+        if len(values) < 2:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+        for ax, metric, unit in ((axes[0], "val_epa_rmse", "meV/atom"), (axes[1], "val_force_rmse", "eV/Å")):
+            position = {v: i for i, v in enumerate(values)}
+            x = np.array([position[v] for v in group.value], dtype=float)
+            ax.scatter(x, group[metric], s=16, alpha=0.6, label="one seed")
+            medians = [group[group.value == v][metric].median() for v in values]
+            ax.plot(range(len(values)), medians, "k-o", ms=4, label="median")
+            # categorical axis: swept values are often log-spaced and may include 0
+            ax.set_xticks(range(len(values)), [", ".join(f"{u:g}" for u in v) for v in values])
+            ax.set(yscale="log", xlabel=key, ylabel=f"validation {metric[4:].replace('_', ' ')} ({unit})")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{campaign}: {label} against {key}")
+        files.append(_save(fig, folder / f"{campaign}_{_slug(label)}_{_slug(key)}_sweep.png"))
+    return files
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
+
+
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -95,7 +131,8 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
              "seconds on this machine.", ""]
     table_columns = {"dataset": "dataset", "model": "model", "label": "optimizer", "swept": "sweep", "n": "runs",
                      "val_epa_rmse_median": "val EPA median", "val_epa_rmse_min": "min", "val_epa_rmse_max": "max",
-                     "val_force_rmse_median": "val force median", "wall_time_s_median": "time (s)",
+                     "val_force_rmse_median": "val force median", "val_stress_rmse_median": "val stress (GPa)",
+                     "wall_time_s_median": "time (s)",
                      "passes_median": "passes", "outliers": "outliers"}
     for campaign in dict.fromkeys(runs.campaign):
         c_meta = meta.get(campaign)
@@ -104,7 +141,7 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
             lines += [c_meta[0].description.strip(), "", f"Campaign file: `{c_meta[1].name}`.", ""]
         sub = cells[cells.campaign == campaign]
         lines += [markdown_table(sub, table_columns), ""]
-        for name in _plots(runs, campaign, results):
+        for name in _plots(runs, campaign, results) + _sweep_plots(runs, campaign, results):
             lines.append(f"![{name}]({name})")
         lines.append("")
         for dataset, group in sub.groupby("dataset"):

@@ -20,6 +20,7 @@ from ..optim import make_optimizer
 from ..optim.native_bfgs import native_bfgs
 from ..potential.mtp import MTP
 from ..train import SCIPY_METHODS, fit_species_energies, train_scipy
+from ..train.hybrid import train_hybrid
 from ..train.minibatch import train_minibatch
 
 __all__ = ["execute", "run_and_save"]
@@ -74,31 +75,44 @@ def execute(spec: dict, base: str | Path) -> dict:
     name = opt["name"]
     if opt.get("species_fit", "init_interval" not in opt) and name != "native-bfgs":
         x0 = fit_species_energies(objective, x0)
-    hyper = dict(opt.get("hyper", {}))
-    start = time.perf_counter()
-    if name == "native-bfgs":
-        r = native_bfgs(objective, x0, max_iter=opt.get("max_iter", 1000), **hyper)
-        history = [row["loss"] for row in r.history]
-    elif name in SCIPY_METHODS:
-        run = train_scipy(objective, x0, method=name, max_iter=opt.get("max_iter", 1000), log_every=0, progress=None,
-                          **hyper)
-        r, history = run.result, [row["loss"] for row in run.history]
-    else:
-        r = train_minibatch(objective, make_optimizer(name, **hyper), x0, epochs=opt.get("epochs", 10),
-                            batch_size=opt.get("batch_size", 32), seed=seed, validation=valid,
-                            validate_every=opt.get("validate_every"), patience=opt.get("patience"), progress=None)
-        history = [row["batch_loss"] for row in r.history]
-    wall = time.perf_counter() - start
+    r, history = _train(objective, x0, opt, seed, valid)
     errors = {"train": error_metrics(train, objective.predict(r.x))["all"],
               "validation": error_metrics(valid, Objective(mtp, valid, objective.loss, 1).predict(r.x))["all"]}
     clean = lambda v: None if isinstance(v, float) and not np.isfinite(v) else v  # noqa: E731
     return {"spec": spec,
-            "result": {"wall_time_s": wall, "passes": float(r.nfev), "nit": int(r.nit), "final_loss": float(r.fun),
+            "result": {"wall_time_s": float(r.wall_time), "passes": float(r.nfev), "nit": int(r.nit),
+                       "final_loss": float(r.fun),
                        "success": bool(r.success), "message": str(r.message),
                        "errors": {part: {k: clean(v) for k, v in m.items()} for part, m in errors.items()}},
             "history": [float(v) for v in history],
             "machine": {"mtpfit": __version__, "host": platform.node(), "cpu_count": os.cpu_count(),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+
+
+def _train(objective: Objective, x0: np.ndarray, opt: dict, seed: int, valid: Dataset):
+    """Train with the optimizer entry ``opt`` of a run; returns the result and the loss history.
+
+    ``opt["max_seconds"]``, if present, is the run's wall-time budget on top of its iteration or epoch budget.
+    """
+    name, hyper, budget = opt["name"], dict(opt.get("hyper", {})), opt.get("max_seconds")
+    if name == "native-bfgs":
+        r = native_bfgs(objective, x0, max_iter=opt.get("max_iter", 1000), time_limit=budget, **hyper)
+        return r, [row["loss"] for row in r.history]
+    if name in SCIPY_METHODS:
+        run = train_scipy(objective, x0, method=name, max_iter=opt.get("max_iter", 1000), log_every=0,
+                          time_limit=budget, progress=None, **hyper)
+        run.result.wall_time = run.wall_time
+        return run.result, [row["loss"] for row in run.history]
+    minibatch = {"epochs": opt.get("epochs", 10), "batch_size": opt.get("batch_size", 32), "seed": seed,
+                 "validation": valid, "patience": opt.get("patience"), "time_limit": budget, "progress": None}
+    if "+" in name:
+        first, method = name.split("+", 1)
+        run = train_hybrid(objective, make_optimizer(first, **hyper), method, x0, max_iter=opt.get("max_iter", 1000),
+                           **minibatch)
+        return run.result, [row.get("batch_loss", row.get("loss")) for row in run.history]
+    r = train_minibatch(objective, make_optimizer(name, **hyper), x0, validate_every=opt.get("validate_every"),
+                        **minibatch)
+    return r, [row["batch_loss"] for row in r.history]
 
 
 def run_and_save(spec: dict, base: str, path: str) -> dict:

@@ -18,7 +18,8 @@ __all__ = ["native_bfgs", "radial_gauge"]
 def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: int = 50, pretrain_iter: int = 75,
                 c1: float = 0.1, c2: float = 0.5, stop_window: int = 50, stop_tolerance: float = 1e-3,
                 callback: Callable | None = None, rescale: bool = True, final_resolve: bool = True,
-                scale_initial_hessian: bool = False, max_line_search: int = 20) -> OptimizationResult:
+                scale_initial_hessian: bool = False, max_line_search: int = 20,
+                time_limit: float | None = None) -> OptimizationResult:
     r"""Train like MLIP-2's ``mlp train``: BFGS with exact solves of the linear coefficients.
 
     The run has two phases, each a fresh BFGS run (new inverse Hessian, new iteration counter), as MLIP-2
@@ -110,6 +111,9 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
         5.9e-5 vs 3.6e-6.
     max_line_search : int
         Iterations of one line search.
+    time_limit : float, optional
+        Wall-time budget (s): the run stops after the first iteration that ends past it, as if the callback had
+        stopped it.
 
     Returns
     -------
@@ -173,7 +177,8 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
     if stop_window == 0 and stop_tolerance > 0:
         raise ValueError("stop_window must be positive when stop_tolerance is")
 
-    run = _Run(objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search, scale_initial_hessian)
+    run = _Run(objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search, scale_initial_hessian,
+               time_limit)
     messages, success = [], True
     if pretrain_iter > 0:
         x, ok, message = _pretrain(run, x, int(pretrain_iter), rescale)
@@ -250,8 +255,8 @@ class _Run:
     """Settings, counters and history shared by the phases of one run."""
 
     def __init__(self, objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search,
-                 scale_initial_hessian):
-        self.objective, self.callback = objective, callback
+                 scale_initial_hessian, time_limit=None):
+        self.objective, self.callback, self.time_limit = objective, callback, time_limit
         self.scale_initial_hessian = bool(scale_initial_hessian)
         self.c1, self.c2, self.max_line_search = c1, c2, max_line_search
         self.stop_window, self.stop_tolerance = stop_window, stop_tolerance
@@ -290,6 +295,8 @@ class _Run:
                 self.callback(OptimizationResult(x=x.copy(), fun=float(f), nit=self.nit, phase=phase))
             except StopIteration:
                 self.stopped = True
+        if self.time_limit is not None and self.history[-1]["elapsed_s"] >= self.time_limit:
+            self.stopped = True
 
 
 def _pretrain(run, x, n_iter, rescale):

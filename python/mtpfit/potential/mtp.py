@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np

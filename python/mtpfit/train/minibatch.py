@@ -23,7 +23,7 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
                     batch_size: int = 32, seed: int = 0, validation: Dataset | None = None,
                     validate_every: int | None = None, patience: int | None = None,
                     monitor: str = "force_rmse", checkpoint: str | Path | None = None, checkpoint_every: int = 100,
-                    max_steps: int | None = None,
+                    max_steps: int | None = None, time_limit: float | None = None,
                     progress: Callable[[str], None] | None = print) -> OptimizationResult:
     """Train with mini-batches of configurations, shuffled every epoch from ``seed``.
 
@@ -50,6 +50,8 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         optimizer state, shuffling and history).
     max_steps : int, optional
         Stop after this many optimizer steps in total (counting those before a resume).
+    time_limit : float, optional
+        Wall-time budget (s, counting the time before a resume): stop after the first step that ends past it.
     progress : callable or None
         Receives one line per epoch and per validation.
 
@@ -141,6 +143,8 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
             history.append(row)
             if checkpoint and step % checkpoint_every == 0:
                 save()
+            if time_limit is not None and row["elapsed_s"] >= time_limit and not stopped:
+                stop_message, stopped = f"wall-time budget of {time_limit:g} s reached", True
             if stopped:
                 break
         if batch_index == n_batches:

@@ -54,7 +54,7 @@ class TrainingRun:
 
 def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_iter: int = 1000,
                 gtol: float = 1e-8, validation: Dataset | None = None, log_every: int = 10,
-                checkpoint: str | Path | None = None, checkpoint_every: int = 50,
+                checkpoint: str | Path | None = None, checkpoint_every: int = 50, time_limit: float | None = None,
                 progress: Callable[[str], None] | None = print) -> TrainingRun:
     """Minimise the objective with :func:`scipy.optimize.minimize`.
 
@@ -78,6 +78,9 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
         An ``.mtp`` file rewritten atomically every ``checkpoint_every`` iterations with the
         current θ, so an interrupted run loses at most that much work (restart from it with
         ``MTP.read``).
+    time_limit : float, optional
+        Wall-time budget (s): the run stops after the first iteration that ends past it (scipy then reports
+        ``success=False`` and that its callback stopped it).
     progress : callable or None
         Receives one line per iteration; ``None`` is silent.
 
@@ -114,6 +117,8 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
         say(line)
         if checkpoint and row["iteration"] % checkpoint_every == 0:
             _write_atomically(objective.mtp.copy(state["x"]), Path(checkpoint))
+        if time_limit is not None and row["elapsed_s"] >= time_limit:
+            raise StopIteration
 
     options = {"maxiter": int(max_iter), "gtol": gtol}
     if method == "Newton-CG":
