@@ -159,6 +159,7 @@ PYBIND11_MODULE(_core, m) {
             py::arg("force_weights"), py::arg("stress"), py::arg("stress_weights"))
         .def("__len__", &TrainingSet::size)
         .def_property_readonly("n_atoms", &TrainingSet::n_atoms)
+        .def_property_readonly("n_residuals_total", &TrainingSet::n_residuals_total)
         .def(
             "loss_and_gradient",
             [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads, py::object subset) {
@@ -206,5 +207,70 @@ PYBIND11_MODULE(_core, m) {
                 }
                 return out;
             },
-            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0, "dE_k/dθ, shape (K, n_params).");
+            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0, "dE_k/dθ, shape (K, n_params).")
+        .def(
+            "residual_jacobian",
+            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int k) {
+                const double* th = checked_theta(basis, theta);
+                if (k < 0 || k >= ts.size()) throw py::index_error("configuration " + std::to_string(k) +
+                                                                   " out of range");
+                const py::ssize_t m = ts.n_residuals(k);
+                py::array_t<double> r(m), w(m), J({m, static_cast<py::ssize_t>(basis.n_params())});
+                double *pr = r.mutable_data(), *pw = w.mutable_data(), *pJ = J.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    ts.residual_jacobian(basis, th, k, pr, pw, pJ);
+                }
+                return py::make_tuple(r, w, J);
+            },
+            py::arg("basis"), py::arg("theta"), py::arg("k"),
+            "Configuration k's residuals r (energy, 3N forces, 9 PlusStress), weights w and Jacobian dr/dθ.")
+        .def(
+            "residuals",
+            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
+                const double* th = checked_theta(basis, theta);
+                const py::ssize_t m = ts.n_residuals_total();
+                py::array_t<double> r(m), w(m);
+                double *pr = r.mutable_data(), *pw = w.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    ts.residuals(basis, th, pr, pw, resolve_threads(n_threads));
+                }
+                return py::make_tuple(r, w);
+            },
+            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0,
+            "Every residual r = prediction − label and its weight, configurations in order (energy, 3N forces, "
+            "9 PlusStress each).")
+        .def(
+            "residual_vjp",
+            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, DoubleArray c, int n_threads) {
+                const double* th = checked_theta(basis, theta);
+                require_size(c, ts.n_residuals_total(), "c");
+                py::array_t<double> g(basis.n_params());
+                double* pg = g.mutable_data();
+                const double* pc = c.data();
+                {
+                    py::gil_scoped_release release;
+                    ts.residual_vjp(basis, th, pc, pg, resolve_threads(n_threads));
+                }
+                return g;
+            },
+            py::arg("basis"), py::arg("theta"), py::arg("c"), py::arg("n_threads") = 0,
+            "Jᵀc for a cotangent c over every residual, shape (n_params,).")
+        .def(
+            "gauss_newton",
+            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
+                const double* th = checked_theta(basis, theta);
+                const py::ssize_t np = basis.n_params();
+                py::array_t<double> H({np, np}), g(np);
+                double *pH = H.mutable_data(), *pg = g.mutable_data();
+                double loss;
+                {
+                    py::gil_scoped_release release;
+                    loss = ts.gauss_newton(basis, th, pH, pg, resolve_threads(n_threads));
+                }
+                return py::make_tuple(loss, H, g);
+            },
+            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0,
+            "Loss Σ w r², JᵀWJ (n_params, n_params) and JᵀWr (n_params,) over every configuration, J not stored.");
 }

@@ -454,8 +454,7 @@ void structure_vjp(SiteKernel& kernel, const Structure& s, double e, const doubl
     double V[L];
     for (int first = 0; first < s.n_atoms; first += L) {
         const int count = std::min(L, s.n_atoms - first);
-        if (state) kernel.load_batch(s, first, count, state->data());
-        else kernel.forward_batch(s, first, count, V);
+        bool zero = e == 0.0;
         for (int lane = 0; lane < count; ++lane) {
             // W_ij = ∂L/∂g_ij: F_i += g_ij, F_j −= g_ij, S −= g_ij ⊗ r_ij
             const int i = first + lane, begin = s.offsets[i], nn = s.offsets[i + 1] - begin;
@@ -473,7 +472,13 @@ void structure_vjp(SiteKernel& kernel, const Structure& s, double e, const doubl
                 }
             }
             W_of[lane] = W[lane].data();
+            for (double v : W[lane]) zero = zero && v == 0.0;
         }
+        // a zero cotangent contributes nothing: in large cells a Jacobian row (one force component) touches
+        // only the atom's neighbourhood
+        if (zero) continue;
+        if (state) kernel.load_batch(s, first, count, state->data());
+        else kernel.forward_batch(s, first, count, V);
         kernel.vjp_batch(count, e, W_of, grad);
     }
 }

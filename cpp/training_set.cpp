@@ -1,6 +1,8 @@
 #include "training_set.hpp"
 
+#include <Eigen/Dense>
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 #include "site_kernel.hpp"
@@ -14,6 +16,55 @@ constexpr int kMaxBlocks = 256;
 
 int block_count(int n) { return std::min(n, kMaxBlocks); }
 int block_begin(int b, int n, int blocks) { return static_cast<int>(static_cast<long>(b) * n / blocks); }
+
+// Gauss–Newton accumulators are n_params² each, so fewer fixed blocks than for the gradient.
+constexpr int kMaxMatrixBlocks = 16;
+
+using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Residuals, weights and (for the rows where `want(w)` holds) Jacobian rows of one configuration; returns the
+// number of rows written to J, in residual order. One forward pass, then one reverse pass per row (the
+// vector–Jacobian product with a unit cotangent), reusing the forward state.
+template <class Want>
+int config_jacobian(SiteKernel& kernel, const Structure& s, const Labels& y, int np, std::vector<double>& state,
+                    double* r, double* w, RowMatrix& J, std::vector<int>& rows, Want want) {
+    const int n3 = 3 * s.n_atoms, m = 10 + n3;
+    std::vector<double> site(s.n_atoms), forces(n3), phi(n3, 0.0);
+    std::array<double, 9> stress, sigma{};
+    evaluate_structure(kernel, s, site.data(), forces.data(), stress.data(), &state);
+    double energy = 0.0;
+    for (double v : site) energy += v;
+    r[0] = energy - y.energy;
+    w[0] = y.energy_weight;
+    for (int c = 0; c < n3; ++c) {
+        r[1 + c] = forces[c] - y.forces[c];
+        w[1 + c] = y.force_weights[c];
+    }
+    for (int c = 0; c < 9; ++c) {
+        r[1 + n3 + c] = stress[c] - y.stress[c];
+        w[1 + n3 + c] = y.stress_weights[c];
+    }
+    rows.clear();
+    for (int q = 0; q < m; ++q)
+        if (want(w[q])) rows.push_back(q);
+    J.setZero(static_cast<Eigen::Index>(rows.size()), np);
+    for (std::size_t t = 0; t < rows.size(); ++t) {
+        const int q = rows[t];
+        double* out = J.row(static_cast<Eigen::Index>(t)).data();
+        if (q == 0) {
+            structure_vjp(kernel, s, 1.0, nullptr, nullptr, out, &state);
+        } else if (q <= n3) {
+            phi[q - 1] = 1.0;
+            structure_vjp(kernel, s, 0.0, phi.data(), nullptr, out, &state);
+            phi[q - 1] = 0.0;
+        } else {
+            sigma[q - 1 - n3] = 1.0;
+            structure_vjp(kernel, s, 0.0, nullptr, sigma.data(), out, &state);
+            sigma[q - 1 - n3] = 0.0;
+        }
+    }
+    return static_cast<int>(rows.size());
+}
 }  // namespace
 
 void TrainingSet::add(Structure structure, Labels labels) {
@@ -111,6 +162,121 @@ void TrainingSet::energy_gradients(const Basis& basis, const double* theta, doub
         for (int k = 0; k < n; ++k)
             structure_vjp(kernel, structures_[k], 1.0, nullptr, nullptr, out + static_cast<std::size_t>(k) * np);
     }
+}
+
+void TrainingSet::residual_jacobian(const Basis& basis, const double* theta, int k, double* r, double* w,
+                                    double* J) const {
+    if (k < 0 || k >= size()) throw std::out_of_range("configuration index out of range");
+    const int np = basis.n_params();
+    SiteKernel kernel(basis, theta);
+    std::vector<double> state;
+    std::vector<int> rows;
+    RowMatrix rowsJ;
+    config_jacobian(kernel, structures_[k], labels_[k], np, state, r, w, rowsJ, rows, [](double) { return true; });
+    std::copy(rowsJ.data(), rowsJ.data() + rowsJ.size(), J);
+}
+
+double TrainingSet::gauss_newton(const Basis& basis, const double* theta, double* JtWJ, double* JtWr,
+                                 int n_threads) const {
+    const int n = size(), np = basis.n_params();
+    const int blocks = std::min(n, kMaxMatrixBlocks);
+    std::vector<Eigen::MatrixXd> block_H(blocks);
+    std::vector<Eigen::VectorXd> block_g(blocks);
+    std::vector<double> block_loss(blocks, 0.0);
+#pragma omp parallel num_threads(n_threads)
+    {
+        SiteKernel kernel(basis, theta);
+        std::vector<double> state, r, w;
+        std::vector<int> rows;
+        RowMatrix J;
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < blocks; ++b) {
+            Eigen::MatrixXd H = Eigen::MatrixXd::Zero(np, np);
+            Eigen::VectorXd g = Eigen::VectorXd::Zero(np);
+            double loss = 0.0;
+            for (int k = block_begin(b, n, blocks); k < block_begin(b + 1, n, blocks); ++k) {
+                r.resize(n_residuals(k));
+                w.resize(n_residuals(k));
+                const int m = config_jacobian(kernel, structures_[k], labels_[k], np, state, r.data(), w.data(), J,
+                                              rows, [](double weight) { return weight != 0.0; });
+                Eigen::VectorXd root(m), rw(m);
+                for (int t = 0; t < m; ++t) {
+                    root[t] = std::sqrt(w[rows[t]]);
+                    rw[t] = root[t] * r[rows[t]];
+                    loss += w[rows[t]] * r[rows[t]] * r[rows[t]];
+                }
+                const RowMatrix Jw = root.asDiagonal() * J;
+                H.selfadjointView<Eigen::Lower>().rankUpdate(Jw.transpose());
+                g.noalias() += Jw.transpose() * rw;
+            }
+            block_H[b] = std::move(H);
+            block_g[b] = std::move(g);
+            block_loss[b] = loss;
+        }
+    }
+    Eigen::MatrixXd H = Eigen::MatrixXd::Zero(np, np);
+    Eigen::VectorXd g = Eigen::VectorXd::Zero(np);
+    double loss = 0.0;
+    for (int b = 0; b < blocks; ++b) {
+        H += block_H[b];
+        g += block_g[b];
+        loss += block_loss[b];
+    }
+    H.triangularView<Eigen::StrictlyUpper>() = H.transpose();
+    Eigen::Map<RowMatrix>(JtWJ, np, np) = H;
+    Eigen::Map<Eigen::VectorXd>(JtWr, np) = g;
+    return loss;
+}
+
+void TrainingSet::residuals(const Basis& basis, const double* theta, double* r, double* w, int n_threads) const {
+    const int n = size();
+#pragma omp parallel num_threads(n_threads)
+    {
+        SiteKernel kernel(basis, theta);
+        std::vector<double> site;
+#pragma omp for schedule(dynamic, 1)
+        for (int k = 0; k < n; ++k) {
+            const Structure& s = structures_[k];
+            const Labels& y = labels_[k];
+            const int n3 = 3 * s.n_atoms;
+            double *rk = r + residual_offset(k), *wk = w + residual_offset(k);
+            site.resize(s.n_atoms);
+            evaluate_structure(kernel, s, site.data(), rk + 1, rk + 1 + n3);
+            double energy = 0.0;
+            for (double v : site) energy += v;
+            rk[0] = energy - y.energy;
+            wk[0] = y.energy_weight;
+            for (int c = 0; c < n3; ++c) {
+                rk[1 + c] -= y.forces[c];
+                wk[1 + c] = y.force_weights[c];
+            }
+            for (int c = 0; c < 9; ++c) {
+                rk[1 + n3 + c] -= y.stress[c];
+                wk[1 + n3 + c] = y.stress_weights[c];
+            }
+        }
+    }
+}
+
+void TrainingSet::residual_vjp(const Basis& basis, const double* theta, const double* c, double* grad,
+                               int n_threads) const {
+    const int n = size(), np = basis.n_params();
+    const int blocks = block_count(n);
+    std::vector<double> block_grad(static_cast<std::size_t>(blocks) * np, 0.0);
+#pragma omp parallel num_threads(n_threads)
+    {
+        SiteKernel kernel(basis, theta);
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < blocks; ++b)
+            for (int k = block_begin(b, n, blocks); k < block_begin(b + 1, n, blocks); ++k) {
+                const double* ck = c + residual_offset(k);
+                structure_vjp(kernel, structures_[k], ck[0], ck + 1, ck + 1 + 3 * structures_[k].n_atoms,
+                              &block_grad[static_cast<std::size_t>(b) * np]);
+            }
+    }
+    std::fill(grad, grad + np, 0.0);
+    for (int b = 0; b < blocks; ++b)
+        for (int p = 0; p < np; ++p) grad[p] += block_grad[static_cast<std::size_t>(b) * np + p];
 }
 
 }  // namespace mtpfit

@@ -39,6 +39,23 @@ public:
     // dE_k/dθ, size()×n_params row-major.
     void energy_gradients(const Basis& basis, const double* theta, double* out, int n_threads) const;
 
+    // Residuals of configuration k: energy, forces (atom-major, 3N), PlusStress (9), in this order.
+    int n_residuals(int k) const { return 10 + 3 * structures_[k].n_atoms; }
+    // Configuration k's residuals r = prediction − label (n_residuals(k)), their weights w and the Jacobian
+    // J = dr/dθ (n_residuals(k)×n_params row-major; rows of zero weight are computed too).
+    void residual_jacobian(const Basis& basis, const double* theta, int k, double* r, double* w, double* J) const;
+    // Offset of configuration k's residuals in the residual vector of the whole set (10 k + 3 × atoms before k).
+    long residual_offset(int k) const { return 10L * k + 3 * atom_offsets_[k]; }
+    long n_residuals_total() const { return residual_offset(size()); }
+    // Every residual and weight of the set (n_residuals_total()), one energy+forces pass.
+    void residuals(const Basis& basis, const double* theta, double* r, double* w, int n_threads) const;
+    // grad = Jᵀc for a cotangent c over every residual (n_residuals_total()), one reverse pass.
+    void residual_vjp(const Basis& basis, const double* theta, const double* c, double* grad, int n_threads) const;
+    // Gauss–Newton quantities of the loss L = Σ w r² without storing J: JᵀWJ (n_params², row-major, both
+    // triangles) and JᵀWr (n_params) summed over every configuration; returns L. Rows of zero weight are
+    // skipped. Bit-identical for any thread count (fixed blocks, summed in order).
+    double gauss_newton(const Basis& basis, const double* theta, double* JtWJ, double* JtWr, int n_threads) const;
+
 private:
     std::vector<Structure> structures_;
     std::vector<Labels> labels_;

@@ -10,7 +10,7 @@ import pandas as pd
 __all__ = ["load_results", "summarize", "markdown_table", "METRICS"]
 
 #: Columns summarised per cell, with the unit they are reported in.
-METRICS = {"val_epa_rmse": "meV/atom", "val_force_rmse": "eV/Å", "val_stress_rmse": "GPa",
+METRICS = {"val_epa_rmse": "meV/atom", "val_epa_mae": "meV/atom", "val_force_rmse": "eV/Å", "val_stress_rmse": "GPa",
            "train_epa_rmse": "meV/atom",
            "train_force_rmse": "eV/Å", "wall_time_s": "s", "passes": "", "final_loss": ""}
 
@@ -30,7 +30,8 @@ def load_results(folder: str | Path) -> pd.DataFrame:
         rows.append({"campaign": spec["campaign"], "dataset": spec["dataset"]["name"], "model": spec["model"]["name"],
                      "label": opt.get("label", opt["name"]), "optimizer": opt["name"],
                      "swept": json.dumps(opt.get("swept", {}), sort_keys=True), "seed": spec["seed"],
-                     "val_epa_rmse": 1e3 * (v["epa_rmse"] or np.nan), "val_force_rmse": v["force_rmse"],
+                     "val_epa_rmse": 1e3 * (v["epa_rmse"] or np.nan),
+                     "val_epa_mae": 1e3 * (v["epa_mae"] or np.nan), "val_force_rmse": v["force_rmse"],
                      "val_stress_rmse": v.get("stress_rmse_gpa") if v.get("stress_rmse_gpa") is not None else np.nan,
                      "train_epa_rmse": 1e3 * (t["epa_rmse"] or np.nan), "train_force_rmse": t["force_rmse"],
                      "wall_time_s": result["wall_time_s"], "passes": result["passes"], "nit": result["nit"],

@@ -70,6 +70,7 @@ class Objective:
         self.training_set = build_training_set(mtp, dataset, self.loss)
         self.penalty_coefficient = self.loss.penalty_coefficient(len(dataset))
         self.n_evaluations = self.n_fun = self.n_jac = self.configurations_evaluated = 0
+        self.n_gauss_newton = self.n_residual_passes = 0
         self._key = None
         self._value = None
         self._hessp_base = None
@@ -148,6 +149,68 @@ class Objective:
             self._hessp_base = (x.copy(), self._evaluate(x)[1].copy())
         eps = np.sqrt(np.finfo(float).eps) * (1.0 + np.linalg.norm(x)) / norm
         return (self._evaluate(x + eps * p)[1] - self._hessp_base[1]) / eps
+
+    def gauss_newton(self, x) -> tuple[float, np.ndarray, np.ndarray]:
+        """The loss as a weighted sum of squares L = Σ w r² (+ κ Σ ρ² of the penalty) and its Gauss–Newton
+        quantities, accumulated in the core without storing the Jacobian J = dr/dθ.
+
+        Cost: one reverse pass per weighted residual (energy, force components, PlusStress components) of every
+        configuration, i.e. about (3N + 10) loss+gradient passes for N-atom configurations.
+
+        Returns
+        -------
+        loss : float
+            L(x), equal to :meth:`fun` (over the whole training set).
+        JtWJ : ndarray, shape (n_params, n_params)
+            JᵀWJ; ∇²L ≈ 2 JᵀWJ (the Gauss–Newton matrix; the Fisher information of the Gaussian noise model
+            with variances 1/(2w), Transtrum et al. 2011).
+        JtWr : ndarray, shape (n_params,)
+            JᵀWr = ∇L / 2.
+        """
+        x = np.asarray(x, dtype=float)
+        loss, H, g = self.training_set.gauss_newton(self.mtp.basis.core, x, self.n_threads)
+        if self.penalty_coefficient:
+            rho, J = self.mtp.penalty_residuals(x)
+            loss += self.penalty_coefficient * float(rho @ rho)
+            H += self.penalty_coefficient * (J.T @ J)
+            g += self.penalty_coefficient * (J.T @ rho)
+        self.n_gauss_newton += 1
+        return float(loss), H, g
+
+    def residuals(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Every weighted residual at x and its weight, so that L = Σ w r² (penalty residuals last, weight κ).
+
+        One energy+forces pass. Order: per configuration its energy, its 3N force components (atom-major), its
+        9 PlusStress components.
+
+        Returns
+        -------
+        r, w : ndarray, shape (n_residuals,)
+            Residuals (eV, eV/Å, eV) and weights.
+        """
+        x = np.asarray(x, dtype=float)
+        r, w = self.training_set.residuals(self.mtp.basis.core, x, self.n_threads)
+        self.n_residual_passes += 1
+        if self.penalty_coefficient:
+            rho = self.mtp.penalty_residuals(x)[0]
+            r = np.concatenate([r, rho])
+            w = np.concatenate([w, np.full(len(rho), self.penalty_coefficient)])
+        return r, w
+
+    def residual_vjp(self, x, c) -> np.ndarray:
+        """Jᵀc for a cotangent c over :meth:`residuals` (same length and order), one reverse pass.
+
+        Returns
+        -------
+        ndarray, shape (n_params,)
+        """
+        x = np.asarray(x, dtype=float)
+        c = np.asarray(c, dtype=float)
+        n_core = self.training_set.n_residuals_total
+        out = self.training_set.residual_vjp(self.mtp.basis.core, x, c[:n_core], self.n_threads)
+        if self.penalty_coefficient:
+            out += self.mtp.penalty_residuals(x)[1].T @ c[n_core:]
+        return out
 
     def per_configuration(self, x) -> np.ndarray:
         """Each configuration's weighted loss term at x, shape (K,)."""

@@ -176,6 +176,37 @@ class MTP:
                                                   b.radial_basis_size).transpose(1, 0, 2).ravel()
         return value, gradient
 
+    def penalty_residuals(self, theta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The penalty of :meth:`penalty` as a sum of squares P = Σ ρ², and the Jacobian dρ/dθ.
+
+        ρ holds ‖c_μ‖² − 1 for every radial function μ, then c_μ · c_ν for μ < ν (row-major pairs).
+
+        Returns
+        -------
+        rho : ndarray, shape (R + R(R−1)/2,)
+            R = ``radial_funcs_count``.
+        jacobian : ndarray, shape (R + R(R−1)/2, n_params)
+        """
+        b = self.basis
+        theta = self.theta if theta is None else theta
+        R, pairs, size = b.radial_funcs_count, b.species_count ** 2, b.radial_basis_size
+        start = b.blocks["radial"].start
+        # θ index of coefficient β of radial function μ for species pair p: start + (p·R + μ)·size + β
+        index = start + (np.arange(pairs)[:, None, None] * R + np.arange(R)[None, :, None]) * size \
+            + np.arange(size)[None, None, :]
+        index = index.transpose(1, 0, 2).reshape(R, -1)
+        c = theta[index]
+        upper = np.triu_indices(R, 1)
+        gram = c @ c.T
+        rho = np.concatenate([np.diag(gram) - 1.0, gram[upper]])
+        jacobian = np.zeros((len(rho), len(theta)))
+        for mu in range(R):
+            jacobian[mu, index[mu]] = 2.0 * c[mu]
+        for row, (mu, nu) in enumerate(zip(*upper), start=R):
+            jacobian[row, index[mu]] = c[nu]
+            jacobian[row, index[nu]] = c[mu]
+        return rho, jacobian
+
     # evaluation --------------------------------------------------------------------------------
     def types_of(self, config: Configuration) -> np.ndarray:
         """Type index of every atom of ``config``.
