@@ -483,4 +483,42 @@ void structure_vjp(SiteKernel& kernel, const Structure& s, double e, const doubl
     }
 }
 
+void structure_jacobian(SiteKernel& kernel, const Structure& s, const std::vector<int>& rows, double* J,
+                        const std::vector<double>& state) {
+    constexpr int L = SiteKernel::kLanes;
+    const int np = kernel.n_params(), n3 = 3 * s.n_atoms;
+    std::vector<double> W[L];
+    const double* W_of[L];
+    for (int first = 0; first < s.n_atoms; first += L) {
+        const int count = std::min(L, s.n_atoms - first);
+        kernel.load_batch(s, first, count, state.data());
+        for (std::size_t t = 0; t < rows.size(); ++t) {
+            const int q = rows[t];
+            const double e = q == 0 ? 1.0 : 0.0;
+            bool zero = e == 0.0;
+            for (int lane = 0; lane < count; ++lane) {
+                // the unit cotangent's W_ij = ∂output/∂g_ij (see structure_vjp)
+                const int i = first + lane, begin = s.offsets[i], nn = s.offsets[i + 1] - begin;
+                W[lane].assign(3 * nn, 0.0);
+                if (q >= 1 && q <= n3) {
+                    const int atom = (q - 1) / 3, a = (q - 1) % 3;
+                    for (int n = 0; n < nn; ++n) {
+                        const double v = (i == atom ? 1.0 : 0.0) - (s.neighbors[begin + n] == atom ? 1.0 : 0.0);
+                        W[lane][3 * n + a] = v;
+                        zero = zero && v == 0.0;
+                    }
+                } else if (q > n3) {
+                    const int a = (q - 1 - n3) / 3, b = (q - 1 - n3) % 3;
+                    for (int n = 0; n < nn; ++n) {
+                        W[lane][3 * n + a] = -s.vectors[3 * (begin + n) + b];
+                        zero = zero && W[lane][3 * n + a] == 0.0;
+                    }
+                }
+                W_of[lane] = W[lane].data();
+            }
+            if (!zero) kernel.vjp_batch(count, e, W_of, J + t * static_cast<std::size_t>(np));
+        }
+    }
+}
+
 }  // namespace mtpfit

@@ -42,6 +42,7 @@ public:
     void save(double* moments, double* adjoints) const;
 
     int n_neighbors() const { return slots_[lane_].n_nb; }
+    int n_params() const { return basis_.n_params(); }
     int moments_count() const { return static_cast<int>(m_.size()); }
 
 private:
@@ -97,5 +98,12 @@ void evaluate_structure(SiteKernel& kernel, const Structure& s, double* site_ene
 // spares recomputing the moments.
 void structure_vjp(SiteKernel& kernel, const Structure& s, double e, const double* phi, const double* sigma,
                    double* grad, const std::vector<double>* state = nullptr);
+
+// Rows of the Jacobian of (E, F (atom-major, 3N), PlusStress (9)) with respect to θ: row t of J (n_params values
+// each, added to) is d(output rows[t])/dθ, output 0 the energy, 1 + 3i + a the force F_ia, 1 + 3N + 3a + b the
+// PlusStress S_ab. Equals structure_vjp() with unit cotangents, but each batch of atoms is loaded once for all
+// rows. `state` from evaluate_structure() at the same θ.
+void structure_jacobian(SiteKernel& kernel, const Structure& s, const std::vector<int>& rows, double* J,
+                        const std::vector<double>& state);
 
 }  // namespace mtpfit

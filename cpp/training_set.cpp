@@ -29,8 +29,8 @@ template <class Want>
 int config_jacobian(SiteKernel& kernel, const Structure& s, const Labels& y, int np, std::vector<double>& state,
                     double* r, double* w, RowMatrix& J, std::vector<int>& rows, Want want) {
     const int n3 = 3 * s.n_atoms, m = 10 + n3;
-    std::vector<double> site(s.n_atoms), forces(n3), phi(n3, 0.0);
-    std::array<double, 9> stress, sigma{};
+    std::vector<double> site(s.n_atoms), forces(n3);
+    std::array<double, 9> stress;
     evaluate_structure(kernel, s, site.data(), forces.data(), stress.data(), &state);
     double energy = 0.0;
     for (double v : site) energy += v;
@@ -48,21 +48,7 @@ int config_jacobian(SiteKernel& kernel, const Structure& s, const Labels& y, int
     for (int q = 0; q < m; ++q)
         if (want(w[q])) rows.push_back(q);
     J.setZero(static_cast<Eigen::Index>(rows.size()), np);
-    for (std::size_t t = 0; t < rows.size(); ++t) {
-        const int q = rows[t];
-        double* out = J.row(static_cast<Eigen::Index>(t)).data();
-        if (q == 0) {
-            structure_vjp(kernel, s, 1.0, nullptr, nullptr, out, &state);
-        } else if (q <= n3) {
-            phi[q - 1] = 1.0;
-            structure_vjp(kernel, s, 0.0, phi.data(), nullptr, out, &state);
-            phi[q - 1] = 0.0;
-        } else {
-            sigma[q - 1 - n3] = 1.0;
-            structure_vjp(kernel, s, 0.0, nullptr, sigma.data(), out, &state);
-            sigma[q - 1 - n3] = 0.0;
-        }
-    }
+    structure_jacobian(kernel, s, rows, J.data(), state);
     return static_cast<int>(rows.size());
 }
 }  // namespace
