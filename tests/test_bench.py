@@ -114,7 +114,8 @@ def test_bad_campaigns_are_named(tmp_path):
 
 
 def test_wall_time_budget_and_hybrids(campaign_file, tmp_path):
-    """``max_seconds`` stops every kind of trainer after its first iteration past the budget; hybrids run."""
+    """``max_seconds`` stops every kind of trainer after its first iteration past the budget; hybrids (mini-batch
+    then full batch, full batch then LM) run their two stages."""
     text = CAMPAIGN.split("[[optimizers]]")[0] + """
 [[optimizers]]
 name = "adam"
@@ -134,6 +135,10 @@ name = "adam+L-BFGS-B"
 epochs = 1
 batch_size = 8
 max_iter = 3
+[[optimizers]]
+name = "BFGS+LM"
+max_iter = 3
+refine_iter = 2
 """
     path = campaign_file.with_name("budget.toml")
     path.write_text(text.replace("seeds = [1, 2]", "seeds = [1]"))
@@ -146,3 +151,5 @@ max_iter = 3
     hybrid = records["adam+L-BFGS-B"]
     assert hybrid["result"]["nit"] == 2 + 3 and len(hybrid["history"]) == 5
     assert all(v > 0 for v in hybrid["history"])
+    polish = records["BFGS+LM"]["result"]
+    assert polish["nit"] == 3 + 2 and polish["message"].startswith("BFGS: ") and "; LM: " in polish["message"]

@@ -81,8 +81,8 @@ def test_hybrid_adam_then_lbfgs(tmp_path):
                  "--train", str(LEVEL08 / "train100.cfg"), "--level", "6", "--output", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["optimizer"]["message"].startswith("adam: 2 epochs done; L-BFGS-B:")
-    phases = [r["phase"] for r in csv.DictReader(open(out / "history.csv"))]
-    assert phases.count("1") == 2 * 6 and phases.count("2") == 5
+    stages = [r["stage"] for r in csv.DictReader(open(out / "history.csv"))]
+    assert stages.count("1") == 2 * 6 and stages.count("2") == 5
 
 
 def test_native_bfgs_from_the_command_line(tmp_path, capsys):
@@ -94,3 +94,19 @@ def test_native_bfgs_from_the_command_line(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert "main: iteration limit 5 reached" in metrics["optimizer"]["message"]
     assert metrics["optimizer"]["nit"] == 75 + 5
+
+
+def test_levenberg_marquardt_and_a_second_order_polish(tmp_path):
+    out = tmp_path / "lm"
+    assert main(["train", "--optimizer", "LM", "--max-iter", "12", "--train", str(LEVEL08 / "train100.cfg"),
+                 "--level", "6", "--output", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert len(rows) == 12 and float(rows[-1]["loss"]) < 0.9 * float(rows[0]["loss"])
+    out = tmp_path / "bfgs-lm"
+    assert main(["train", "--optimizer", "BFGS+LM", "--max-iter", "5", "--refine-iter", "3", "--train",
+                 str(LEVEL08 / "train100.cfg"), "--level", "6", "--output", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["optimizer"]["message"].startswith("BFGS: ") and "; LM: " in metrics["optimizer"]["message"]
+    stages = [r["stage"] for r in csv.DictReader(open(out / "history.csv"))]
+    assert stages.count("1") == 5 and stages.count("2") == 3
+    assert main(["train", "--optimizer", "adam+sgd"]) == 2

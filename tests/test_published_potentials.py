@@ -1,5 +1,4 @@
 """Dataset-scale conformance: published MTPs evaluated on their benchmark test sets (reads ../shared)."""
-import numpy as np
 import pytest
 
 from conftest import shared_path

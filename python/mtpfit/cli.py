@@ -15,8 +15,8 @@ from .metrics import error_metrics, format_errors
 from .objective import Loss, Objective
 from .potential.mtp import LEVELS, MTP
 from .optim import OPTIMIZERS, make_optimizer
-from .optim.native_bfgs import native_bfgs
-from .train import SCIPY_METHODS, TrainingRun, fit_species_energies, train_scipy, write_run
+from .train import SCIPY_METHODS, TrainingRun, fit_species_energies, write_run
+from .train.full_batch import FULL_BATCH_METHODS, train_full_batch
 from .train.hybrid import train_hybrid
 from .train.minibatch import train_minibatch
 
@@ -81,9 +81,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="partial force supervision: fraction of configurations keeping force labels (seeded)")
     fit.add_argument("--optimizer", default="native-bfgs", metavar="NAME",
                      help=f"full batch: native-bfgs (the reference trainer's BFGS with linear re-solves), scipy's "
-                          f"{', '.join(SCIPY_METHODS)}; mini-batch: {', '.join(sorted(OPTIMIZERS))};"
-                          " or a hybrid MINIBATCH+SCIPY such as adam+L-BFGS-B (--epochs, then --max-iter)")
+                          f"{', '.join(SCIPY_METHODS)}, LM (Levenberg-Marquardt) or GN (Gauss-Newton); mini-batch: "
+                          f"{', '.join(sorted(OPTIMIZERS))}; or a hybrid FIRST+FULLBATCH such as adam+L-BFGS-B "
+                          "(--epochs, then --max-iter) or BFGS+LM (--max-iter, then --refine-iter)")
     fit.add_argument("--max-iter", type=int, default=1000, help="iterations of a full-batch optimizer")
+    fit.add_argument("--refine-iter", type=int,
+                     help="iterations of a hybrid's second stage (default: --max-iter)")
+    fit.add_argument("--geodesic", action="store_true", help="LM: geodesic acceleration (Transtrum & Sethna 2012)")
     fit.add_argument("--gtol", type=float, default=1e-8)
     fit.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
     fit.add_argument("--clip", type=float, help="gradient clipping by global norm (default: the optimizer's)")
@@ -149,42 +153,34 @@ def _train(args) -> int:
     loss = Loss(kind=args.loss, energy=args.energy_weight, forces=args.force_weight, stress=args.stress_weight,
                 penalty=not args.no_penalty, force_fraction=args.force_fraction, force_seed=args.seed)
     print(f"mtpfit {__version__}: {train} / validation {validation}")
-    budget = (f"max {args.max_iter} iterations" if args.optimizer in SCIPY_METHODS + ("native-bfgs",)
-              else f"{args.epochs} epochs of batches of {args.batch_size}"
-              + (f", then max {args.max_iter} iterations" if "+" in args.optimizer else ""))
+    first, _, second = args.optimizer.partition("+")
+    budget = (f"max {args.max_iter} iterations" if first in FULL_BATCH_METHODS
+              else f"{args.epochs} epochs of batches of {args.batch_size}")
+    if second:
+        budget += f", then max {args.refine_iter or args.max_iter} iterations of {second}"
     print(f"{mtp}, {args.optimizer}, {budget}")
     start = time.perf_counter()
     objective = Objective(mtp, train, loss, n_threads=args.threads)
     print(f"training-set representation built in {time.perf_counter() - start:.1f} s")
     x0 = mtp.theta if args.init_interval is None else mtp.init_params(args.init_interval, args.seed)
-    if not args.no_species_fit and not args.init_potential and args.optimizer != "native-bfgs":
+    if not args.no_species_fit and not args.init_potential and first != "native-bfgs":
         x0 = fit_species_energies(objective, x0)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    if args.optimizer == "native-bfgs":
-        start = time.perf_counter()
-
-        def report(r):
-            line = f"iter {r.nit:5d}  {r.phase:<8} loss {r.fun:.6e}  {time.perf_counter() - start:8.1f} s"
-            if args.log_every and r.nit % args.log_every == 0:
-                m = error_metrics(objective.dataset, objective.predict(r.x))["all"]
-                line += (f"  train EPA RMSE {1e3 * m['epa_rmse']:.3f} meV/atom  force RMSE "
-                         f"{m['force_rmse']:.4f} eV/Å")
-            print(line)
-
-        result = native_bfgs(objective, x0, max_iter=args.max_iter, callback=None if args.quiet else report)
-        run = TrainingRun(objective.mtp.copy(result.x), result, result.history, result.wall_time,
-                          _errors(objective, validation, result.x))
-    elif args.optimizer in SCIPY_METHODS:
-        run = train_scipy(objective, x0, method=args.optimizer, max_iter=args.max_iter, gtol=args.gtol,
-                          validation=validation, log_every=args.log_every, checkpoint=output / "checkpoint.mtp",
-                          progress=None if args.quiet else print)
-    elif "+" in args.optimizer:
-        first, method = args.optimizer.split("+", 1)
-        run = train_hybrid(objective, _zoo_optimizer(args, first), method, x0, epochs=args.epochs,
-                           batch_size=args.batch_size, seed=args.seed, validation=validation, patience=args.patience,
-                           max_iter=args.max_iter, gtol=args.gtol, checkpoint_dir=output,
-                           progress=None if args.quiet else print)
+    options = {"geodesic": True} if args.geodesic else {}
+    second_options = dict(options)
+    if (second or first) in SCIPY_METHODS:
+        second_options["gtol"] = args.gtol
+    progress = None if args.quiet else print
+    if second:
+        run = train_hybrid(objective, first if first in FULL_BATCH_METHODS else _zoo_optimizer(args, first), second,
+                           x0, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, validation=validation,
+                           patience=args.patience, max_iter=args.max_iter, refine_iter=args.refine_iter,
+                           checkpoint_dir=output, progress=progress, **second_options)
+    elif first in FULL_BATCH_METHODS:
+        run = train_full_batch(objective, x0, first, max_iter=args.max_iter, validation=validation,
+                               log_every=args.log_every, checkpoint=output / "checkpoint.mtp", progress=progress,
+                               **second_options)
     else:
         run = _train_minibatch(args, objective, x0, validation, output)
     settings = {k: v for k, v in vars(args).items() if k != "command"}
@@ -192,7 +188,9 @@ def _train(args) -> int:
                     max_dist=max_dist, train=str(train.name), validation=str(validation.name))
     paths = write_run(run, output, settings)
     r = run.result
-    print(f"\n{args.optimizer}: {r.message} ({r.nit} iterations, {r.nfev:g} loss+gradient passes, "
+    passes = (f"{r.nfev:g} loss passes, {r.njev} JᵀWJ builds" if "njev" in r
+              else f"{r.nfev:g} loss+gradient passes")
+    print(f"\n{args.optimizer}: {r.message} ({r.nit} iterations, {passes}, "
           f"{run.wall_time:.1f} s, final loss {r.fun:.6e})")
     print(format_errors(run.errors["train"], "Training errors"))
     print(format_errors(run.errors["validation"], f"Validation errors ({validation.name})"))
@@ -208,15 +206,12 @@ def _zoo_optimizer(args, name: str):
 
 
 def _check_optimizer_name(name: str) -> None:
-    """Fail before any data is read: NAME (scipy or zoo) or ZOO+SCIPY."""
-    if name in SCIPY_METHODS or name == "native-bfgs":
-        return
-    if "+" in name:
-        first, method = name.split("+", 1)
-        if method not in SCIPY_METHODS:
-            raise ValueError(f"{name!r}: after '+' comes a scipy method: {', '.join(SCIPY_METHODS)}")
-        name = first
-    make_optimizer(name)
+    """Fail before any data is read: NAME (full batch or zoo) or FIRST+FULLBATCH."""
+    first, plus, second = name.partition("+")
+    if plus and second not in FULL_BATCH_METHODS:
+        raise ValueError(f"{name!r}: after '+' comes a full-batch method: {', '.join(FULL_BATCH_METHODS)}")
+    if first not in FULL_BATCH_METHODS:
+        make_optimizer(first)
 
 
 def _train_minibatch(args, objective: Objective, x0, validation: Dataset, output: Path) -> TrainingRun:

@@ -17,9 +17,8 @@ from ..io import read_configurations
 from ..metrics import error_metrics
 from ..objective import Loss, Objective
 from ..optim import make_optimizer
-from ..optim.native_bfgs import native_bfgs
 from ..potential.mtp import MTP
-from ..train import SCIPY_METHODS, fit_species_energies, train_scipy
+from ..train import FULL_BATCH_METHODS, fit_species_energies, train_full_batch
 from ..train.hybrid import train_hybrid
 from ..train.minibatch import train_minibatch
 
@@ -73,7 +72,7 @@ def execute(spec: dict, base: str | Path) -> dict:
     objective = Objective(mtp, train, Loss(**spec["loss"]), n_threads=spec.get("threads", 1))
     x0 = mtp.init_params(opt["init_interval"], seed) if "init_interval" in opt else mtp.theta
     name = opt["name"]
-    if opt.get("species_fit", "init_interval" not in opt) and name != "native-bfgs":
+    if opt.get("species_fit", "init_interval" not in opt) and name.partition("+")[0] != "native-bfgs":
         x0 = fit_species_energies(objective, x0)
     r, history = _train(objective, x0, opt, seed, valid)
     errors = {"train": error_metrics(train, objective.predict(r.x))["all"],
@@ -94,23 +93,23 @@ def _train(objective: Objective, x0: np.ndarray, opt: dict, seed: int, valid: Da
 
     ``opt["max_seconds"]``, if present, is the run's wall-time budget on top of its iteration or epoch budget.
     """
-    name, hyper, budget = opt["name"], dict(opt.get("hyper", {})), opt.get("max_seconds")
-    if name == "native-bfgs":
-        r = native_bfgs(objective, x0, max_iter=opt.get("max_iter", 1000), time_limit=budget, **hyper)
-        return r, [row["loss"] for row in r.history]
-    if name in SCIPY_METHODS:
-        run = train_scipy(objective, x0, method=name, max_iter=opt.get("max_iter", 1000), log_every=0,
-                          time_limit=budget, progress=None, **hyper)
-        run.result.wall_time = run.wall_time
-        return run.result, [row["loss"] for row in run.history]
+    hyper, budget = dict(opt.get("hyper", {})), opt.get("max_seconds")
+    first, _, second = opt["name"].partition("+")
     minibatch = {"epochs": opt.get("epochs", 10), "batch_size": opt.get("batch_size", 32), "seed": seed,
                  "validation": valid, "patience": opt.get("patience"), "time_limit": budget, "progress": None}
-    if "+" in name:
-        first, method = name.split("+", 1)
-        run = train_hybrid(objective, make_optimizer(first, **hyper), method, x0, max_iter=opt.get("max_iter", 1000),
-                           **minibatch)
+    if second:
+        # hyperparameters belong to the first stage when it is a mini-batch optimizer, else to the second
+        stage_one = first if first in FULL_BATCH_METHODS else make_optimizer(first, **hyper)
+        run = train_hybrid(objective, stage_one, second, x0, max_iter=opt.get("max_iter", 1000),
+                           refine_iter=opt.get("refine_iter"), **minibatch,
+                           **(hyper if first in FULL_BATCH_METHODS else {}))
         return run.result, [row.get("batch_loss", row.get("loss")) for row in run.history]
-    r = train_minibatch(objective, make_optimizer(name, **hyper), x0, validate_every=opt.get("validate_every"),
+    if first in FULL_BATCH_METHODS:
+        run = train_full_batch(objective, x0, first, max_iter=opt.get("max_iter", 1000), log_every=0,
+                               time_limit=budget, progress=None, **hyper)
+        run.result.wall_time = run.wall_time
+        return run.result, [row["loss"] for row in run.history]
+    r = train_minibatch(objective, make_optimizer(first, **hyper), x0, validate_every=opt.get("validate_every"),
                         **minibatch)
     return r, [row["batch_loss"] for row in r.history]
 

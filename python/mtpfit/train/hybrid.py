@@ -1,5 +1,5 @@
-"""Hybrids: a mini-batch optimizer, then a full-batch scipy method from where it stopped (the study's
-Adam → L-BFGS)."""
+"""Hybrids: a first stage, then a full-batch method from where it stopped — the study's Adam → L-BFGS, or a
+second-order polish (Adam → LM, BFGS → LM)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,39 +11,61 @@ from ..data.dataset import Dataset
 from ..objective.objective import Objective
 from ..optim.base import Optimizer
 from ..optim.result import OptimizationResult
+from .full_batch import train_full_batch
 from .minibatch import train_minibatch
-from .scipy_trainer import TrainingRun, train_scipy
+from .scipy_trainer import TrainingRun
 
 __all__ = ["train_hybrid"]
 
 
-def train_hybrid(objective: Objective, first: Optimizer, method: str, x0: np.ndarray, epochs: int = 10,
+def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: np.ndarray, epochs: int = 10,
                  batch_size: int = 32, seed: int = 0, validation: Dataset | None = None, patience: int | None = None,
-                 max_iter: int = 1000, gtol: float = 1e-8, checkpoint_dir: str | Path | None = None,
-                 time_limit: float | None = None, progress: Callable[[str], None] | None = print) -> TrainingRun:
-    """``first`` for ``epochs`` epochs (or until the validation force RMSE plateaus for ``patience``
-    validations), then ``scipy.optimize.minimize(method=…)`` for ``max_iter`` iterations from its θ.
+                 max_iter: int = 1000, refine_iter: int | None = None, checkpoint_dir: str | Path | None = None,
+                 time_limit: float | None = None, progress: Callable[[str], None] | None = print,
+                 **options) -> TrainingRun:
+    """``first``, then the full-batch ``method`` for ``refine_iter`` iterations from its θ.
 
-    ``time_limit`` (s), if given, is the budget of both phases together: the second gets what the first left.
+    Parameters
+    ----------
+    first : Optimizer or str
+        A mini-batch optimizer (runs ``epochs`` epochs, or until the validation force RMSE plateaus for
+        ``patience`` validations) or a full-batch method of :data:`~mtpfit.train.full_batch.FULL_BATCH_METHODS`
+        (runs ``max_iter`` iterations).
+    method : str
+        The second stage, a full-batch method.
+    refine_iter : int, optional
+        Iterations of the second stage; default ``max_iter`` (so ``adam+L-BFGS-B`` runs ``epochs`` epochs, then
+        ``max_iter`` iterations).
+    time_limit : float, optional
+        Budget (s) of both stages together: the second gets what the first left.
+    **options
+        Passed to the second stage (e.g. ``gtol``, ``geodesic``).
 
     Returns
     -------
     TrainingRun
-        One run: history rows carry ``phase`` (1 or 2); ``result.nit``/``nfev``/``wall_time`` add up both phases.
+        One run: history rows carry ``stage`` (1 or 2); ``result.nit``/``nfev``/``wall_time`` add up both stages.
     """
-    checkpoint = Path(checkpoint_dir) / "checkpoint.npz" if checkpoint_dir else None
-    one = train_minibatch(objective, first, x0, epochs=epochs, batch_size=batch_size, seed=seed,
-                          validation=validation, patience=patience, checkpoint=checkpoint, time_limit=time_limit,
-                          progress=progress)
     say = progress or (lambda line: None)
-    say(f"{first.name} stopped ({one.message}); {method} from its θ")
-    two = train_scipy(objective, one.x, method=method, max_iter=max_iter, gtol=gtol, validation=validation,
-                      checkpoint=Path(checkpoint_dir) / "checkpoint.mtp" if checkpoint_dir else None,
-                      time_limit=None if time_limit is None else max(time_limit - one.wall_time, 0.0),
-                      progress=progress)
-    history = [{"phase": 1, **row} for row in one.history] + [{"phase": 2, **row} for row in two.history]
+    folder = Path(checkpoint_dir) if checkpoint_dir else None
+    if isinstance(first, str):
+        run = train_full_batch(objective, x0, first, max_iter=max_iter, time_limit=time_limit, progress=progress,
+                               checkpoint=folder / "stage1.mtp" if folder else None)
+        one, one_history, one_wall, name = run.result, run.history, run.wall_time, first
+    else:
+        one = train_minibatch(objective, first, x0, epochs=epochs, batch_size=batch_size, seed=seed,
+                              validation=validation, patience=patience,
+                              checkpoint=folder / "checkpoint.npz" if folder else None, time_limit=time_limit,
+                              progress=progress)
+        one_history, one_wall, name = one.history, one.wall_time, first.name
+    say(f"{name} stopped ({one.message}); {method} from its θ")
+    two = train_full_batch(objective, one.x, method, max_iter=max_iter if refine_iter is None else refine_iter,
+                           validation=validation, checkpoint=folder / "checkpoint.mtp" if folder else None,
+                           time_limit=None if time_limit is None else max(time_limit - one_wall, 0.0),
+                           progress=progress, **options)
+    history = [{"stage": 1, **row} for row in one_history] + [{"stage": 2, **row} for row in two.history]
     r = two.result
     result = OptimizationResult(x=r.x, fun=r.fun, nit=one.nit + r.nit, nfev=one.nfev + r.nfev, success=r.success,
-                                message=f"{first.name}: {one.message}; {method}: {r.message}", history=history,
-                                wall_time=one.wall_time + two.wall_time)
+                                message=f"{name}: {one.message}; {method}: {r.message}", history=history,
+                                wall_time=one_wall + two.wall_time)
     return TrainingRun(two.mtp, result, history, result.wall_time, two.errors, two.interrupted)

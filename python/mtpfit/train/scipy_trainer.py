@@ -116,7 +116,7 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
         history.append(row)
         say(line)
         if checkpoint and row["iteration"] % checkpoint_every == 0:
-            _write_atomically(objective.mtp.copy(state["x"]), Path(checkpoint))
+            write_atomically(objective.mtp.copy(state["x"]), Path(checkpoint))
         if time_limit is not None and row["elapsed_s"] >= time_limit:
             raise StopIteration
 
@@ -144,11 +144,11 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
         errors["validation"] = error_metrics(validation, Objective(mtp, validation, objective.loss,
                                                                    objective.n_threads).predict(result.x))
     if checkpoint:
-        _write_atomically(mtp, Path(checkpoint))
+        write_atomically(mtp, Path(checkpoint))
     return TrainingRun(mtp, result, history, wall, errors, interrupted)
 
 
-def _write_atomically(mtp: MTP, path: Path) -> None:
+def write_atomically(mtp: MTP, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     mtp.write(tmp)
     tmp.replace(path)
