@@ -37,6 +37,45 @@ def _species_arg(values: list[str] | None) -> list | None:
     return [int(v) if v.lstrip("-").isdigit() else v for v in values]
 
 
+def _data_arguments(parser: argparse.ArgumentParser):
+    """The data options and the species and cutoffs of the model; returns the model group."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--train", nargs="+", metavar="FILE", help=".cfg, mlearn/study JSON, extxyz or any ASE file")
+    data.add_argument("--validation", nargs="+", metavar="FILE", help="validation files (else a random split)")
+    data.add_argument("--validation-fraction", type=float, default=0.1,
+                      help="fraction held out when no --validation is given (default 0.1)")
+    data.add_argument("--format", help="force a reader: cfg, mlearn-json, study-json or an ASE format")
+    data.add_argument("--stress-order", default="xx yy zz xy yz xz",
+                      help="Voigt order of JSON stresses (mlearn Cu/Mo/Ni files: 'xx yy zz xy xz yz')")
+    data.add_argument("--dataset", choices=sorted(BUNDLED), default="mlearn-Mo",
+                      help="bundled dataset used when --train is absent (default mlearn-Mo)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--species", nargs="+", help="species of types 0..S-1 (symbols or indices; default: "
+                                                    "those in the data, sorted)")
+    model.add_argument("--min-dist", type=float, help="R_min of the radial basis, Å (default 2.0)")
+    model.add_argument("--max-dist", type=float, help="cutoff, Å (default 5.0; 5.2 for the bundled Mo set)")
+    return model
+
+
+def _load_data(args):
+    """Training and validation sets, species and cutoffs from the data options."""
+    if args.train:
+        train = _read_all(args.train, args.format, args.stress_order)
+        if args.validation:
+            validation = _read_all(args.validation, args.format, args.stress_order)
+        else:
+            train, validation = train.split(args.validation_fraction, seed=args.seed)
+        min_dist, max_dist = 2.0, 5.0
+        species = _species_arg(args.species) or train.species()
+    else:
+        train, validation = load_bundled(args.dataset)
+        _, _, _, species, min_dist, max_dist = BUNDLED[args.dataset]
+        species = _species_arg(args.species) or species
+    min_dist = args.min_dist if args.min_dist is not None else min_dist
+    max_dist = args.max_dist if args.max_dist is not None else max_dist
+    return train, validation, species, min_dist, max_dist
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtpfit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mtpfit {__version__}")
@@ -48,22 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "a TOML file (--config) under its long name with '_' for '-'; the command "
                                    "line wins.")
     t.add_argument("--config", metavar="TOML", help="read options from this TOML file")
-    data = t.add_argument_group("data")
-    data.add_argument("--train", nargs="+", metavar="FILE", help=".cfg, mlearn/study JSON, extxyz or any ASE file")
-    data.add_argument("--validation", nargs="+", metavar="FILE", help="validation files (else a random split)")
-    data.add_argument("--validation-fraction", type=float, default=0.1,
-                      help="fraction held out when no --validation is given (default 0.1)")
-    data.add_argument("--format", help="force a reader: cfg, mlearn-json, study-json or an ASE format")
-    data.add_argument("--stress-order", default="xx yy zz xy yz xz",
-                      help="Voigt order of JSON stresses (mlearn Cu/Mo/Ni files: 'xx yy zz xy xz yz')")
-    data.add_argument("--dataset", choices=sorted(BUNDLED), default="mlearn-Mo",
-                      help="bundled dataset used when --train is absent (default mlearn-Mo)")
-    model = t.add_argument_group("model")
-    model.add_argument("--species", nargs="+", help="species of types 0..S-1 (symbols or indices; default: "
-                                                    "those in the data, sorted)")
+    model = _data_arguments(t)
     model.add_argument("--level", type=int, default=10, choices=LEVELS, help="MTP level (default 10)")
-    model.add_argument("--min-dist", type=float, help="R_min of the radial basis, Å (default 2.0)")
-    model.add_argument("--max-dist", type=float, help="cutoff, Å (default 5.0; 5.2 for the bundled Mo set)")
     model.add_argument("--radial-basis-size", type=int, default=8)
     model.add_argument("--init-potential", metavar="MTP", help="start from this .mtp file (e.g. a checkpoint)")
     model.add_argument("--init-interval", type=float, metavar="A",
@@ -119,6 +144,33 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--campaigns", default="benchmarks/campaigns", help="campaign files (descriptions, study)")
     r.add_argument("--out", help="report file (default RESULTS/REPORT.md)")
 
+    a = sub.add_parser("analyse", help="loss landscape: Fisher information across levels, or Hessian spectra "
+                                       "through the optimizers' preconditioners",
+                       description="fim: train one MTP per --levels with --optimizer, then tabulate and plot the "
+                                   "Fisher information 2JᵀWJ (spectrum, decades, effective parameters, block and "
+                                   "basis-function sensitivities). hessian: train --level with each of "
+                                   "--optimizers from the same start, then the spectra of H and of P^½HP^½ for "
+                                   "each optimizer's preconditioner P. Tables (CSV, Markdown) and PNG plots go to "
+                                   "--output.")
+    a.add_argument("what", choices=("fim", "hessian"))
+    model = _data_arguments(a)
+    model.add_argument("--level", type=int, default=8, choices=LEVELS, help="hessian: MTP level (default 8)")
+    model.add_argument("--levels", type=int, nargs="+", default=[6, 8, 10, 12, 14, 16], choices=LEVELS,
+                       help="fim: MTP levels (default 6 8 10 12 14 16)")
+    a.add_argument("--loss", choices=("mlip", "plain", "file"), default="mlip")
+    a.add_argument("--optimizer", default="LM", help="fim: full-batch trainer (default LM)")
+    a.add_argument("--optimizers", nargs="+", default=["adam", "radam", "soap", "BFGS"],
+                   help="hessian: optimizers whose end points and preconditioners are analysed")
+    a.add_argument("--max-iter", type=int, default=50, help="iterations of full-batch training (default 50)")
+    a.add_argument("--epochs", type=int, default=20, help="epochs of mini-batch training (default 20)")
+    a.add_argument("--batch-size", type=int, default=32)
+    a.add_argument("--init-interval", type=float, default=0.1, help="θ₀ uniform in ±A, seeded (default 0.1)")
+    a.add_argument("--probes", type=int, default=4, help="hessian: Rademacher probes of the spectral density")
+    a.add_argument("--steps", type=int, default=40, help="hessian: Lanczos steps per probe")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threads", type=int, default=0)
+    a.add_argument("--output", default="mtpfit-analysis", help="output folder (default ./mtpfit-analysis)")
+
     e = sub.add_parser("evaluate", help="errors of a potential on labelled data")
     e.add_argument("potential", help=".mtp file")
     e.add_argument("data", nargs="+", help="labelled files")
@@ -131,20 +183,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
-    if args.train:
-        train = _read_all(args.train, args.format, args.stress_order)
-        if args.validation:
-            validation = _read_all(args.validation, args.format, args.stress_order)
-        else:
-            train, validation = train.split(args.validation_fraction, seed=args.seed)
-        min_dist, max_dist = 2.0, 5.0
-        species = _species_arg(args.species) or train.species()
-    else:
-        train, validation = load_bundled(args.dataset)
-        _, _, _, species, min_dist, max_dist = BUNDLED[args.dataset]
-        species = _species_arg(args.species) or species
-    min_dist = args.min_dist if args.min_dist is not None else min_dist
-    max_dist = args.max_dist if args.max_dist is not None else max_dist
+    train, validation, species, min_dist, max_dist = _load_data(args)
     if args.init_potential:
         mtp = MTP.read(args.init_potential, species=species)
     else:
@@ -281,6 +320,25 @@ def _report(args) -> int:
     return 0
 
 
+def _analyse(args) -> int:
+    from .analysis import fisher_study, hessian_study
+
+    train, validation, species, min_dist, max_dist = _load_data(args)
+    loss = Loss(kind=args.loss)
+    print(f"mtpfit {__version__}: {train} / validation {validation}")
+    common = dict(min_dist=min_dist, max_dist=max_dist, loss=loss, init_interval=args.init_interval, seed=args.seed,
+                  n_threads=args.threads)
+    if args.what == "fim":
+        fisher_study(train, validation, args.levels, species, args.output, optimizer=args.optimizer,
+                     max_iter=args.max_iter, **common)
+    else:
+        hessian_study(train, validation, args.level, species, args.output, optimizers=args.optimizers,
+                      epochs=args.epochs, batch_size=args.batch_size, max_iter=args.max_iter, probes=args.probes,
+                      steps=args.steps, **common)
+    print(f"wrote tables and plots to {args.output}")
+    return 0
+
+
 def _evaluate(args) -> int:
     data = _read_all(args.data, args.format, args.stress_order)
     mtp = MTP.read(args.potential, species=_species_arg(args.species))
@@ -301,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _with_config(parser, argv)
         if args.command == "train":
             _check_optimizer_name(args.optimizer)
-        return {"train": _train, "evaluate": _evaluate, "bench": _bench, "report": _report}[args.command](args)
+        return {"train": _train, "evaluate": _evaluate, "bench": _bench, "report": _report,
+                "analyse": _analyse}[args.command](args)
     except (FormatError, ValueError, FileNotFoundError, KeyError, FloatingPointError) as err:
         print(f"mtpfit: error: {err}", file=sys.stderr)
         return 2

@@ -74,14 +74,20 @@ class MTPBasis:
         return {"radial": slice(0, r), "species": slice(r, r + s), "moment": slice(r + s, self.n_params)}
 
     @property
-    def level(self) -> int:
-        """Largest level Σ(2 + 4μ + ν) among the scalar basis functions."""
+    def basis_function_levels(self) -> np.ndarray:
+        """Level of each scalar basis function B_α, shape (M,): Σ over its basic moments of 2 + 4μ + ν
+        (MTP_SPEC §3; Shapeev 2016)."""
         lev = np.zeros(self.alpha_moments_count, dtype=int)
         basic = self.alpha_index_basic
         lev[: len(basic)] = 2 + 4 * basic[:, 0] + basic[:, 1:].sum(axis=1)
         for i0, i1, _, t in self.alpha_index_times:
             lev[t] = lev[i0] + lev[i1]
-        return int(lev[self.alpha_moment_mapping].max())
+        return lev[self.alpha_moment_mapping]
+
+    @property
+    def level(self) -> int:
+        """Largest level among the scalar basis functions."""
+        return int(self.basis_function_levels.max())
 
     def with_changes(self, **changes) -> "MTPBasis":
         """A copy with some fields replaced (e.g. species_count, cutoffs)."""

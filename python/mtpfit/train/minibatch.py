@@ -61,7 +61,8 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         ``x`` the reported θ (best on validation with early stopping), ``fun`` the full training loss there,
         ``nit`` steps, ``nfev`` equivalent full passes, ``history`` rows per step (``step``, ``epoch``,
         ``batch_loss``, ``elapsed_s``; ``epoch_loss``, the mean batch loss, on an epoch's last step; validation
-        errors when computed), ``epochs`` completed.
+        errors when computed), ``epochs`` completed, ``state`` the optimizer's final state (its preconditioner
+        statistics, for :mod:`mtpfit.analysis.hessian`).
 
     Raises
     ------
@@ -157,4 +158,4 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
     x = best["x"] if (patience is not None and best["x"] is not None) else optimizer.eval_params(state, params)
     return OptimizationResult(x=x, fun=objective.fun(x), nit=step, nfev=objective.passes, success=True,
                               message=stop_message, history=history, wall_time=time.perf_counter() - start,
-                              epochs=epoch)
+                              epochs=epoch, state=state)

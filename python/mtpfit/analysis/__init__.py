@@ -1,0 +1,7 @@
+"""Loss-landscape analysis: Fisher information and Hessian spectra."""
+from .fisher import FisherAnalysis, analyse_fisher
+from .hessian import HessianSpectrum, hessian_spectrum
+from .landscape import fisher_study, hessian_study
+
+__all__ = ["FisherAnalysis", "analyse_fisher", "HessianSpectrum", "hessian_spectrum", "fisher_study",
+           "hessian_study"]

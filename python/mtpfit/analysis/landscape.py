@@ -1,0 +1,205 @@
+"""Loss-landscape studies behind ``mtpfit analyse``: train, then tabulate and plot the Fisher information across
+levels, or the Hessian spectra seen through each optimizer's preconditioner."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data.dataset import Dataset
+from ..metrics import error_metrics
+from ..objective import Loss, Objective
+from ..optim import make_optimizer
+from ..potential.mtp import MTP
+from ..train.full_batch import FULL_BATCH_METHODS, train_full_batch
+from ..train.initial import fit_species_energies
+from ..train.minibatch import train_minibatch
+from .fisher import analyse_fisher
+from .hessian import adam_preconditioner, dense_preconditioner, hessian_spectrum, soap_preconditioner
+
+__all__ = ["fisher_study", "hessian_study"]
+
+
+def _train(objective: Objective, x0, optimizer: str, max_iter: int, epochs: int, batch_size: int, seed: int,
+           clip: float | None = None):
+    """θ after training, and what the optimizer left behind (its state or scipy's result)."""
+    if optimizer in FULL_BATCH_METHODS:
+        run = train_full_batch(objective, x0, optimizer, max_iter=max_iter, log_every=0, progress=None)
+        return run.result.x, run.result
+    result = train_minibatch(objective, make_optimizer(optimizer, **({} if clip is None else {"clip": clip})), x0, epochs=epochs, batch_size=batch_size,
+                             seed=seed, progress=None)
+    return result.x, result
+
+
+def _errors(objective: Objective, validation: Dataset, x) -> dict:
+    v = error_metrics(validation, Objective(objective.mtp, validation, objective.loss,
+                                            objective.n_threads).predict(x))["all"]
+    return {"val_epa_rmse_meV": 1e3 * v["epa_rmse"], "val_force_rmse": v["force_rmse"]}
+
+
+def _markdown(rows: list[dict], columns: list[str]) -> str:
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str | Path, min_dist: float = 2.0,
+                 max_dist: float = 5.0, loss: Loss | None = None, optimizer: str = "LM", max_iter: int = 50,
+                 init_interval: float = 0.1, seed: int = 0, n_threads: int = 0,
+                 progress=print) -> list[dict]:
+    """Train one MTP per level, then analyse the Fisher information F = 2JᵀWJ of the training loss at its θ.
+
+    Writes into ``out``: ``fisher.csv`` and ``fisher.md`` (one row per level: errors, parameter count,
+    eigenvalue range, decades, stiff directions, effective number of parameters, trace and stiff-direction
+    shares of the radial, species and moment blocks), ``fisher_eigenvalues.json``, and the plots
+    ``fisher_spectra.png`` (eigenvalues per level), ``fisher_blocks.png`` (block shares) and
+    ``fisher_basis_functions.png`` (log-sensitivity θ_α²F_αα of each moment coefficient against its level).
+
+    Returns
+    -------
+    list of dict
+        The table rows.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda line: None)
+    loss = loss or Loss()
+    rows, analyses = [], {}
+    for level in levels:
+        mtp = MTP.from_level(level, species=species, min_dist=min_dist, max_dist=max_dist)
+        objective = Objective(mtp, train, loss, n_threads=n_threads)
+        x0 = fit_species_energies(objective, mtp.init_params(init_interval, seed))
+        x, _ = _train(objective, x0, optimizer, max_iter, 0, 0, seed)
+        analysis = analyse_fisher(objective, x)
+        analyses[level] = analysis
+        row = {"level": level, **_errors(objective, validation, x), **analysis.summary()}
+        rows.append(row)
+        say(f"level {level:2d}: {row['n_params']} parameters, validation EPA RMSE {row['val_epa_rmse_meV']:.3f} "
+            f"meV/atom, force RMSE {row['val_force_rmse']:.4f} eV/Å; F spans {row['decades']:.1f} decades, "
+            f"{row['stiff_6_decades']} stiff directions, γ = {row['effective_parameters']:.1f}")
+    columns = list(rows[0])
+    (out / "fisher.csv").write_text("\n".join([",".join(columns)] + [",".join(str(r[c]) for c in columns)
+                                                                      for r in rows]) + "\n")
+    (out / "fisher.md").write_text(_markdown(rows, columns) + "\n")
+    (out / "fisher_eigenvalues.json").write_text(json.dumps(
+        {str(level): {"eigenvalues": a.eigenvalues.tolist(), "levels": a.levels.tolist(),
+                      "basis_function_sensitivity": a.basis_function_sensitivity().tolist()}
+         for level, a in analyses.items()}))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, (level, a) in enumerate(analyses.items()):
+        lam = a.eigenvalues[a.eigenvalues > 0]
+        ax.plot(np.arange(1, len(lam) + 1), lam / lam[0], color=f"C{k % 10}", label=f"level {level}")
+    ax.set(yscale="log", xscale="log", xlabel="eigenvalue index", ylabel="λ / λ_max",
+           title="Fisher information spectra (sloppiness)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fisher_spectra.png", dpi=110)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, prefix, title in ((axes[0], "trace_fraction_", "share of tr F"),
+                              (axes[1], "stiff_share_", "share of stiff directions")):
+        bottom = np.zeros(len(rows))
+        for k, block in enumerate(("radial", "species", "moment")):
+            values = np.array([r[prefix + block] for r in rows])
+            ax.bar([str(r["level"]) for r in rows], values, bottom=bottom, color=f"C{k}", label=block)
+            bottom += values
+        ax.set(xlabel="level", title=title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fisher_blocks.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, (level, a) in enumerate(analyses.items()):
+        sens = a.basis_function_sensitivity()
+        jitter = 0.15 * (k - len(analyses) / 2) / max(len(analyses), 1)
+        ax.scatter(a.levels + jitter, np.maximum(sens, 1e-300), s=10, color=f"C{k % 10}", label=f"MTP level {level}")
+    ax.set(yscale="log", xlabel="basis-function level", ylabel="θ_α² F_αα",
+           title="log-sensitivity of the moment coefficients")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fisher_basis_functions.png", dpi=110)
+    plt.close(fig)
+    return rows
+
+
+def hessian_study(train: Dataset, validation: Dataset, level: int, species, out: str | Path,
+                  optimizers=("adam", "radam", "soap", "BFGS"), min_dist: float = 2.0, max_dist: float = 5.0,
+                  loss: Loss | None = None, epochs: int = 20, batch_size: int = 32, max_iter: int = 200,
+                  init_interval: float = 0.1, seed: int = 0, probes: int = 4, steps: int = 40, n_threads: int = 0,
+                  clip: float | None = 1.0, progress=print) -> list[dict]:
+    """Train with each optimizer from the same θ₀; at each end point, the spectrum of the loss Hessian H and of
+    P^{1/2} H P^{1/2} for the preconditioner P the optimizer built (Adam/RAdam/AdamW/LAMB: diag(1/(√v̂ + ε));
+    SOAP: its rotated Adam; BFGS: scipy's inverse-Hessian approximation).
+
+    Mini-batch optimizers clip the gradient norm at ``clip`` (``None``: their defaults): from a random θ₀ the
+    first gradients are large enough for the un-normalised early steps of RAdam to diverge.
+
+    Writes ``hessian.csv``/``hessian.md`` (per optimizer and preconditioner: errors, extreme eigenvalues,
+    condition number, negative-curvature mass) and ``hessian_density.png`` (spectral densities of log10|λ|).
+
+    Returns
+    -------
+    list of dict
+        The table rows.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda line: None)
+    loss = loss or Loss()
+    mtp = MTP.from_level(level, species=species, min_dist=min_dist, max_dist=max_dist)
+    objective = Objective(mtp, train, loss, n_threads=n_threads)
+    x0 = fit_species_energies(objective, mtp.init_params(init_interval, seed))
+    rows, spectra = [], []
+    for name in optimizers:
+        x, left = _train(objective, x0, name, max_iter, epochs, batch_size, seed, clip)
+        errors = _errors(objective, validation, x)
+        candidates = [("none", None)]
+        if "hess_inv" in left and isinstance(left["hess_inv"], np.ndarray):
+            candidates.append(("BFGS inverse Hessian", dense_preconditioner(left["hess_inv"])))
+        elif "state" in left:
+            for label, build in (("SOAP", soap_preconditioner), ("Adam second moment", adam_preconditioner)):
+                try:
+                    candidates.append((label, build(left["state"])))
+                    break
+                except ValueError:
+                    continue
+        for label, root in candidates:
+            spectrum = hessian_spectrum(objective, x, root, label, probes=probes, steps=steps, seed=seed)
+            spectra.append((name, spectrum))
+            row = {"optimizer": name, **errors, "final_loss": float(objective.fun(x)), **spectrum.summary()}
+            rows.append(row)
+            say(f"{name}: P = {label}: λ_max {row['lambda_max']:.3e}, λ_min {row['lambda_min']:.3e}, "
+                f"condition number {row['condition_number']:.3e}")
+    columns = list(rows[0])
+    (out / "hessian.csv").write_text("\n".join([",".join(columns)] + [",".join(str(r[c]) for c in columns)
+                                                                       for r in rows]) + "\n")
+    (out / "hessian.md").write_text(_markdown(rows, columns) + "\n")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    grid = np.linspace(-12, 8, 400)
+    for k, (name, spectrum) in enumerate(spectra):
+        density = spectrum.density(grid)
+        style = "-" if spectrum.name == "none" else "--"
+        axes[0 if spectrum.name == "none" else 1].plot(grid, density[0], style, color=f"C{k % 10}",
+                                                        label=f"{name} ({spectrum.name})")
+    axes[0].set(xlabel="log10 λ (λ > 0)", ylabel="spectral density", title="Hessian H at each end point")
+    axes[1].set(xlabel="log10 λ (λ > 0)", title="P^{1/2} H P^{1/2}, P the optimizer's preconditioner")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "hessian_density.png", dpi=110)
+    plt.close(fig)
+    return rows
