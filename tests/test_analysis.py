@@ -114,3 +114,33 @@ def test_analyse_commands_write_tables_and_plots(tmp_path):
     table = (out / "hessian.md").read_text()
     assert "Adam second moment" in table and "BFGS inverse Hessian" in table
     assert (out / "hessian_density.png").stat().st_size > 1000
+
+
+def test_pruning_drops_exactly_the_chosen_basis_functions(objective):
+    from mtpfit.analysis import pareto_front, prune_basis_functions
+
+    mtp = objective.mtp
+    x = mtp.init_params(0.1, 1)
+    small, y = prune_basis_functions(mtp, x, [0, 2])
+    moment = mtp.blocks["moment"]
+    assert small.n_params == mtp.n_params - 2
+    assert np.array_equal(small.basis.alpha_moment_mapping, np.delete(mtp.basis.alpha_moment_mapping, [0, 2]))
+    assert np.array_equal(y, np.delete(x, [moment.start, moment.start + 2]))
+    # the pruned potential equals the full one with those coefficients set to zero
+    zeroed = x.copy()
+    zeroed[[moment.start, moment.start + 2]] = 0.0
+    config = objective.dataset[0]
+    assert small.evaluate(config).energy == pytest.approx(mtp.copy(zeroed).evaluate(config).energy, rel=1e-12)
+    with pytest.raises(ValueError, match="every basis function"):
+        prune_basis_functions(mtp, x, np.arange(moment.stop - moment.start))
+    assert pareto_front([(3, 1.0), (1, 2.0), (2, 0.5), (4, 0.4), (5, 0.6)]) == [1, 2, 3]
+
+
+def test_design_command(tmp_path):
+    out = tmp_path / "design"
+    assert main(["analyse", "design", "--train", str(TRAIN), "--levels", "6", "--optimizer", "L-BFGS-B",
+                 "--max-iter", "5", "--refit-iter", "2", "--max-prunes", "1", "--threads", "1",
+                 "--output", str(out)]) == 0
+    rows = (out / "design.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("level,prune_step,n_params")
+    assert (out / "design_front.png").stat().st_size > 1000

@@ -150,15 +150,21 @@ def _parser() -> argparse.ArgumentParser:
                                    "Fisher information 2JᵀWJ (spectrum, decades, effective parameters, block and "
                                    "basis-function sensitivities). hessian: train --level with each of "
                                    "--optimizers from the same start, then the spectra of H and of P^½HP^½ for "
-                                   "each optimizer's preconditioner P. Tables (CSV, Markdown) and PNG plots go to "
-                                   "--output.")
-    a.add_argument("what", choices=("fim", "hessian"))
+                                   "each optimizer's preconditioner P. design: grow the level over --levels and "
+                                   "prune the basis functions of least Fisher sensitivity, retraining, for the "
+                                   "front of validation error against parameter count (Wang, Transtrum et al. "
+                                   "2025). Tables (CSV, Markdown) and PNG plots go to --output.")
+    a.add_argument("what", choices=("fim", "hessian", "design"))
     model = _data_arguments(a)
     model.add_argument("--level", type=int, default=8, choices=LEVELS, help="hessian: MTP level (default 8)")
     model.add_argument("--levels", type=int, nargs="+", default=[6, 8, 10, 12, 14, 16], choices=LEVELS,
                        help="fim: MTP levels (default 6 8 10 12 14 16)")
     a.add_argument("--loss", choices=("mlip", "plain", "file"), default="mlip")
-    a.add_argument("--optimizer", default="LM", help="fim: full-batch trainer (default LM)")
+    a.add_argument("--optimizer", default="LM", help="fim, design: full-batch trainer (default LM)")
+    a.add_argument("--refit-iter", type=int, default=100, help="design: iterations after each pruning")
+    a.add_argument("--prune-fraction", type=float, default=0.25,
+                   help="design: share of basis functions dropped per pruning step")
+    a.add_argument("--max-prunes", type=int, default=3, help="design: pruning steps per level")
     a.add_argument("--optimizers", nargs="+", default=["adam", "radam", "soap", "BFGS"],
                    help="hessian: optimizers whose end points and preconditioners are analysed")
     a.add_argument("--max-iter", type=int, default=50, help="iterations of full-batch training (default 50)")
@@ -321,14 +327,18 @@ def _report(args) -> int:
 
 
 def _analyse(args) -> int:
-    from .analysis import fisher_study, hessian_study
+    from .analysis import fisher_design, fisher_study, hessian_study
 
     train, validation, species, min_dist, max_dist = _load_data(args)
     loss = Loss(kind=args.loss)
     print(f"mtpfit {__version__}: {train} / validation {validation}")
     common = dict(min_dist=min_dist, max_dist=max_dist, loss=loss, init_interval=args.init_interval, seed=args.seed,
                   n_threads=args.threads)
-    if args.what == "fim":
+    if args.what == "design":
+        fisher_design(train, validation, args.levels, species, args.output, optimizer=args.optimizer,
+                      max_iter=args.max_iter, refit_iter=args.refit_iter, prune_fraction=args.prune_fraction,
+                      max_prunes=args.max_prunes, **common)
+    elif args.what == "fim":
         fisher_study(train, validation, args.levels, species, args.output, optimizer=args.optimizer,
                      max_iter=args.max_iter, **common)
     else:
