@@ -259,18 +259,22 @@ PYBIND11_MODULE(_core, m) {
             "Jᵀc for a cotangent c over every residual, shape (n_params,).")
         .def(
             "gauss_newton",
-            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
+            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads, int sketch,
+               std::uint64_t seed) {
                 const double* th = checked_theta(basis, theta);
+                if (sketch < 0) throw std::invalid_argument("sketch must be >= 0");
                 const py::ssize_t np = basis.n_params();
                 py::array_t<double> H({np, np}), g(np);
                 double *pH = H.mutable_data(), *pg = g.mutable_data();
                 double loss;
                 {
                     py::gil_scoped_release release;
-                    loss = ts.gauss_newton(basis, th, pH, pg, resolve_threads(n_threads));
+                    loss = ts.gauss_newton(basis, th, pH, pg, resolve_threads(n_threads), sketch, seed);
                 }
                 return py::make_tuple(loss, H, g);
             },
-            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0,
-            "Loss Σ w r², JᵀWJ (n_params, n_params) and JᵀWr (n_params,) over every configuration, J not stored.");
+            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0, py::arg("sketch") = 0,
+            py::arg("seed") = 0,
+            "Loss Σ w r², JᵀWJ (n_params, n_params) and JᵀWr (n_params,) over every configuration, J not stored; "
+            "with sketch > 0, JᵀWJ is a random sketch of that many rows per configuration.");
 }

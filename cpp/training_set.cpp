@@ -3,6 +3,7 @@
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 
 #include "site_kernel.hpp"
@@ -22,28 +23,44 @@ constexpr int kMaxMatrixBlocks = 16;
 
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+// Residuals r = prediction − label and weights w of one configuration (energy, 3N forces, 9 PlusStress), with
+// the forward state kept for reverse passes.
+void config_residuals(SiteKernel& kernel, const Structure& s, const Labels& y, std::vector<double>& state,
+                      double* r, double* w) {
+    const int n3 = 3 * s.n_atoms;
+    std::vector<double> site(s.n_atoms);
+    evaluate_structure(kernel, s, site.data(), r + 1, r + 1 + n3, &state);
+    double energy = 0.0;
+    for (double v : site) energy += v;
+    r[0] = energy - y.energy;
+    w[0] = y.energy_weight;
+    for (int c = 0; c < n3; ++c) {
+        r[1 + c] -= y.forces[c];
+        w[1 + c] = y.force_weights[c];
+    }
+    for (int c = 0; c < 9; ++c) {
+        r[1 + n3 + c] -= y.stress[c];
+        w[1 + n3 + c] = y.stress_weights[c];
+    }
+}
+
+// A sign ±1 from (seed, configuration, sketch row, residual): splitmix64, so a sketch does not depend on threads.
+double sketch_sign(std::uint64_t seed, std::uint64_t k, std::uint64_t t, std::uint64_t q) {
+    std::uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (1 + k + 0x100000000ULL * (t + 1)) + 0xBF58476D1CE4E5B9ULL * q;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (z & 1) ? 1.0 : -1.0;
+}
+
 // Residuals, weights and (for the rows where `want(w)` holds) Jacobian rows of one configuration; returns the
 // number of rows written to J, in residual order. One forward pass, then one reverse pass per row (the
 // vector–Jacobian product with a unit cotangent), reusing the forward state.
 template <class Want>
 int config_jacobian(SiteKernel& kernel, const Structure& s, const Labels& y, int np, std::vector<double>& state,
                     double* r, double* w, RowMatrix& J, std::vector<int>& rows, Want want) {
-    const int n3 = 3 * s.n_atoms, m = 10 + n3;
-    std::vector<double> site(s.n_atoms), forces(n3);
-    std::array<double, 9> stress;
-    evaluate_structure(kernel, s, site.data(), forces.data(), stress.data(), &state);
-    double energy = 0.0;
-    for (double v : site) energy += v;
-    r[0] = energy - y.energy;
-    w[0] = y.energy_weight;
-    for (int c = 0; c < n3; ++c) {
-        r[1 + c] = forces[c] - y.forces[c];
-        w[1 + c] = y.force_weights[c];
-    }
-    for (int c = 0; c < 9; ++c) {
-        r[1 + n3 + c] = stress[c] - y.stress[c];
-        w[1 + n3 + c] = y.stress_weights[c];
-    }
+    const int m = 10 + 3 * s.n_atoms;
+    config_residuals(kernel, s, y, state, r, w);
     rows.clear();
     for (int q = 0; q < m; ++q)
         if (want(w[q])) rows.push_back(q);
@@ -163,7 +180,7 @@ void TrainingSet::residual_jacobian(const Basis& basis, const double* theta, int
 }
 
 double TrainingSet::gauss_newton(const Basis& basis, const double* theta, double* JtWJ, double* JtWr,
-                                 int n_threads) const {
+                                 int n_threads, int sketch, std::uint64_t seed) const {
     const int n = size(), np = basis.n_params();
     const int blocks = std::min(n, kMaxMatrixBlocks);
     std::vector<Eigen::MatrixXd> block_H(blocks);
@@ -183,6 +200,27 @@ double TrainingSet::gauss_newton(const Basis& basis, const double* theta, double
             for (int k = block_begin(b, n, blocks); k < block_begin(b + 1, n, blocks); ++k) {
                 r.resize(n_residuals(k));
                 w.resize(n_residuals(k));
+                if (sketch > 0) {
+                    // JᵀWJ ≈ Σ_t (Jᵀ W^½ ξ_t)(Jᵀ W^½ ξ_t)ᵀ with Rademacher ξ_t / √sketch: unbiased, `sketch`
+                    // reverse passes instead of one per residual; JᵀWr stays exact
+                    const Structure& s = structures_[k];
+                    const int nr = n_residuals(k), n3 = 3 * s.n_atoms;
+                    config_residuals(kernel, s, labels_[k], state, r.data(), w.data());
+                    std::vector<double> c(nr);
+                    for (int q = 0; q < nr; ++q) {
+                        c[q] = w[q] * r[q];
+                        loss += w[q] * r[q] * r[q];
+                    }
+                    structure_vjp(kernel, s, c[0], c.data() + 1, c.data() + 1 + n3, g.data(), &state);
+                    J.setZero(sketch, np);
+                    const double scale = 1.0 / std::sqrt(static_cast<double>(sketch));
+                    for (int t = 0; t < sketch; ++t) {
+                        for (int q = 0; q < nr; ++q) c[q] = scale * std::sqrt(w[q]) * sketch_sign(seed, k, t, q);
+                        structure_vjp(kernel, s, c[0], c.data() + 1, c.data() + 1 + n3, J.row(t).data(), &state);
+                    }
+                    H.selfadjointView<Eigen::Lower>().rankUpdate(J.transpose());
+                    continue;
+                }
                 const int m = config_jacobian(kernel, structures_[k], labels_[k], np, state, r.data(), w.data(), J,
                                               rows, [](double weight) { return weight != 0.0; });
                 Eigen::VectorXd root(m), rw(m);

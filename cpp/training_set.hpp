@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <vector>
 
 #include "basis.hpp"
@@ -53,8 +54,11 @@ public:
     void residual_vjp(const Basis& basis, const double* theta, const double* c, double* grad, int n_threads) const;
     // Gauss–Newton quantities of the loss L = Σ w r² without storing J: JᵀWJ (n_params², row-major, both
     // triangles) and JᵀWr (n_params) summed over every configuration; returns L. Rows of zero weight are
-    // skipped. Bit-identical for any thread count (fixed blocks, summed in order).
-    double gauss_newton(const Basis& basis, const double* theta, double* JtWJ, double* JtWr, int n_threads) const;
+    // skipped. Bit-identical for any thread count (fixed blocks, summed in order). With sketch > 0, JᵀWJ is the
+    // unbiased random sketch Σ_t (JᵀW^½ξ_t)(JᵀW^½ξ_t)ᵀ, ξ_t Rademacher/√sketch drawn from `seed`, per
+    // configuration: `sketch` reverse passes instead of one per residual (JᵀWr and the loss stay exact).
+    double gauss_newton(const Basis& basis, const double* theta, double* JtWJ, double* JtWr, int n_threads,
+                        int sketch = 0, std::uint64_t seed = 0) const;
 
 private:
     std::vector<Structure> structures_;

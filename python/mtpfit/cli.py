@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--refine-iter", type=int,
                      help="iterations of a hybrid's second stage (default: --max-iter)")
     fit.add_argument("--geodesic", action="store_true", help="LM: geodesic acceleration (Transtrum & Sethna 2012)")
+    fit.add_argument("--sketch", type=int, default=0,
+                     help="LM: random sketch of JᵀWJ with this many rows per configuration (0: exact)")
     fit.add_argument("--gtol", type=float, default=1e-8)
     fit.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
     fit.add_argument("--clip", type=float, help="gradient clipping by global norm (default: the optimizer's)")
@@ -212,9 +214,11 @@ def _train(args) -> int:
         x0 = fit_species_energies(objective, x0)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    options = {"geodesic": True} if args.geodesic else {}
-    second_options = dict(options)
-    if (second or first) in SCIPY_METHODS:
+    method = second or first
+    second_options = {}
+    if method == "LM":
+        second_options = {k: v for k, v in (("geodesic", args.geodesic), ("sketch", args.sketch)) if v}
+    elif method in SCIPY_METHODS:
         second_options["gtol"] = args.gtol
     progress = None if args.quiet else print
     if second:

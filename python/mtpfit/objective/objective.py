@@ -150,12 +150,15 @@ class Objective:
         eps = np.sqrt(np.finfo(float).eps) * (1.0 + np.linalg.norm(x)) / norm
         return (self._evaluate(x + eps * p)[1] - self._hessp_base[1]) / eps
 
-    def gauss_newton(self, x) -> tuple[float, np.ndarray, np.ndarray]:
+    def gauss_newton(self, x, sketch: int = 0, seed: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
         """The loss as a weighted sum of squares L = Σ w r² (+ κ Σ ρ² of the penalty) and its Gauss–Newton
         quantities, accumulated in the core without storing the Jacobian J = dr/dθ.
 
         Cost: one reverse pass per weighted residual (energy, force components, PlusStress components) of every
-        configuration, i.e. about (3N + 10) loss+gradient passes for N-atom configurations.
+        configuration, i.e. about (3N + 10) loss+gradient passes for N-atom configurations. With ``sketch`` = k > 0,
+        JᵀWJ is replaced by the unbiased random sketch Σ_t (JᵀW^½ξ_t)(JᵀW^½ξ_t)ᵀ over k Rademacher vectors ξ_t/√k
+        per configuration, drawn from ``seed`` (Pilanci & Wainwright 2017, "Newton sketch"): k + 1 reverse passes
+        per configuration; the loss and JᵀWr stay exact.
 
         Returns
         -------
@@ -168,7 +171,7 @@ class Objective:
             JᵀWr = ∇L / 2.
         """
         x = np.asarray(x, dtype=float)
-        loss, H, g = self.training_set.gauss_newton(self.mtp.basis.core, x, self.n_threads)
+        loss, H, g = self.training_set.gauss_newton(self.mtp.basis.core, x, self.n_threads, int(sketch), int(seed))
         if self.penalty_coefficient:
             rho, J = self.mtp.penalty_residuals(x)
             loss += self.penalty_coefficient * float(rho @ rho)
