@@ -139,12 +139,20 @@ max_iter = 3
 name = "BFGS+LM"
 max_iter = 3
 refine_iter = 2
+[[optimizers]]
+label = "polish budget"
+name = "BFGS+LM"
+max_iter = 50
+refine_iter = 2
+max_seconds = 1000
+refine_seconds = 1000
 """
     path = campaign_file.with_name("budget.toml")
     path.write_text(text.replace("seeds = [1, 2]", "seeds = [1]"))
     campaign = load_campaign(path, tmp_path / "budget")
     run_campaign(campaign, workers=1, progress=None)
-    records = {r["spec"]["optimizer"]["name"]: r for r in _records(campaign.results).values()}
+    records = {r["spec"]["optimizer"].get("label", r["spec"]["optimizer"]["name"]): r
+               for r in _records(campaign.results).values()}
     assert records["adam"]["result"]["nit"] == 1 and "wall-time budget" in records["adam"]["result"]["message"]
     assert records["BFGS"]["result"]["nit"] == 1 and not records["BFGS"]["result"]["success"]
     assert records["native-bfgs"]["result"]["nit"] == 1
@@ -153,3 +161,5 @@ refine_iter = 2
     assert all(v > 0 for v in hybrid["history"])
     polish = records["BFGS+LM"]["result"]
     assert polish["nit"] == 3 + 2 and polish["message"].startswith("BFGS: ") and "; LM: " in polish["message"]
+    # refine_seconds keeps that much of max_seconds for the second stage: here all of it, so BFGS stops at once
+    assert records["polish budget"]["result"]["nit"] == 1 + 2

@@ -19,7 +19,7 @@ A campaign is a TOML file::
     label = "scipy BFGS"
     name = "BFGS"                          # native-bfgs, a scipy method, LM, GN, a zoo name, or FIRST+FULLBATCH
     max_iter = 300                         # budget: max_iter, epochs (+ batch_size); max_seconds caps wall time;
-                                           # refine_iter: iterations of a hybrid's second stage
+                                           # refine_iter, refine_seconds: a hybrid's second stage
     init_interval = 1e-3                   # θ₀ uniform in ±a seeded by the run's seed (default: MLIP defaults)
     hyper = { gtol = 1e-6 }                # optimizer keywords
     loss = { force_fraction = 0.5 }        # overrides of [loss] for this optimizer's runs
@@ -39,7 +39,7 @@ from pathlib import Path
 __all__ = ["Campaign", "load_campaign", "spec_hash"]
 
 _OPTIMIZER_KEYS = {"label", "name", "max_iter", "epochs", "batch_size", "init_interval", "hyper", "loss",
-                   "sweep", "species_fit", "patience", "validate_every", "max_seconds", "refine_iter"}
+                   "sweep", "species_fit", "patience", "validate_every", "max_seconds", "refine_iter", "refine_seconds"}
 _TOP_KEYS = {"name", "description", "seeds", "threads_per_run", "results", "datasets", "models", "loss",
              "optimizers", "study", "budget_note"}
 

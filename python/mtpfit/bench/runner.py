@@ -101,7 +101,7 @@ def _train(objective: Objective, x0: np.ndarray, opt: dict, seed: int, valid: Da
         # hyperparameters belong to the first stage when it is a mini-batch optimizer, else to the second
         stage_one = first if first in FULL_BATCH_METHODS else make_optimizer(first, **hyper)
         run = train_hybrid(objective, stage_one, second, x0, max_iter=opt.get("max_iter", 1000),
-                           refine_iter=opt.get("refine_iter"), **minibatch,
+                           refine_iter=opt.get("refine_iter"), refine_time=opt.get("refine_seconds"), **minibatch,
                            **(hyper if first in FULL_BATCH_METHODS else {}))
         return run.result, [row.get("batch_loss", row.get("loss")) for row in run.history]
     if first in FULL_BATCH_METHODS:

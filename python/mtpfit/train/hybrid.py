@@ -21,8 +21,8 @@ __all__ = ["train_hybrid"]
 def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: np.ndarray, epochs: int = 10,
                  batch_size: int = 32, seed: int = 0, validation: Dataset | None = None, patience: int | None = None,
                  max_iter: int = 1000, refine_iter: int | None = None, checkpoint_dir: str | Path | None = None,
-                 time_limit: float | None = None, progress: Callable[[str], None] | None = print,
-                 **options) -> TrainingRun:
+                 time_limit: float | None = None, refine_time: float | None = None,
+                 progress: Callable[[str], None] | None = print, **options) -> TrainingRun:
     """``first``, then the full-batch ``method`` for ``refine_iter`` iterations from its θ.
 
     Parameters
@@ -38,6 +38,9 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
         ``max_iter`` iterations).
     time_limit : float, optional
         Budget (s) of both stages together: the second gets what the first left.
+    refine_time : float, optional
+        With ``time_limit``: the part of it kept for the second stage (the first stops at
+        ``time_limit − refine_time``).
     **options
         Passed to the second stage (e.g. ``gtol``, ``geodesic``).
 
@@ -48,14 +51,17 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
     """
     say = progress or (lambda line: None)
     folder = Path(checkpoint_dir) if checkpoint_dir else None
+    first_limit = time_limit
+    if time_limit is not None and refine_time is not None:
+        first_limit = max(time_limit - refine_time, 0.0)
     if isinstance(first, str):
-        run = train_full_batch(objective, x0, first, max_iter=max_iter, time_limit=time_limit, progress=progress,
+        run = train_full_batch(objective, x0, first, max_iter=max_iter, time_limit=first_limit, progress=progress,
                                checkpoint=folder / "stage1.mtp" if folder else None)
         one, one_history, one_wall, name = run.result, run.history, run.wall_time, first
     else:
         one = train_minibatch(objective, first, x0, epochs=epochs, batch_size=batch_size, seed=seed,
                               validation=validation, patience=patience,
-                              checkpoint=folder / "checkpoint.npz" if folder else None, time_limit=time_limit,
+                              checkpoint=folder / "checkpoint.npz" if folder else None, time_limit=first_limit,
                               progress=progress)
         one_history, one_wall, name = one.history, one.wall_time, first.name
     say(f"{name} stopped ({one.message}); {method} from its θ")
