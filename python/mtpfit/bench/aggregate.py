@@ -36,7 +36,8 @@ def load_results(folder: str | Path) -> pd.DataFrame:
                      "train_epa_rmse": 1e3 * (t["epa_rmse"] or np.nan), "train_force_rmse": t["force_rmse"],
                      "wall_time_s": result["wall_time_s"], "passes": result["passes"], "nit": result["nit"],
                      "final_loss": result["final_loss"], "success": result["success"], "message": result["message"],
-                     "history": record["history"], "file": str(path)})
+                     "history": record["history"], "finished": record.get("machine", {}).get("finished"),
+                     "file": str(path)})
     return pd.DataFrame(rows)
 
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .aggregate import load_results, markdown_table, summarize
 from .campaign import load_campaign
@@ -134,6 +135,13 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
                      "val_force_rmse_median": "val force median", "val_stress_rmse_median": "val stress (GPa)",
                      "wall_time_s_median": "time (s)",
                      "passes_median": "passes", "outliers": "outliers"}
+    lines += ["## Cost", "", "Σ of the runs' training wall times per campaign (each run on one core unless its "
+              "campaign says otherwise); on 2 cores a campaign takes about half of it.", ""]
+    cost = [{"campaign": c, "runs": len(g), "minutes": g.wall_time_s.sum() / 60.0}
+            for c, g in runs.groupby("campaign", sort=False)]
+    cost.append({"campaign": "all", "runs": len(runs), "minutes": runs.wall_time_s.sum() / 60.0})
+    lines += [markdown_table(pd.DataFrame(cost), {"campaign": "campaign", "runs": "runs",
+                                                  "minutes": "Σ wall time (min)"}), ""]
     for campaign in dict.fromkeys(runs.campaign):
         c_meta = meta.get(campaign)
         lines += [f"## {campaign}", ""]
