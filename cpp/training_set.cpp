@@ -24,12 +24,12 @@ constexpr int kMaxMatrixBlocks = 16;
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 // Residuals r = prediction − label and weights w of one configuration (energy, 3N forces, 9 PlusStress), with
-// the forward state kept for reverse passes.
-void config_residuals(SiteKernel& kernel, const Structure& s, const Labels& y, std::vector<double>& state,
+// the forward state kept in `state` (if not null) for reverse passes.
+void config_residuals(SiteKernel& kernel, const Structure& s, const Labels& y, std::vector<double>* state,
                       double* r, double* w) {
     const int n3 = 3 * s.n_atoms;
     std::vector<double> site(s.n_atoms);
-    evaluate_structure(kernel, s, site.data(), r + 1, r + 1 + n3, &state);
+    evaluate_structure(kernel, s, site.data(), r + 1, r + 1 + n3, state);
     double energy = 0.0;
     for (double v : site) energy += v;
     r[0] = energy - y.energy;
@@ -60,7 +60,7 @@ template <class Want>
 int config_jacobian(SiteKernel& kernel, const Structure& s, const Labels& y, int np, std::vector<double>& state,
                     double* r, double* w, RowMatrix& J, std::vector<int>& rows, Want want) {
     const int m = 10 + 3 * s.n_atoms;
-    config_residuals(kernel, s, y, state, r, w);
+    config_residuals(kernel, s, y, &state, r, w);
     rows.clear();
     for (int q = 0; q < m; ++q)
         if (want(w[q])) rows.push_back(q);
@@ -205,7 +205,7 @@ double TrainingSet::gauss_newton(const Basis& basis, const double* theta, double
                     // reverse passes instead of one per residual; JᵀWr stays exact
                     const Structure& s = structures_[k];
                     const int nr = n_residuals(k), n3 = 3 * s.n_atoms;
-                    config_residuals(kernel, s, labels_[k], state, r.data(), w.data());
+                    config_residuals(kernel, s, labels_[k], &state, r.data(), w.data());
                     std::vector<double> c(nr);
                     for (int q = 0; q < nr; ++q) {
                         c[q] = w[q] * r[q];
@@ -257,28 +257,10 @@ void TrainingSet::residuals(const Basis& basis, const double* theta, double* r, 
 #pragma omp parallel num_threads(n_threads)
     {
         SiteKernel kernel(basis, theta);
-        std::vector<double> site;
 #pragma omp for schedule(dynamic, 1)
-        for (int k = 0; k < n; ++k) {
-            const Structure& s = structures_[k];
-            const Labels& y = labels_[k];
-            const int n3 = 3 * s.n_atoms;
-            double *rk = r + residual_offset(k), *wk = w + residual_offset(k);
-            site.resize(s.n_atoms);
-            evaluate_structure(kernel, s, site.data(), rk + 1, rk + 1 + n3);
-            double energy = 0.0;
-            for (double v : site) energy += v;
-            rk[0] = energy - y.energy;
-            wk[0] = y.energy_weight;
-            for (int c = 0; c < n3; ++c) {
-                rk[1 + c] -= y.forces[c];
-                wk[1 + c] = y.force_weights[c];
-            }
-            for (int c = 0; c < 9; ++c) {
-                rk[1 + n3 + c] -= y.stress[c];
-                wk[1 + n3 + c] = y.stress_weights[c];
-            }
-        }
+        for (int k = 0; k < n; ++k)
+            config_residuals(kernel, structures_[k], labels_[k], nullptr, r + residual_offset(k),
+                             w + residual_offset(k));
     }
 }
 

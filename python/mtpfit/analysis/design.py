@@ -12,7 +12,7 @@ from ..objective import Loss, Objective
 from ..potential.mtp import MTP
 from ..train.initial import fit_species_energies
 from .fisher import analyse_fisher
-from .landscape import _errors, _markdown, _pyplot, _train
+from .landscape import _errors, _markdown, _pyplot, _setup, _train
 
 __all__ = ["prune_basis_functions", "fisher_design", "pareto_front"]
 
@@ -85,10 +85,7 @@ def fisher_design(train: Dataset, validation: Dataset, levels, species, out: str
     list of dict
         One row per model.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    say = progress or (lambda line: None)
-    loss = loss or Loss()
+    out, say, loss = _setup(out, progress, loss)
     rows = []
 
     def record(level, step, mtp, x):

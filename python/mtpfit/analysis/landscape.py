@@ -38,6 +38,13 @@ def _errors(objective: Objective, validation: Dataset, x) -> dict:
     return {"val_epa_rmse_meV": 1e3 * v["epa_rmse"], "val_force_rmse": v["force_rmse"]}
 
 
+def _setup(out, progress, loss):
+    """The output folder (created), the progress printer and the loss (MLIP-2's by default)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, progress or (lambda line: None), loss or Loss()
+
+
 def _markdown(rows: list[dict], columns: list[str]) -> str:
     def cell(v):
         return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
@@ -72,10 +79,7 @@ def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str 
     list of dict
         The table rows.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    say = progress or (lambda line: None)
-    loss = loss or Loss()
+    out, say, loss = _setup(out, progress, loss)
     rows, analyses = [], {}
     for level in levels:
         mtp = MTP.from_level(level, species=species, min_dist=min_dist, max_dist=max_dist)
@@ -155,10 +159,7 @@ def hessian_study(train: Dataset, validation: Dataset, level: int, species, out:
     list of dict
         The table rows.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    say = progress or (lambda line: None)
-    loss = loss or Loss()
+    out, say, loss = _setup(out, progress, loss)
     mtp = MTP.from_level(level, species=species, min_dist=min_dist, max_dist=max_dist)
     objective = Objective(mtp, train, loss, n_threads=n_threads)
     x0 = fit_species_energies(objective, mtp.init_params(init_interval, seed))

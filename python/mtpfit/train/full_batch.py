@@ -12,7 +12,7 @@ from ..metrics import error_metrics
 from ..objective.objective import Objective
 from ..optim.least_squares import LEAST_SQUARES_METHODS
 from ..optim.native_bfgs import native_bfgs
-from .scipy_trainer import SCIPY_METHODS, TrainingRun, train_scipy, write_atomically
+from .scipy_trainer import SCIPY_METHODS, TrainingRun, finish_run, train_scipy, write_atomically
 
 __all__ = ["FULL_BATCH_METHODS", "train_full_batch"]
 
@@ -85,11 +85,4 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
 
     result = trainer(objective, x0, max_iter=max_iter, time_limit=time_limit,
                      callback=report if progress or checkpoint else None, **options)
-    mtp = objective.mtp.copy(result.x)
-    if checkpoint:
-        write_atomically(mtp, Path(checkpoint))
-    errors = {"train": error_metrics(objective.dataset, objective.predict(result.x))}
-    if validation is not None:
-        errors["validation"] = error_metrics(validation, Objective(mtp, validation, objective.loss,
-                                                                   objective.n_threads).predict(result.x))
-    return TrainingRun(mtp, result, result.history, result.wall_time, errors)
+    return finish_run(objective, result, result.history, result.wall_time, validation, checkpoint)

@@ -138,6 +138,13 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
     result.nfev = objective.passes - passes_before
     if not np.isfinite(result.fun):
         raise ValueError(f"training ended with a non-finite loss ({result.fun}); θ is not usable")
+    return finish_run(objective, result, history, wall, validation, checkpoint, interrupted)
+
+
+def finish_run(objective: Objective, result, history: list, wall: float, validation: Dataset | None,
+               checkpoint: str | Path | None, interrupted: bool = False) -> TrainingRun:
+    """The :class:`TrainingRun` of a finished full-batch run: the trained potential, train and validation errors,
+    the final checkpoint written."""
     mtp = objective.mtp.copy(result.x)
     errors = {"train": error_metrics(objective.dataset, objective.predict(result.x))}
     if validation is not None:
