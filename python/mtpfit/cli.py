@@ -137,7 +137,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "optimizers x seeds, one result file per run named by its hash.")
     b.add_argument("campaigns", nargs="+", metavar="CAMPAIGN.toml")
     b.add_argument("--workers", type=int, help="parallel runs (default: cores / threads_per_run)")
-    b.add_argument("--dask", metavar="ADDRESS", help="'local' for a local Dask cluster, or a scheduler address")
+    b.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local",
+                   help="run on Dask: a scheduler address, or nothing (or 'local') for a local cluster")
     b.add_argument("--results", help="results folder (default: the campaign file's `results`)")
     b.add_argument("--list", action="store_true", help="only list the runs and whether they are done")
 
