@@ -14,22 +14,22 @@ NB=(--train $SHARED/MoNbTaW/training/Nb_AIMD.json $SHARED/MoNbTaW/training/Nb_El
 THREADS=${THREADS:-1}
 what=${1:-all}
 if [[ $what == all || $what == fim-agpd ]]; then
-  mtpfit analyse fim "${AGPD[@]}" --levels 6 8 10 12 14 16 --optimizer L-BFGS-B --max-iter 300 \
+  python -m mtpfit analyse fim "${AGPD[@]}" --levels 6 8 10 12 14 16 --optimizer L-BFGS-B --max-iter 300 \
       --threads "$THREADS" --output benchmarks/results/landscape_agpd_fim
 fi
 if [[ $what == all || $what == fim-nb ]]; then
-  mtpfit analyse fim "${NB[@]}" --levels 6 8 10 12 14 16 --optimizer L-BFGS-B --max-iter 300 \
+  python -m mtpfit analyse fim "${NB[@]}" --levels 6 8 10 12 14 16 --optimizer L-BFGS-B --max-iter 300 \
       --threads "$THREADS" --output benchmarks/results/landscape_nb_fim
 fi
 if [[ $what == all || $what == hessian-agpd ]]; then
-  mtpfit analyse hessian "${AGPD[@]}" --level 10 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
+  python -m mtpfit analyse hessian "${AGPD[@]}" --level 10 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
       --probes 3 --steps 30 --threads "$THREADS" --output benchmarks/results/landscape_agpd_hessian
 fi
 if [[ $what == all || $what == hessian-nb ]]; then
-  mtpfit analyse hessian "${NB[@]}" --level 10 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
+  python -m mtpfit analyse hessian "${NB[@]}" --level 10 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
       --probes 3 --steps 30 --threads "$THREADS" --output benchmarks/results/landscape_nb_hessian
 fi
 if [[ $what == all || $what == design-nb ]]; then
-  mtpfit analyse design "${NB[@]}" --levels 6 8 10 12 14 16 --optimizer L-BFGS-B --max-iter 300 --refit-iter 100 \
+  python -m mtpfit analyse design "${NB[@]}" --levels 6 8 10 12 14 16 --optimizer L-BFGS-B --max-iter 300 --refit-iter 100 \
       --threads "$THREADS" --output benchmarks/results/landscape_nb_design
 fi
