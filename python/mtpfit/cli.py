@@ -159,9 +159,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "2025). Tables (CSV, Markdown) and PNG plots go to --output.")
     a.add_argument("what", choices=("fim", "hessian", "design"))
     model = _data_arguments(a)
-    model.add_argument("--level", type=int, default=8, choices=LEVELS, help="hessian: MTP level (default 8)")
-    model.add_argument("--levels", type=int, nargs="+", default=[6, 8, 10, 12, 14, 16], choices=LEVELS,
-                       help="fim: MTP levels (default 6 8 10 12 14 16)")
+    model.add_argument("--level", type=int, default=8, choices=LEVELS, help="hessian: the MTP level (default 8)")
+    model.add_argument("--levels", type=int, nargs="+", choices=LEVELS,
+                       help="MTP levels (fim, design: default 6 8 10 12 14 16; hessian: instead of --level)")
     a.add_argument("--loss", choices=("mlip", "plain", "file"), default="mlip")
     a.add_argument("--optimizer", default="LM", help="fim, design: full-batch trainer (default LM)")
     a.add_argument("--refit-iter", type=int, default=100, help="design: iterations after each pruning")
@@ -339,15 +339,16 @@ def _analyse(args) -> int:
     print(f"mtpfit {__version__}: {train} / validation {validation}")
     common = dict(min_dist=min_dist, max_dist=max_dist, loss=loss, init_interval=args.init_interval, seed=args.seed,
                   n_threads=args.threads)
+    levels = args.levels or ([args.level] if args.what == "hessian" else [6, 8, 10, 12, 14, 16])
     if args.what == "design":
-        fisher_design(train, validation, args.levels, species, args.output, optimizer=args.optimizer,
+        fisher_design(train, validation, levels, species, args.output, optimizer=args.optimizer,
                       max_iter=args.max_iter, refit_iter=args.refit_iter, prune_fraction=args.prune_fraction,
                       max_prunes=args.max_prunes, **common)
     elif args.what == "fim":
-        fisher_study(train, validation, args.levels, species, args.output, optimizer=args.optimizer,
+        fisher_study(train, validation, levels, species, args.output, optimizer=args.optimizer,
                      max_iter=args.max_iter, **common)
     else:
-        hessian_study(train, validation, args.level, species, args.output, optimizers=args.optimizers,
+        hessian_study(train, validation, levels, species, args.output, optimizers=args.optimizers,
                       epochs=args.epochs, batch_size=args.batch_size, max_iter=args.max_iter, probes=args.probes,
                       steps=args.steps, **common)
     print(f"wrote tables and plots to {args.output}")

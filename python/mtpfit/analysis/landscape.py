@@ -27,7 +27,8 @@ def _train(objective: Objective, x0, optimizer: str, max_iter: int, epochs: int,
     if optimizer in FULL_BATCH_METHODS:
         run = train_full_batch(objective, x0, optimizer, max_iter=max_iter, log_every=0, progress=None)
         return run.result.x, run.result
-    result = train_minibatch(objective, make_optimizer(optimizer, **({} if clip is None else {"clip": clip})), x0, epochs=epochs, batch_size=batch_size,
+    hyper = {} if clip is None else {"clip": clip}
+    result = train_minibatch(objective, make_optimizer(optimizer, **hyper), x0, epochs=epochs, batch_size=batch_size,
                              seed=seed, progress=None)
     return result.x, result
 
@@ -139,20 +140,21 @@ def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str 
     return rows
 
 
-def hessian_study(train: Dataset, validation: Dataset, level: int, species, out: str | Path,
+def hessian_study(train: Dataset, validation: Dataset, levels, species, out: str | Path,
                   optimizers=("adam", "radam", "soap", "BFGS"), min_dist: float = 2.0, max_dist: float = 5.0,
                   loss: Loss | None = None, epochs: int = 20, batch_size: int = 32, max_iter: int = 200,
                   init_interval: float = 0.1, seed: int = 0, probes: int = 4, steps: int = 40, n_threads: int = 0,
                   clip: float | None = 1.0, progress=print) -> list[dict]:
-    """Train with each optimizer from the same θ₀; at each end point, the spectrum of the loss Hessian H and of
-    P^{1/2} H P^{1/2} for the preconditioner P the optimizer built (Adam/RAdam/AdamW/LAMB: diag(1/(√v̂ + ε));
-    SOAP: its rotated Adam; BFGS: scipy's inverse-Hessian approximation).
+    """For each level, train with each optimizer from the same θ₀; at each end point, the spectrum of the loss
+    Hessian H and of P^{1/2} H P^{1/2} for the preconditioner P the optimizer built (Adam/RAdam/AdamW/LAMB:
+    diag(1/(√v̂ + ε)); SOAP: its rotated Adam; BFGS: scipy's inverse-Hessian approximation).
 
     Mini-batch optimizers clip the gradient norm at ``clip`` (``None``: their defaults): from a random θ₀ the
     first gradients are large enough for the un-normalised early steps of RAdam to diverge.
 
-    Writes ``hessian.csv``/``hessian.md`` (per optimizer and preconditioner: errors, extreme eigenvalues,
-    condition number, negative-curvature mass) and ``hessian_density.png`` (spectral densities of log10|λ|).
+    Writes ``hessian.csv``/``hessian.md`` (per level, optimizer and preconditioner: errors, extreme eigenvalues,
+    condition number, negative-curvature mass) and ``hessian_density.png`` (spectral densities of log10|λ|, one
+    row of panels per level).
 
     Returns
     -------
@@ -160,46 +162,50 @@ def hessian_study(train: Dataset, validation: Dataset, level: int, species, out:
         The table rows.
     """
     out, say, loss = _setup(out, progress, loss)
-    mtp = MTP.from_level(level, species=species, min_dist=min_dist, max_dist=max_dist)
-    objective = Objective(mtp, train, loss, n_threads=n_threads)
-    x0 = fit_species_energies(objective, mtp.init_params(init_interval, seed))
+    levels = [levels] if np.isscalar(levels) else list(levels)
     rows, spectra = [], []
-    for name in optimizers:
-        x, left = _train(objective, x0, name, max_iter, epochs, batch_size, seed, clip)
-        errors = _errors(objective, validation, x)
-        candidates = [("none", None)]
-        if "hess_inv" in left and isinstance(left["hess_inv"], np.ndarray):
-            candidates.append(("BFGS inverse Hessian", dense_preconditioner(left["hess_inv"])))
-        elif "state" in left:
-            for label, build in (("SOAP", soap_preconditioner), ("Adam second moment", adam_preconditioner)):
-                try:
-                    candidates.append((label, build(left["state"])))
-                    break
-                except ValueError:
-                    continue
-        for label, root in candidates:
-            spectrum = hessian_spectrum(objective, x, root, label, probes=probes, steps=steps, seed=seed)
-            spectra.append((name, spectrum))
-            row = {"optimizer": name, **errors, "final_loss": float(objective.fun(x)), **spectrum.summary()}
-            rows.append(row)
-            say(f"{name}: P = {label}: λ_max {row['lambda_max']:.3e}, λ_min {row['lambda_min']:.3e}, "
-                f"condition number {row['condition_number']:.3e}")
+    for level in levels:
+        mtp = MTP.from_level(level, species=species, min_dist=min_dist, max_dist=max_dist)
+        objective = Objective(mtp, train, loss, n_threads=n_threads)
+        x0 = fit_species_energies(objective, mtp.init_params(init_interval, seed))
+        for index, name in enumerate(optimizers):
+            x, left = _train(objective, x0, name, max_iter, epochs, batch_size, seed, clip)
+            errors = _errors(objective, validation, x)
+            candidates = [("none", None)]
+            if "hess_inv" in left and isinstance(left["hess_inv"], np.ndarray):
+                candidates.append(("BFGS inverse Hessian", dense_preconditioner(left["hess_inv"])))
+            elif "state" in left:
+                for label, build in (("SOAP", soap_preconditioner), ("Adam second moment", adam_preconditioner)):
+                    try:
+                        candidates.append((label, build(left["state"])))
+                        break
+                    except ValueError:
+                        continue
+            for label, root in candidates:
+                spectrum = hessian_spectrum(objective, x, root, label, probes=probes, steps=steps, seed=seed)
+                spectra.append((level, index, name, spectrum))
+                row = {"level": level, "optimizer": name, **errors, "final_loss": float(objective.fun(x)),
+                       **spectrum.summary()}
+                rows.append(row)
+                say(f"level {level} {name}: P = {label}: λ_max {row['lambda_max']:.3e}, λ_min "
+                    f"{row['lambda_min']:.3e}, condition number {row['condition_number']:.3e}")
     columns = list(rows[0])
     (out / "hessian.csv").write_text("\n".join([",".join(columns)] + [",".join(str(r[c]) for c in columns)
                                                                        for r in rows]) + "\n")
     (out / "hessian.md").write_text(_markdown(rows, columns) + "\n")
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(len(levels), 2, figsize=(10, 3.6 * len(levels)), sharey="row", squeeze=False)
     grid = np.linspace(-12, 8, 400)
-    for k, (name, spectrum) in enumerate(spectra):
-        density = spectrum.density(grid)
-        style = "-" if spectrum.name == "none" else "--"
-        axes[0 if spectrum.name == "none" else 1].plot(grid, density[0], style, color=f"C{k % 10}",
-                                                        label=f"{name} ({spectrum.name})")
-    axes[0].set(xlabel="log10 λ (λ > 0)", ylabel="spectral density", title="Hessian H at each end point")
-    axes[1].set(xlabel="log10 λ (λ > 0)", title="P^{1/2} H P^{1/2}, P the optimizer's preconditioner")
-    for ax in axes:
-        ax.legend(fontsize=7)
+    for level, index, name, spectrum in spectra:
+        row_axes = axes[levels.index(level)]
+        plain = spectrum.name == "none"
+        row_axes[0 if plain else 1].plot(grid, spectrum.density(grid)[0], "-" if plain else "--",
+                                         color=f"C{index % 10}", label=f"{name} ({spectrum.name})")
+    for level, (left_ax, right_ax) in zip(levels, axes):
+        left_ax.set(xlabel="log10 λ (λ > 0)", ylabel="spectral density", title=f"level {level}: H at each end point")
+        right_ax.set(xlabel="log10 λ (λ > 0)", title=f"level {level}: P^{{1/2}} H P^{{1/2}}, P the optimizer's")
+        left_ax.legend(fontsize=7)
+        right_ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "hessian_density.png", dpi=110)
     plt.close(fig)

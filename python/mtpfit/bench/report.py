@@ -21,7 +21,8 @@ def _plots(runs, campaign: str, folder: Path) -> list[str]:
 
     files = []
     sub = runs[runs.campaign == campaign]
-    sub = sub.assign(cell=[label if swept == "{}" else f"{label} {swept}" for label, swept in zip(sub.label, sub.swept)])
+    sub = sub.assign(cell=[label if swept == "{}" else f"{label} {swept}"
+                           for label, swept in zip(sub.label, sub.swept)])
     labels = list(dict.fromkeys(sub.cell))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, cell in enumerate(labels):

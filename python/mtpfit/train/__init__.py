@@ -4,4 +4,5 @@ from .output import write_run
 from .scipy_trainer import SCIPY_METHODS, TrainingRun, train_scipy
 from .full_batch import FULL_BATCH_METHODS, train_full_batch
 
-__all__ = ["TrainingRun", "train_scipy", "SCIPY_METHODS", "FULL_BATCH_METHODS", "train_full_batch", "fit_species_energies", "write_run"]
+__all__ = ["TrainingRun", "train_scipy", "SCIPY_METHODS", "FULL_BATCH_METHODS", "train_full_batch",
+           "fit_species_energies", "write_run"]
