@@ -163,3 +163,18 @@ refine_seconds = 1000
     assert polish["nit"] == 3 + 2 and polish["message"].startswith("BFGS: ") and "; LM: " in polish["message"]
     # refine_seconds keeps that much of max_seconds for the second stage: here all of it, so BFGS stops at once
     assert records["polish budget"]["result"]["nit"] == 1 + 2
+
+
+def test_changed_runs_leave_stale_files_that_prune_removes(campaign_file, tmp_path, capsys):
+    from mtpfit.cli import main
+
+    results = tmp_path / "results"
+    campaign = load_campaign(campaign_file, results)
+    run_campaign(campaign, workers=2, progress=None)
+    campaign_file.write_text(CAMPAIGN.replace("max_iter = 4", "max_iter = 3"))
+    changed = load_campaign(campaign_file, results)
+    assert len(changed.stale()) == 2 and len(changed.pending()) == 2
+    assert main(["bench", str(campaign_file), "--results", str(results), "--list"]) == 0
+    assert "2 result file(s) belong to no current run" in capsys.readouterr().out
+    assert main(["bench", str(campaign_file), "--results", str(results), "--prune"]) == 0
+    assert changed.stale() == [] and changed.pending() == [] and len(list(changed.results.glob("*.json"))) == 4

@@ -141,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="run on Dask: a scheduler address, or nothing (or 'local') for a local cluster")
     b.add_argument("--results", help="results folder (default: the campaign file's `results`)")
     b.add_argument("--list", action="store_true", help="only list the runs and whether they are done")
+    b.add_argument("--prune", action="store_true",
+                   help="delete result files that belong to no run of the campaign as it now reads, then run")
 
     r = sub.add_parser("report", help="REPORT.md with tables and plots from campaign results")
     r.add_argument("results", nargs="?", default="benchmarks/results", help="results folder")
@@ -312,6 +314,14 @@ def _bench(args) -> int:
 
     for path in args.campaigns:
         campaign = load_campaign(path, args.results)
+        stale = campaign.stale()
+        if stale and args.prune:
+            for file in stale:
+                file.unlink()
+            print(f"campaign {campaign.name}: removed {len(stale)} stale result file(s)")
+        elif stale:
+            print(f"campaign {campaign.name}: {len(stale)} result file(s) belong to no current run (a report would "
+                  "include them); --prune removes them")
         if args.list:
             for spec in campaign.runs:
                 done = "done" if campaign.result_path(spec).exists() else "todo"

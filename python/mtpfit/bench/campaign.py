@@ -68,6 +68,12 @@ class Campaign:
         """Runs without a result file."""
         return [spec for spec in self.runs if not self.result_path(spec).exists()]
 
+    def stale(self) -> list[Path]:
+        """Result files in :attr:`results` that belong to no run of the campaign as it now reads (runs whose
+        specification was changed or removed)."""
+        current = {self.result_path(spec).name for spec in self.runs}
+        return sorted(p for p in self.results.glob("*.json") if p.name not in current)
+
 
 def _expand_sweep(optimizer: dict) -> list[dict]:
     sweep = optimizer.get("sweep", {})

@@ -149,6 +149,9 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
         if c_meta:
             lines += [c_meta[0].description.strip(), "", f"Campaign file: `{c_meta[1].name}`.", ""]
         sub = cells[cells.campaign == campaign]
+        order = sorted(range(len(sub)), key=lambda i: (sub.dataset.iloc[i], sub.label.iloc[i],
+                                                       tuple(json.loads(sub.swept.iloc[i]).values())))
+        sub = sub.iloc[order]
         lines += [markdown_table(sub, table_columns), ""]
         for name in _plots(runs, campaign, results) + _sweep_plots(runs, campaign, results):
             lines.append(f"![{name}]({name})")
