@@ -23,7 +23,9 @@ def _plots(runs, campaign: str, folder: Path) -> list[str]:
     sub = runs[runs.campaign == campaign]
     sub = sub.assign(cell=[label if swept == "{}" else f"{label} {swept}"
                            for label, swept in zip(sub.label, sub.swept)])
-    labels = list(dict.fromkeys(sub.cell))
+    keys = {cell: (label, tuple(json.loads(swept).values())) for cell, label, swept in zip(sub.cell, sub.label,
+                                                                                         sub.swept)}
+    labels = sorted(keys, key=keys.get)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, cell in enumerate(labels):
         for j, (_, run) in enumerate(sub[sub.cell == cell].iterrows()):
@@ -32,8 +34,12 @@ def _plots(runs, campaign: str, folder: Path) -> list[str]:
                 continue
             window = max(1, len(h) // 50)
             smooth = np.convolve(h, np.ones(window) / window, mode="valid")
-            ax.plot(smooth, color=f"C{k % 10}", alpha=0.7, lw=1, label=cell if j == 0 else None)
-    ax.set(yscale="log", xlabel="iteration or step", ylabel="loss (smoothed)", title=f"{campaign}: loss histories")
+            # a common axis for steps of any batch size and for iterations: equivalent full passes, spread
+            # evenly over the run's history
+            passes = np.arange(window, len(h) + 1) * float(run.passes) / len(h)
+            ax.plot(passes, smooth, color=f"C{k % 10}", alpha=0.7, lw=1, label=cell if j == 0 else None)
+    ax.set(yscale="log", xlabel="loss+gradient passes over the training set", ylabel="loss (smoothed)",
+           title=f"{campaign}: loss histories")
     ax.legend(fontsize=7)
     files.append(_save(fig, folder / f"{campaign}_loss.png"))
     fig, ax = plt.subplots(figsize=(7, 4.5))
