@@ -178,3 +178,16 @@ def test_changed_runs_leave_stale_files_that_prune_removes(campaign_file, tmp_pa
     assert "2 result file(s) belong to no current run" in capsys.readouterr().out
     assert main(["bench", str(campaign_file), "--results", str(results), "--prune"]) == 0
     assert changed.stale() == [] and changed.pending() == [] and len(list(changed.results.glob("*.json"))) == 4
+
+
+def test_a_diverged_run_is_recorded_and_the_campaign_goes_on(campaign_file, tmp_path):
+    campaign_file.write_text(CAMPAIGN.replace('name = "adam"\nepochs = 2', 'name = "sgd"\nepochs = 2\n'
+                                              'hyper = { lr = 1e100 }'))
+    campaign = load_campaign(campaign_file, tmp_path / "results")
+    run_campaign(campaign, workers=1, progress=None)
+    records = _records(campaign.results)
+    diverged = [r for r in records.values() if r["result"]["diverged"]]
+    assert len(records) == 4 and len(diverged) == 2
+    assert all(r["result"]["message"].startswith("diverged: sgd: loss is") for r in diverged)
+    report = write_report(tmp_path / "results", campaign_file.parent).read_text()
+    assert "| multi20 | l06 | sgd | {} | 2 | — |" in report and report.count("| 2 |") >= 1

@@ -30,20 +30,27 @@ def load_results(folder: str | Path) -> pd.DataFrame:
         rows.append({"campaign": spec["campaign"], "dataset": spec["dataset"]["name"], "model": spec["model"]["name"],
                      "label": opt.get("label", opt["name"]), "optimizer": opt["name"],
                      "swept": json.dumps(opt.get("swept", {}), sort_keys=True), "seed": spec["seed"],
-                     "val_epa_rmse": 1e3 * (v["epa_rmse"] or np.nan),
-                     "val_epa_mae": 1e3 * (v["epa_mae"] or np.nan), "val_force_rmse": v["force_rmse"],
-                     "val_stress_rmse": v.get("stress_rmse_gpa") if v.get("stress_rmse_gpa") is not None else np.nan,
-                     "train_epa_rmse": 1e3 * (t["epa_rmse"] or np.nan), "train_force_rmse": t["force_rmse"],
+                     "val_epa_rmse": _number(v, "epa_rmse", 1e3), "val_epa_mae": _number(v, "epa_mae", 1e3),
+                     "val_force_rmse": _number(v, "force_rmse"), "val_stress_rmse": _number(v, "stress_rmse_gpa"),
+                     "train_epa_rmse": _number(t, "epa_rmse", 1e3), "train_force_rmse": _number(t, "force_rmse"),
                      "wall_time_s": result["wall_time_s"], "passes": result["passes"], "nit": result["nit"],
-                     "final_loss": result["final_loss"], "success": result["success"], "message": result["message"],
+                     "final_loss": np.nan if result["final_loss"] is None else result["final_loss"],
+                     "success": result["success"], "diverged": bool(result.get("diverged", False)),
+                     "message": result["message"],
                      "history": record["history"], "finished": record.get("machine", {}).get("finished"),
                      "file": str(path)})
     return pd.DataFrame(rows)
 
 
+def _number(metrics: dict, key: str, scale: float = 1.0) -> float:
+    """metrics[key] × scale, NaN where the run has no such value (a diverged run, a set without stresses)."""
+    return np.nan if metrics.get(key) is None else scale * metrics[key]
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: n, and mean, median, std, min, max of every metric, plus ``outliers``: runs whose validation
-    EPA RMSE exceeds 5× the cell median (the study's "catastrophic" runs)."""
+    """Per cell: n, and mean, median, std, min, max of every metric over the runs that did not diverge, plus
+    ``outliers``: runs whose validation EPA RMSE exceeds 5× the cell median (the study's "catastrophic" runs),
+    and ``diverged``: runs stopped by a non-finite loss."""
     keys = ["campaign", "dataset", "model", "label", "swept"]
     rows = []
     for cell, group in runs.groupby(keys, sort=False):
@@ -55,6 +62,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                         f"{metric}_min": values.min(), f"{metric}_max": values.max()})
         median = group["val_epa_rmse"].median()
         row["outliers"] = int((group["val_epa_rmse"] > 5 * median).sum())
+        row["diverged"] = int(group["diverged"].sum())
         rows.append(row)
     return pd.DataFrame(rows)
 

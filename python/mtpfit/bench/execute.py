@@ -13,8 +13,10 @@ __all__ = ["run_campaign"]
 
 
 def _line(summary: dict) -> str:
-    return (f"{summary['label']:<24} seed {summary['seed']:<4} {summary['wall_time_s']:8.1f} s  "
-            f"val EPA RMSE {1e3 * summary['val_epa_rmse']:9.3f} meV/atom  force RMSE "
+    head = f"{summary['label']:<24} seed {summary['seed']:<4} {summary['wall_time_s']:8.1f} s  "
+    if summary["val_epa_rmse"] is None:
+        return head + summary["message"]
+    return (head + f"val EPA RMSE {1e3 * summary['val_epa_rmse']:9.3f} meV/atom  force RMSE "
             f"{summary['val_force_rmse']:.4f} eV/Å")
 
 

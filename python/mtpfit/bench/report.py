@@ -141,7 +141,7 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
                      "val_epa_rmse_median": "val EPA median", "val_epa_rmse_min": "min", "val_epa_rmse_max": "max",
                      "val_force_rmse_median": "val force median", "val_stress_rmse_median": "val stress (GPa)",
                      "wall_time_s_median": "time (s)",
-                     "passes_median": "passes", "outliers": "outliers"}
+                     "passes_median": "passes", "outliers": "outliers", "diverged": "diverged"}
     lines += ["## Cost", "", "Σ of the runs' training wall times per campaign (each run on one core unless its "
               "campaign says otherwise); on 2 cores a campaign takes about half of it.", ""]
     cost = [{"campaign": c, "runs": len(g), "minutes": g.wall_time_s.sum() / 60.0}

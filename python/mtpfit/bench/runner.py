@@ -74,18 +74,31 @@ def execute(spec: dict, base: str | Path) -> dict:
     name = opt["name"]
     if opt.get("species_fit", "init_interval" not in opt) and name.partition("+")[0] != "native-bfgs":
         x0 = fit_species_energies(objective, x0)
-    r, history = _train(objective, x0, opt, seed, valid)
+    start = time.perf_counter()
+    try:
+        r, history = _train(objective, x0, opt, seed, valid)
+    except FloatingPointError as err:
+        # a diverged run is a result of the study (its catastrophic outliers), not a failure of the campaign
+        return {"spec": spec,
+                "result": {"wall_time_s": time.perf_counter() - start, "passes": float(objective.passes),
+                           "nit": None, "final_loss": None, "success": False, "diverged": True,
+                           "message": f"diverged: {err}", "errors": {"train": {}, "validation": {}}},
+                "history": [], "machine": _machine()}
     errors = {"train": error_metrics(train, objective.predict(r.x))["all"],
               "validation": error_metrics(valid, Objective(mtp, valid, objective.loss, 1).predict(r.x))["all"]}
     clean = lambda v: None if isinstance(v, float) and not np.isfinite(v) else v  # noqa: E731
     return {"spec": spec,
             "result": {"wall_time_s": float(r.wall_time), "passes": float(r.nfev), "nit": int(r.nit),
                        "final_loss": float(r.fun),
-                       "success": bool(r.success), "message": str(r.message),
+                       "success": bool(r.success), "diverged": False, "message": str(r.message),
                        "errors": {part: {k: clean(v) for k, v in m.items()} for part, m in errors.items()}},
             "history": [float(v) for v in history],
-            "machine": {"mtpfit": __version__, "host": platform.node(), "cpu_count": os.cpu_count(),
-                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+            "machine": _machine()}
+
+
+def _machine() -> dict:
+    return {"mtpfit": __version__, "host": platform.node(), "cpu_count": os.cpu_count(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def _train(objective: Objective, x0: np.ndarray, opt: dict, seed: int, valid: Dataset):
@@ -124,5 +137,5 @@ def run_and_save(spec: dict, base: str, path: str) -> dict:
     os.replace(tmp, target)
     v = record["result"]["errors"]["validation"]
     return {"path": str(target), "label": spec["optimizer"].get("label", spec["optimizer"]["name"]),
-            "seed": spec["seed"], "wall_time_s": record["result"]["wall_time_s"], "val_epa_rmse": v["epa_rmse"],
-            "val_force_rmse": v["force_rmse"]}
+            "seed": spec["seed"], "wall_time_s": record["result"]["wall_time_s"], "val_epa_rmse": v.get("epa_rmse"),
+            "val_force_rmse": v.get("force_rmse"), "message": record["result"]["message"]}

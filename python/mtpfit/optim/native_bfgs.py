@@ -127,7 +127,9 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
     Raises
     ------
     ValueError
-        For invalid settings or a non-finite loss.
+        For invalid settings.
+    FloatingPointError
+        When the loss becomes non-finite (the run diverged).
 
     Notes
     -----
@@ -192,7 +194,7 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
         x = run.resolve(x)
     fun, jac = objective.fun_and_jac(x)
     if not np.isfinite(fun):
-        raise ValueError(f"training ended with a non-finite loss ({fun})")
+        raise FloatingPointError(f"training ended with a non-finite loss ({fun})")
     return OptimizationResult(
         x=x, fun=float(fun), jac=jac, nit=run.nit, nfev=objective.n_evaluations - run.passes_before,
         success=success, message="; ".join(messages) if messages else "no iterations requested",
@@ -361,7 +363,7 @@ def _bfgs(run, phase, fun, jac, u, n_iter, to_theta, refresh=None):
     """
     f, g = fun(u), jac(u)
     if not np.isfinite(f):
-        raise ValueError(f"{phase}: the loss is {f} at the starting point")
+        raise FloatingPointError(f"{phase}: the loss is {f} at the starting point")
     H = None                    # None: steepest descent; H_0 is set at the first update
     losses = []                 # loss at the start of each iteration of this phase
     k = 0
@@ -390,7 +392,7 @@ def _bfgs(run, phase, fun, jac, u, n_iter, to_theta, refresh=None):
             return u, False, f"line search failed after {k} iterations"
         u_new, f_new, g_new = step
         if not np.isfinite(f_new):
-            raise ValueError(f"{phase}: non-finite loss {f_new} at iteration {k + 1}")
+            raise FloatingPointError(f"{phase}: non-finite loss {f_new} at iteration {k + 1}")
         s, y = u_new - u, g_new - g
         ys = float(y @ s)
         if ys > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):

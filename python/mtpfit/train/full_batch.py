@@ -58,7 +58,9 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
     Raises
     ------
     ValueError
-        For an unknown method or a non-finite loss.
+        For an unknown method.
+    FloatingPointError
+        When the loss becomes non-finite (the run diverged).
     """
     if method in SCIPY_METHODS:
         return train_scipy(objective, x0, method=method, max_iter=max_iter, validation=validation,

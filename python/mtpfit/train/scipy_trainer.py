@@ -91,7 +91,9 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
     Raises
     ------
     ValueError
-        For an unsupported method, or when the loss becomes non-finite (naming the iteration).
+        For an unsupported method.
+    FloatingPointError
+        When the loss becomes non-finite (naming the iteration).
     """
     if method not in SCIPY_METHODS:
         raise ValueError(f"unknown scipy method {method!r}; choose from {SCIPY_METHODS}")
@@ -105,7 +107,7 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
         state["x"] = np.array(intermediate_result.x)
         loss = float(intermediate_result.fun)
         if not np.isfinite(loss):
-            raise ValueError(f"loss is {loss} at iteration {state['iteration']}")
+            raise FloatingPointError(f"loss is {loss} at iteration {state['iteration']}")
         row = {"iteration": state["iteration"], "elapsed_s": time.perf_counter() - start, "loss": loss,
                "passes": objective.passes}
         line = f"iter {row['iteration']:5d}  loss {loss:.6e}  passes {row['passes']:7.1f}  {row['elapsed_s']:8.1f} s"
@@ -137,7 +139,7 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
     wall = time.perf_counter() - start
     result.nfev = objective.passes - passes_before
     if not np.isfinite(result.fun):
-        raise ValueError(f"training ended with a non-finite loss ({result.fun}); θ is not usable")
+        raise FloatingPointError(f"training ended with a non-finite loss ({result.fun}); θ is not usable")
     return finish_run(objective, result, history, wall, validation, checkpoint, interrupted)
 
 
