@@ -22,14 +22,14 @@ if [[ $what == all || $what == fim-nb ]]; then
       --threads "$THREADS" --output benchmarks/results/landscape_nb_fim
 fi
 if [[ $what == all || $what == hessian-agpd ]]; then
-  python -m mtpfit analyse hessian "${AGPD[@]}" --levels 6 10 16 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
+  python -m mtpfit analyse hessian "${AGPD[@]}" --levels 6 10 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
       --probes 3 --steps 30 --threads "$THREADS" --output benchmarks/results/landscape_agpd_hessian
 fi
 if [[ $what == all || $what == hessian-nb ]]; then
-  python -m mtpfit analyse hessian "${NB[@]}" --levels 6 10 16 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
+  python -m mtpfit analyse hessian "${NB[@]}" --levels 6 10 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
       --probes 3 --steps 30 --threads "$THREADS" --output benchmarks/results/landscape_nb_hessian
 fi
 if [[ $what == all || $what == design-nb ]]; then
-  python -m mtpfit analyse design "${NB[@]}" --levels 6 8 10 12 14 16 --optimizer L-BFGS-B --max-iter 300 --refit-iter 100 \
+  python -m mtpfit analyse design "${NB[@]}" --levels 6 8 10 12 --optimizer L-BFGS-B --max-iter 300 --refit-iter 100 \
       --threads "$THREADS" --output benchmarks/results/landscape_nb_design
 fi
