@@ -47,6 +47,11 @@ def _number(metrics: dict, key: str, scale: float = 1.0) -> float:
     return np.nan if metrics.get(key) is None else scale * metrics[key]
 
 
+def _std(values: pd.Series) -> float:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Per cell: n, and mean, median, std, min, max of every metric over the runs that did not diverge, plus
     ``outliers``: runs whose validation EPA RMSE exceeds 5× the cell median (the study's "catastrophic" runs),
@@ -57,8 +62,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         row = dict(zip(keys, cell), n=len(group))
         for metric in METRICS:
             values = group[metric].astype(float)
+            # blown-up runs (finite but ~1e100) overflow the squares of the std: it is then reported as inf
             row.update({f"{metric}_mean": values.mean(), f"{metric}_median": values.median(),
-                        f"{metric}_std": values.std(ddof=1) if len(values) > 1 else 0.0,
+                        f"{metric}_std": _std(values),
                         f"{metric}_min": values.min(), f"{metric}_max": values.max()})
         median = group["val_epa_rmse"].median()
         row["outliers"] = int((group["val_epa_rmse"] > 5 * median).sum())
