@@ -139,6 +139,7 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
              "seconds on this machine.", ""]
     table_columns = {"dataset": "dataset", "model": "model", "label": "optimizer", "swept": "sweep", "n": "runs",
                      "val_epa_rmse_median": "val EPA median", "val_epa_rmse_min": "min", "val_epa_rmse_max": "max",
+                     "val_epa_mae_median": "val EPA MAE",
                      "val_force_rmse_median": "val force median", "val_stress_rmse_median": "val stress (GPa)",
                      "wall_time_s_median": "time (s)",
                      "passes_median": "passes", "outliers": "outliers", "diverged": "diverged"}
@@ -149,6 +150,8 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
     cost.append({"campaign": "all", "runs": len(runs), "minutes": runs.wall_time_s.sum() / 60.0})
     lines += [markdown_table(pd.DataFrame(cost), {"campaign": "campaign", "runs": "runs",
                                                   "minutes": "Σ wall time (min)"}), ""]
+    overview_at = len(lines)
+    overview = []
     for campaign in dict.fromkeys(runs.campaign):
         c_meta = meta.get(campaign)
         lines += [f"## {campaign}", ""]
@@ -166,9 +169,13 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
             best = {what: group.loc[group[col].idxmin()] for what, col in (
                 ("validation EPA RMSE", "val_epa_rmse_median"), ("validation force RMSE", "val_force_rmse_median"),
                 ("wall time", "wall_time_s_median"))}
-            lines.append(f"Best on {dataset}: " + "; ".join(
-                f"by {what}, {row.label}{'' if row.swept == '{}' else ' ' + row.swept}" for what, row in best.items())
-                + ".")
+            name = {what: f"{row.label}{'' if row.swept == '{}' else ' ' + row.swept}" for what, row in best.items()}
+            lines.append(f"Best on {dataset}: " + "; ".join(f"by {what}, {name[what]}" for what in best) + ".")
+            epa, force, fast = (best[w] for w in ("validation EPA RMSE", "validation force RMSE", "wall time"))
+            overview.append({"campaign": campaign, "dataset": dataset,
+                             "epa": f"{name['validation EPA RMSE']} ({epa.val_epa_rmse_median:.4g})",
+                             "force": f"{name['validation force RMSE']} ({force.val_force_rmse_median:.4g})",
+                             "time": f"{name['wall time']} ({fast.wall_time_s_median:.4g} s)"})
             study = (c_meta[0].study or {}) if c_meta else {}
             for what, key in (("validation EPA RMSE", "best_epa"), ("validation force RMSE", "best_force"),
                               ("wall time", "best_time")):
@@ -178,6 +185,13 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
             if study.get("conclusion"):
                 lines.append(f"- The study's conclusion: {study['conclusion']}")
             lines.append("")
+    lines[overview_at:overview_at] = [
+        "## Best per campaign and dataset", "",
+        "Medians over seeds; each campaign's section sets them next to the study's conclusions.", "",
+        markdown_table(pd.DataFrame(overview), {"campaign": "campaign", "dataset": "dataset",
+                                                "epa": "best by val EPA RMSE (meV/atom)",
+                                                "force": "best by val force RMSE (eV/Å)",
+                                                "time": "fastest"}), ""]
     path = Path(out) if out else results / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
     return path
