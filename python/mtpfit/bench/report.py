@@ -152,7 +152,9 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
                                                   "minutes": "Σ wall time (min)"}), ""]
     overview_at = len(lines)
     overview = []
-    for campaign in dict.fromkeys(runs.campaign):
+    # in the order of their campaign files (numbered), then the others by name
+    order = sorted(dict.fromkeys(runs.campaign), key=lambda c: (meta[c][1].name if c in meta else "~" + c))
+    for campaign in order:
         c_meta = meta.get(campaign)
         lines += [f"## {campaign}", ""]
         if c_meta:
