@@ -166,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="MTP levels (fim, design: default 6 8 10 12 14 16; hessian: instead of --level)")
     a.add_argument("--loss", choices=("mlip", "plain", "file"), default="mlip")
     a.add_argument("--optimizer", default="LM", help="fim, design: full-batch trainer (default LM)")
+    a.add_argument("--sketch", type=int, default=0, help="fim with LM: sketched JᵀWJ rows per configuration")
     a.add_argument("--refit-iter", type=int, default=100, help="design: iterations after each pruning")
     a.add_argument("--prune-fraction", type=float, default=0.25,
                    help="design: share of basis functions dropped per pruning step")
@@ -356,7 +357,7 @@ def _analyse(args) -> int:
                       max_prunes=args.max_prunes, **common)
     elif args.what == "fim":
         fisher_study(train, validation, levels, species, args.output, optimizer=args.optimizer,
-                     max_iter=args.max_iter, **common)
+                     max_iter=args.max_iter, sketch=args.sketch, **common)
     else:
         hessian_study(train, validation, levels, species, args.output, optimizers=args.optimizers,
                       epochs=args.epochs, batch_size=args.batch_size, max_iter=args.max_iter, probes=args.probes,

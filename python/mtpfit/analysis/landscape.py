@@ -22,10 +22,11 @@ __all__ = ["fisher_study", "hessian_study"]
 
 
 def _train(objective: Objective, x0, optimizer: str, max_iter: int, epochs: int, batch_size: int, seed: int,
-           clip: float | None = None):
+           clip: float | None = None, sketch: int = 0):
     """θ after training, and what the optimizer left behind (its state or scipy's result)."""
     if optimizer in FULL_BATCH_METHODS:
-        run = train_full_batch(objective, x0, optimizer, max_iter=max_iter, log_every=0, progress=None)
+        options = {"sketch": sketch} if optimizer == "LM" and sketch else {}
+        run = train_full_batch(objective, x0, optimizer, max_iter=max_iter, log_every=0, progress=None, **options)
         return run.result.x, run.result
     hyper = {} if clip is None else {"clip": clip}
     result = train_minibatch(objective, make_optimizer(optimizer, **hyper), x0, epochs=epochs, batch_size=batch_size,
@@ -65,9 +66,10 @@ def _pyplot():
 
 def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str | Path, min_dist: float = 2.0,
                  max_dist: float = 5.0, loss: Loss | None = None, optimizer: str = "LM", max_iter: int = 50,
-                 init_interval: float = 0.1, seed: int = 0, n_threads: int = 0,
+                 init_interval: float = 0.1, seed: int = 0, n_threads: int = 0, sketch: int = 0,
                  progress=print) -> list[dict]:
-    """Train one MTP per level, then analyse the Fisher information F = 2JᵀWJ of the training loss at its θ.
+    """Train one MTP per level (with LM, ``sketch`` rows per configuration of a sketched JᵀWJ; 0: exact), then
+    analyse the Fisher information F = 2JᵀWJ of the training loss at its θ.
 
     Writes into ``out``: ``fisher.csv`` and ``fisher.md`` (one row per level: errors, parameter count,
     eigenvalue range, decades, stiff directions, effective number of parameters, trace and stiff-direction
@@ -86,7 +88,7 @@ def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str 
         mtp = MTP.from_level(level, species=species, min_dist=min_dist, max_dist=max_dist)
         objective = Objective(mtp, train, loss, n_threads=n_threads)
         x0 = fit_species_energies(objective, mtp.init_params(init_interval, seed))
-        x, _ = _train(objective, x0, optimizer, max_iter, 0, 0, seed)
+        x, _ = _train(objective, x0, optimizer, max_iter, 0, 0, seed, sketch=sketch)
         analysis = analyse_fisher(objective, x)
         analyses[level] = analysis
         row = {"level": level, **_errors(objective, validation, x), **analysis.summary()}
