@@ -472,7 +472,7 @@ void structure_vjp(SiteKernel& kernel, const Structure& s, double e, const doubl
                 }
             }
             W_of[lane] = W[lane].data();
-            for (double v : W[lane]) zero = zero && v == 0.0;
+            for (std::size_t q = 0; zero && q < W[lane].size(); ++q) zero = W[lane][q] == 0.0;
         }
         // a zero cotangent contributes nothing: in large cells a Jacobian row (one force component) touches
         // only the atom's neighbourhood

@@ -12,7 +12,7 @@ from ..objective import Loss, Objective
 from ..potential.mtp import MTP
 from ..train.initial import fit_species_energies
 from .fisher import analyse_fisher
-from .landscape import _errors, _markdown, _pyplot, _setup, _train
+from .landscape import _errors, _pyplot, _setup, _train, _write_table
 
 __all__ = ["prune_basis_functions", "fisher_design", "pareto_front"]
 
@@ -122,10 +122,7 @@ def fisher_design(train: Dataset, validation: Dataset, levels, species, out: str
     front = set(pareto_front([(r["n_params"], r["val_force_rmse"]) for r in rows]))
     for i, r in enumerate(rows):
         r["on_front"] = i in front
-    columns = list(rows[0])
-    (out / "design.csv").write_text("\n".join([",".join(columns)] + [",".join(str(r[c]) for c in columns)
-                                                                      for r in rows]) + "\n")
-    (out / "design.md").write_text(_markdown(rows, columns) + "\n")
+    _write_table(rows, out, "design")
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric, label in ((axes[0], "val_force_rmse", "validation force RMSE (eV/Å)"),

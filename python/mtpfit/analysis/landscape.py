@@ -2,6 +2,7 @@
 levels, or the Hessian spectra seen through each optimizer's preconditioner."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -47,12 +48,19 @@ def _setup(out, progress, loss):
     return out, progress or (lambda line: None), loss or Loss()
 
 
-def _markdown(rows: list[dict], columns: list[str]) -> str:
+def _write_table(rows: list[dict], out: Path, stem: str) -> None:
+    """``stem.csv`` and ``stem.md`` in ``out``: one line per row, the columns of the first row."""
+    columns = list(rows[0])
+    with open(out / f"{stem}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
     def cell(v):
         return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def _pyplot():
@@ -96,10 +104,7 @@ def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str 
         say(f"level {level:2d}: {row['n_params']} parameters, validation EPA RMSE {row['val_epa_rmse_meV']:.3f} "
             f"meV/atom, force RMSE {row['val_force_rmse']:.4f} eV/Å; F spans {row['decades']:.1f} decades, "
             f"{row['stiff_6_decades']} stiff directions, γ = {row['effective_parameters']:.1f}")
-    columns = list(rows[0])
-    (out / "fisher.csv").write_text("\n".join([",".join(columns)] + [",".join(str(r[c]) for c in columns)
-                                                                      for r in rows]) + "\n")
-    (out / "fisher.md").write_text(_markdown(rows, columns) + "\n")
+    _write_table(rows, out, "fisher")
     (out / "fisher_eigenvalues.json").write_text(json.dumps(
         {str(level): {"eigenvalues": a.eigenvalues.tolist(), "levels": a.levels.tolist(),
                       "basis_function_sensitivity": a.basis_function_sensitivity().tolist()}
@@ -191,10 +196,7 @@ def hessian_study(train: Dataset, validation: Dataset, levels, species, out: str
                 rows.append(row)
                 say(f"level {level} {name}: P = {label}: λ_max {row['lambda_max']:.3e}, λ_min "
                     f"{row['lambda_min']:.3e}, condition number {row['condition_number']:.3e}")
-    columns = list(rows[0])
-    (out / "hessian.csv").write_text("\n".join([",".join(columns)] + [",".join(str(r[c]) for c in columns)
-                                                                       for r in rows]) + "\n")
-    (out / "hessian.md").write_text(_markdown(rows, columns) + "\n")
+    _write_table(rows, out, "hessian")
     plt = _pyplot()
     fig, axes = plt.subplots(len(levels), 2, figsize=(10, 3.6 * len(levels)), sharey="row", squeeze=False)
     grid = np.linspace(-12, 8, 400)
