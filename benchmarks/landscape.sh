@@ -3,6 +3,7 @@
 # the optimizers' preconditioners on Ag–Pd (the study's set and loss) and on the niobium configurations of the
 # MoNbTaW set (Nb_AIMD, Nb_Elastic, Nb_Surface for training, Nb_Test for validation), and the Fisher-guided model
 # design on niobium. Results go to benchmarks/results/landscape_*/.
+# Each level is checkpointed under benchmarks/results/landscape_*/checkpoints: an interrupted run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=../shared/data
@@ -23,14 +24,14 @@ if [[ $what == all || $what == fim-nb ]]; then
       --threads "$THREADS" --output benchmarks/results/landscape_nb_fim
 fi
 if [[ $what == all || $what == hessian-agpd ]]; then
-  python -m mtpfit analyse hessian "${AGPD[@]}" --levels 6 10 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
+  python -m mtpfit analyse hessian "${AGPD[@]}" --levels 6 8 10 12 14 16 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
       --probes 3 --steps 30 --threads "$THREADS" --output benchmarks/results/landscape_agpd_hessian
 fi
 if [[ $what == all || $what == hessian-nb ]]; then
-  python -m mtpfit analyse hessian "${NB[@]}" --levels 6 10 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
+  python -m mtpfit analyse hessian "${NB[@]}" --levels 6 8 10 12 14 16 --optimizers adam radam soap BFGS --epochs 30 --max-iter 300 \
       --probes 3 --steps 30 --threads "$THREADS" --output benchmarks/results/landscape_nb_hessian
 fi
 if [[ $what == all || $what == design-nb ]]; then
-  python -m mtpfit analyse design "${NB[@]}" --levels 6 8 10 12 --optimizer L-BFGS-B --max-iter 300 --refit-iter 100 \
+  python -m mtpfit analyse design "${NB[@]}" --levels 6 8 10 12 14 16 --optimizer L-BFGS-B --max-iter 300 --refit-iter 100 \
       --threads "$THREADS" --output benchmarks/results/landscape_nb_design
 fi

@@ -144,3 +144,23 @@ def test_design_command(tmp_path):
     rows = (out / "design.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("level,prune_step,n_params")
     assert (out / "design_front.png").stat().st_size > 1000
+
+
+def test_studies_resume_from_per_level_checkpoints(tmp_path, capsys):
+    out = tmp_path / "hessian"
+    def args(levels=("6",), epochs="1"):
+        return ["analyse", "hessian", "--train", str(TRAIN), "--levels", *levels, "--optimizers", "adam",
+                "--epochs", epochs, "--steps", "6", "--probes", "1", "--threads", "1", "--output", str(out)]
+    assert main(args()) == 0
+    table = (out / "hessian.csv").read_text()
+    capsys.readouterr()
+    # an added level is computed, the finished one is read back: the table keeps its level-6 rows verbatim
+    assert main(args(("6", "8"))) == 0
+    printed = capsys.readouterr().out
+    assert "level  6: reusing" in printed and "level  8: reusing" not in printed
+    rows = (out / "hessian.csv").read_text().splitlines()
+    assert rows[:len(table.splitlines())] == table.splitlines()
+    assert any(r.startswith("8,") for r in rows)
+    # other settings do not reuse the checkpoint
+    assert main(args(epochs="2")) == 0
+    assert "reusing" not in capsys.readouterr().out

@@ -12,7 +12,7 @@ from ..objective import Loss, Objective
 from ..potential.mtp import MTP
 from ..train.initial import fit_species_energies
 from .fisher import analyse_fisher
-from .landscape import _errors, _pyplot, _setup, _train, _write_table
+from .landscape import _each_level, _errors, _pyplot, _settings, _setup, _train, _write_table
 
 __all__ = ["prune_basis_functions", "fisher_design", "pareto_front"]
 
@@ -78,7 +78,8 @@ def fisher_design(train: Dataset, validation: Dataset, levels, species, out: str
     the front.
 
     Writes ``design.csv``/``design.md`` (every model: level, parameters, basis functions, validation errors,
-    Fisher decades and effective parameters, on the front or not) and ``design_front.png``.
+    Fisher decades and effective parameters, on the front or not) and ``design_front.png``. Each level is
+    checkpointed in ``out/checkpoints``; a rerun with the same settings and data reuses the finished levels.
 
     Returns
     -------
@@ -86,9 +87,11 @@ def fisher_design(train: Dataset, validation: Dataset, levels, species, out: str
         One row per model.
     """
     out, say, loss = _setup(out, progress, loss)
-    rows = []
+    settings = _settings(train, validation, loss, min_dist=min_dist, max_dist=max_dist, optimizer=optimizer,
+                         max_iter=max_iter, refit_iter=refit_iter, prune_fraction=prune_fraction,
+                         max_prunes=max_prunes, tolerance=tolerance, init_interval=init_interval, seed=seed)
 
-    def record(level, step, mtp, x):
+    def record(level, step, mtp, x, rows):
         objective = Objective(mtp, train, loss, n_threads=n_threads)
         fisher = analyse_fisher(objective, x)
         row = {"level": level, "prune_step": step, "n_params": mtp.n_params,
@@ -100,12 +103,13 @@ def fisher_design(train: Dataset, validation: Dataset, levels, species, out: str
             f"{row['val_force_rmse']:.4f} eV/Å")
         return fisher, row
 
-    for level in levels:
+    def level_rows(level):
+        rows = []
         mtp = MTP.from_level(level, species=species, min_dist=min_dist, max_dist=max_dist)
         objective = Objective(mtp, train, loss, n_threads=n_threads)
         x, _ = _train(objective, fit_species_energies(objective, mtp.init_params(init_interval, seed)), optimizer,
                       max_iter, 0, 0, seed)
-        fisher, row = record(level, 0, mtp, x)
+        fisher, row = record(level, 0, mtp, x, rows)
         reference = row["val_force_rmse"]
         for step in range(1, max_prunes + 1):
             M = len(mtp.basis.alpha_moment_mapping)
@@ -116,9 +120,13 @@ def fisher_design(train: Dataset, validation: Dataset, levels, species, out: str
             mtp, x = prune_basis_functions(mtp, x, drop)
             x, _ = _train(Objective(mtp, train, loss, n_threads=n_threads), x, optimizer, refit_iter, 0, 0, seed)
             mtp = mtp.copy(x)
-            fisher, row = record(level, step, mtp, x)
+            fisher, row = record(level, step, mtp, x, rows)
             if row["val_force_rmse"] > (1 + tolerance) * reference:
                 break
+        return rows
+
+    rows = [row for found in _each_level(out, "design", levels, settings, level_rows, say).values()
+            for row in found]
     front = set(pareto_front([(r["n_params"], r["val_force_rmse"]) for r in rows]))
     for i, r in enumerate(rows):
         r["on_front"] = i in front

@@ -6,7 +6,7 @@ sees, that of P^{1/2} H P^{1/2}; a good preconditioner compresses it (small cond
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Callable
 
 import numpy as np
@@ -59,7 +59,7 @@ def lanczos(matvec: Callable[[np.ndarray], np.ndarray], v0: np.ndarray, steps: i
     return nodes, vectors[0] ** 2
 
 
-@dataclass
+@dataclasses.dataclass
 class HessianSpectrum:
     """Spectrum of P^{1/2} H P^{1/2} (H the loss Hessian at θ; P = I for the plain Hessian).
 
@@ -109,6 +109,15 @@ class HessianSpectrum:
             diff = (grid[:, None] - x[mask][None, :]) / width
             out[row] = (np.exp(-0.5 * diff ** 2) * self.weights[mask][None, :]).sum(axis=1)
         return out / (len(self.nodes) * width * np.sqrt(2 * np.pi))
+
+    def to_dict(self) -> dict:
+        """The fields as JSON-serialisable lists (inverse of :meth:`from_dict`)."""
+        return {f.name: (v.tolist() if isinstance(v := getattr(self, f.name), np.ndarray) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "HessianSpectrum":
+        return cls(**{k: (np.asarray(v, dtype=float) if isinstance(v, list) else v) for k, v in fields.items()})
 
     def summary(self) -> dict:
         return {"preconditioner": self.name, "lambda_max": float(self.largest[0]),

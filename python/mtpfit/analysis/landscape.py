@@ -3,6 +3,8 @@ levels, or the Hessian spectra seen through each optimizer's preconditioner."""
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from ..train.full_batch import FULL_BATCH_METHODS, train_full_batch
 from ..train.initial import fit_species_energies
 from ..train.minibatch import train_minibatch
 from .fisher import analyse_fisher
-from .hessian import adam_preconditioner, dense_preconditioner, hessian_spectrum, soap_preconditioner
+from .hessian import HessianSpectrum, adam_preconditioner, dense_preconditioner, hessian_spectrum, soap_preconditioner
 
 __all__ = ["fisher_study", "hessian_study"]
 
@@ -46,6 +48,47 @@ def _setup(out, progress, loss):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return out, progress or (lambda line: None), loss or Loss()
+
+
+def _fingerprint(*datasets: Dataset) -> str:
+    """SHA-256 of the structures and labels, so a checkpoint is never reused for other data."""
+    digest = hashlib.sha256()
+    for dataset in datasets:
+        for c in dataset:
+            digest.update(np.ascontiguousarray(c.positions).tobytes())
+            digest.update(str(c.species.tolist()).encode())
+            for label in (c.energy, c.forces, c.plus_stress):
+                if label is not None:
+                    digest.update(np.ascontiguousarray(label, dtype=float).tobytes())
+    return digest.hexdigest()
+
+
+def _settings(train: Dataset, validation: Dataset, loss: Loss, **arguments) -> dict:
+    """What a study's per-level result depends on, in the form it takes after a JSON round trip."""
+    return json.loads(json.dumps({"data": _fingerprint(train, validation), "loss": dataclasses.asdict(loss),
+                                  **arguments}))
+
+
+def _each_level(out: Path, study: str, levels, settings: dict, compute, say) -> dict:
+    """``compute(level)`` (a JSON-serialisable dict) for each level, checkpointed in
+    ``out/checkpoints/{study}_level_NN.json`` together with ``settings``: a rerun with the same settings and data
+    reuses the finished levels, so an interrupted study resumes and levels can be added later."""
+    folder = out / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    results = {}
+    for level in levels:
+        path = folder / f"{study}_level_{level:02d}.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved["settings"] == settings:
+                say(f"level {level:2d}: reusing {path}")
+                results[level] = saved["result"]
+                continue
+        results[level] = compute(level)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"settings": settings, "result": results[level]}))
+        tmp.replace(path)
+    return results
 
 
 def _write_table(rows: list[dict], out: Path, stem: str) -> None:
@@ -84,6 +127,8 @@ def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str 
     shares of the radial, species and moment blocks), ``fisher_eigenvalues.json``, and the plots
     ``fisher_spectra.png`` (eigenvalues per level), ``fisher_blocks.png`` (block shares) and
     ``fisher_basis_functions.png`` (log-sensitivity θ_α²F_αα of each moment coefficient against its level).
+    Each level is checkpointed in ``out/checkpoints``; a rerun with the same settings and data reuses the
+    finished levels.
 
     Returns
     -------
@@ -91,28 +136,33 @@ def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str 
         The table rows.
     """
     out, say, loss = _setup(out, progress, loss)
-    rows, analyses = [], {}
-    for level in levels:
+    settings = _settings(train, validation, loss, min_dist=min_dist, max_dist=max_dist, optimizer=optimizer,
+                         max_iter=max_iter, init_interval=init_interval, seed=seed, sketch=sketch)
+
+    def level_result(level):
         mtp = MTP.from_level(level, species=species, min_dist=min_dist, max_dist=max_dist)
         objective = Objective(mtp, train, loss, n_threads=n_threads)
         x0 = fit_species_energies(objective, mtp.init_params(init_interval, seed))
         x, _ = _train(objective, x0, optimizer, max_iter, 0, 0, seed, sketch=sketch)
-        analysis = analyse_fisher(objective, x)
-        analyses[level] = analysis
-        row = {"level": level, **_errors(objective, validation, x), **analysis.summary()}
-        rows.append(row)
+        a = analyse_fisher(objective, x)
+        row = {"level": level, **_errors(objective, validation, x), **a.summary()}
         say(f"level {level:2d}: {row['n_params']} parameters, validation EPA RMSE {row['val_epa_rmse_meV']:.3f} "
             f"meV/atom, force RMSE {row['val_force_rmse']:.4f} eV/Å; F spans {row['decades']:.1f} decades, "
             f"{row['stiff_6_decades']} stiff directions, γ = {row['effective_parameters']:.1f}")
+        return {"row": row, "eigenvalues": a.eigenvalues.tolist(), "levels": a.levels.tolist(),
+                "basis_function_sensitivity": a.basis_function_sensitivity().tolist()}
+
+    results = _each_level(out, "fisher", levels, settings, level_result, say)
+    rows = [r["row"] for r in results.values()]
     _write_table(rows, out, "fisher")
     (out / "fisher_eigenvalues.json").write_text(json.dumps(
-        {str(level): {"eigenvalues": a.eigenvalues.tolist(), "levels": a.levels.tolist(),
-                      "basis_function_sensitivity": a.basis_function_sensitivity().tolist()}
-         for level, a in analyses.items()}))
+        {str(level): {k: r[k] for k in ("eigenvalues", "levels", "basis_function_sensitivity")}
+         for level, r in results.items()}))
+    analyses = {level: {k: np.asarray(v) for k, v in r.items() if k != "row"} for level, r in results.items()}
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, (level, a) in enumerate(analyses.items()):
-        lam = a.eigenvalues[a.eigenvalues > 0]
+        lam = a["eigenvalues"][a["eigenvalues"] > 0]
         ax.plot(np.arange(1, len(lam) + 1), lam / lam[0], color=f"C{k % 10}", label=f"level {level}")
     ax.set(yscale="log", xscale="log", xlabel="eigenvalue index", ylabel="λ / λ_max",
            title="Fisher information spectra (sloppiness)")
@@ -135,9 +185,9 @@ def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str 
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, (level, a) in enumerate(analyses.items()):
-        sens = a.basis_function_sensitivity()
+        sens = a["basis_function_sensitivity"]
         jitter = 0.15 * (k - len(analyses) / 2) / max(len(analyses), 1)
-        ax.scatter(a.levels + jitter, np.maximum(sens, 1e-300), s=10, color=f"C{k % 10}", label=f"MTP level {level}")
+        ax.scatter(a["levels"] + jitter, np.maximum(sens, 1e-300), s=10, color=f"C{k % 10}", label=f"MTP level {level}")
     ax.set(yscale="log", xlabel="basis-function level", ylabel="θ_α² F_αα",
            title="log-sensitivity of the moment coefficients")
     ax.legend(fontsize=7)
@@ -161,7 +211,8 @@ def hessian_study(train: Dataset, validation: Dataset, levels, species, out: str
 
     Writes ``hessian.csv``/``hessian.md`` (per level, optimizer and preconditioner: errors, extreme eigenvalues,
     condition number, negative-curvature mass) and ``hessian_density.png`` (spectral densities of log10|λ|, one
-    row of panels per level).
+    row of panels per level). Each level is checkpointed in ``out/checkpoints``; a rerun with the same settings
+    and data reuses the finished levels.
 
     Returns
     -------
@@ -170,11 +221,15 @@ def hessian_study(train: Dataset, validation: Dataset, levels, species, out: str
     """
     out, say, loss = _setup(out, progress, loss)
     levels = [levels] if np.isscalar(levels) else list(levels)
-    rows, spectra = [], []
-    for level in levels:
+    settings = _settings(train, validation, loss, optimizers=list(optimizers), min_dist=min_dist,
+                         max_dist=max_dist, epochs=epochs, batch_size=batch_size, max_iter=max_iter,
+                         init_interval=init_interval, seed=seed, probes=probes, steps=steps, clip=clip)
+
+    def level_result(level):
         mtp = MTP.from_level(level, species=species, min_dist=min_dist, max_dist=max_dist)
         objective = Objective(mtp, train, loss, n_threads=n_threads)
         x0 = fit_species_energies(objective, mtp.init_params(init_interval, seed))
+        found = []
         for index, name in enumerate(optimizers):
             x, left = _train(objective, x0, name, max_iter, epochs, batch_size, seed, clip)
             errors = _errors(objective, validation, x)
@@ -190,12 +245,17 @@ def hessian_study(train: Dataset, validation: Dataset, levels, species, out: str
                         continue
             for label, root in candidates:
                 spectrum = hessian_spectrum(objective, x, root, label, probes=probes, steps=steps, seed=seed)
-                spectra.append((level, index, name, spectrum))
                 row = {"level": level, "optimizer": name, **errors, "final_loss": float(objective.fun(x)),
                        **spectrum.summary()}
-                rows.append(row)
+                found.append({"index": index, "row": row, "spectrum": spectrum.to_dict()})
                 say(f"level {level} {name}: P = {label}: λ_max {row['lambda_max']:.3e}, λ_min "
                     f"{row['lambda_min']:.3e}, condition number {row['condition_number']:.3e}")
+        return found
+
+    results = _each_level(out, "hessian", levels, settings, level_result, say)
+    rows = [item["row"] for found in results.values() for item in found]
+    spectra = [(level, item["index"], item["row"]["optimizer"], HessianSpectrum.from_dict(item["spectrum"]))
+               for level, found in results.items() for item in found]
     _write_table(rows, out, "hessian")
     plt = _pyplot()
     fig, axes = plt.subplots(len(levels), 2, figsize=(10, 3.6 * len(levels)), sharey="row", squeeze=False)
