@@ -138,6 +138,25 @@ PYBIND11_MODULE(_core, m) {
         py::arg("sigma") = py::none(),
         "e·dE/dθ + Σ φ_i·dF_i/dθ + Σ σ_ab dS_ab/dθ for one configuration, shape (n_params,).");
 
+    m.def(
+        "force_vjp",
+        [](const Basis& basis, DoubleArray theta, const Structure& s, DoubleArray a) {
+            const double* th = checked_theta(basis, theta);
+            require_size(a, 3 * s.n_atoms, "a");
+            py::array_t<double> grad_theta(basis.n_params()), grad_x({s.n_atoms, 3});
+            double *pt = grad_theta.mutable_data(), *px = grad_x.mutable_data();
+            std::fill(pt, pt + basis.n_params(), 0.0);
+            {
+                py::gil_scoped_release release;
+                SiteKernel kernel(basis, th);
+                structure_force_vjp(kernel, s, a.data(), pt, px);
+            }
+            return py::make_tuple(grad_theta, grad_x);
+        },
+        py::arg("basis"), py::arg("theta"), py::arg("structure"), py::arg("a"),
+        "For a cotangent a (N, 3) on the forces: (a·dF/dθ of shape (n_params,), a·dF/dX of shape (N, 3)). "
+        "dF/dX = −∇²E is symmetric, so the second is the exact Hessian–vector product −∇²E·a.");
+
     py::class_<TrainingSet>(m, "TrainingSet")
         .def(py::init<>())
         .def(

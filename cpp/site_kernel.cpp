@@ -45,10 +45,10 @@ void SiteKernel::ensure_stride(int n_active) {
     const std::size_t s = static_cast<std::size_t>(stride_) * kLanes, dm = monomials_.size();
     for (auto* t : {&r_, &inv_r_, &ux_, &uy_, &uz_}) t->assign(s, 0.0);
     powers_.assign(3 * D_ * s, 0.0);
-    for (auto* t : {&Q_, &dQ_}) t->assign(R_ * s, 0.0);
-    for (auto* t : {&f_, &df_, &P_, &Dmu_}) t->assign(K_ * s, 0.0);
+    for (auto* t : {&Q_, &dQ_, &ddQ_}) t->assign(R_ * s, 0.0);
+    for (auto* t : {&f_, &df_, &ddf_, &P_, &Dmu_}) t->assign(K_ * s, 0.0);
     for (auto* t : {&t1_, &t2_}) t->assign(dm * s, 0.0);
-    acc_.assign(16 * s, 0.0);
+    acc_.assign(24 * s, 0.0);
     for (auto& slot : slots_) slot.structure = nullptr;  // their tables are gone
 }
 
@@ -262,7 +262,9 @@ void SiteKernel::geometry(const Structure& s, int i) {
     }
 }
 
-void SiteKernel::pair_gradients(double* g) {
+void SiteKernel::pair_gradients(double* g) { moment_gradients(adj_.data(), g); }
+
+void SiteKernel::moment_gradients(const double* alpha_of, double* g) {
     const Slot& slot = slots_[lane_];
     const double *inv_r = row(inv_r_, 0), *ux = row(ux_, 0), *uy = row(uy_, 0), *uz = row(uz_, 0);
     // g = Σ_k adj_k ∂m_k/∂r with ∂(f M)/∂r = f' M u + f (∇_u M − ν M u)/r; per monomial the adjoints are first
@@ -277,7 +279,7 @@ void SiteKernel::pair_gradients(double* g) {
 #pragma omp simd
         for (int a = 0; a < na; ++a) af[a] = adf[a] = 0.0;
         for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
-            const double alpha = adj_[group_moment_[k]];
+            const double alpha = alpha_of[group_moment_[k]];
             if (alpha == 0.0) continue;
             any = true;
             const double *f = row(f_, group_mu_[k]), *df = row(df_, group_mu_[k]);
@@ -315,6 +317,12 @@ void SiteKernel::pair_gradients(double* g) {
 }
 
 void SiteKernel::vjp_batch(int count, double e, const double* const* W, double* grad) {
+    tangents_batch(count, W);
+    tangent_adjoints(e);
+    theta_gradient_batch(count, e, grad);
+}
+
+void SiteKernel::tangents_batch(int count, const double* const* W) {
     // tangent of every basic moment along the neighbour displacements W:
     //   ṁ_k = Σ_j f'_μ M (W·u) + f_μ (W·∇_u M − ν M W·u)/r  =  Σ_j f'_μ t1_d + f_μ t2_d
     std::fill(batch_tan_.begin(), batch_tan_.end(), Lanes{});
@@ -349,7 +357,7 @@ void SiteKernel::vjp_batch(int count, double e, const double* const* W, double* 
             }
         }
     }
-    const Lanes *m = batch_m_.data(), *adj = batch_adj_.data();
+    const Lanes* m = batch_m_.data();
     Lanes* tan = batch_tan_.data();
     for (const auto& run : basis_.runs) {
         Lanes sum{};
@@ -359,17 +367,11 @@ void SiteKernel::vjp_batch(int count, double e, const double* const* W, double* 
         }
         tan[run.target] += sum;
     }
+}
 
-    // species and moment coefficients enter Φ = e·V + Σ W·g linearly
-    double* gc = grad + basis_.moment_offset();
+void SiteKernel::tangent_adjoints(double e) {
+    const Lanes *m = batch_m_.data(), *adj = batch_adj_.data(), *tan = batch_tan_.data();
     const double* c = theta_ + basis_.moment_offset();
-    for (int lane = 0; lane < count; ++lane) {
-        grad[basis_.species_offset() + slots_[lane].type] += e;
-        for (std::size_t a = 0; a < basis_.mapping.size(); ++a) {
-            const int k = basis_.mapping[a];
-            gc[a] += e * m[k][lane] + tan[k][lane];
-        }
-    }
     // reverse pass through the products for the adjoint of the moments in Φ; adj (= dV/dm) is the adjoint of
     // the tangents
     Lanes* tan_adj = batch_tan_adj_.data();
@@ -382,6 +384,20 @@ void SiteKernel::vjp_batch(int count, double e, const double* const* W, double* 
         for (int u = basis_.use_offsets[x]; u < basis_.use_offsets[x + 1]; ++u)
             sum += mult[u] * (tan_adj[use_target[u]] * m[use_other[u]] + adj[use_target[u]] * tan[use_other[u]]);
         tan_adj[x] += sum;
+    }
+}
+
+void SiteKernel::theta_gradient_batch(int count, double e, double* grad) {
+    const Lanes *m = batch_m_.data(), *adj = batch_adj_.data(), *tan = batch_tan_.data(),
+                *tan_adj = batch_tan_adj_.data();
+    // species and moment coefficients enter Φ = e·V + Σ W·g linearly
+    double* gc = grad + basis_.moment_offset();
+    for (int lane = 0; lane < count; ++lane) {
+        grad[basis_.species_offset() + slots_[lane].type] += e;
+        for (std::size_t a = 0; a < basis_.mapping.size(); ++a) {
+            const int k = basis_.mapping[a];
+            gc[a] += e * m[k][lane] + tan[k][lane];
+        }
     }
     // radial coefficients: Φ depends on c^{ab}_{μβ} through f_μ (weight Q_β) and f'_μ (weight Q'_β)
     const int S = basis_.species_count;
@@ -411,6 +427,125 @@ void SiteKernel::vjp_batch(int count, double e, const double* const* W, double* 
                 const double p = row(P_, mu)[a], dm = row(Dmu_, mu)[a];
                 for (int b = 0; b < R_; ++b) gr[mu * R_ + b] += p * row(Q_, b)[a] + dm * row(dQ_, b)[a];
             }
+        }
+    }
+}
+
+void SiteKernel::radial_second_derivatives() {
+    // Q''_β = s·(T''_β ξ'² d² − 4 T'_β ξ' d + 2 T_β), d = R_cut − r, by the Chebyshev recurrence
+    const Slot& slot = slots_[lane_];
+    const int na = slot.n_act;
+    const double rc = basis_.max_dist, rmin = basis_.min_dist, scale = basis_.scaling, dxi = 2.0 / (rc - rmin);
+    const double* r = row(r_, 0);
+    double *xi = row(acc_, 16), *d = row(acc_, 17), *T0 = row(acc_, 18), *T1 = row(acc_, 19), *dT0 = row(acc_, 20),
+           *dT1 = row(acc_, 21), *ddT0 = row(acc_, 22), *ddT1 = row(acc_, 23);
+    double *Q0 = row(ddQ_, 0), *Q1 = row(ddQ_, std::min(1, R_ - 1));
+#pragma omp simd
+    for (int a = 0; a < na; ++a) {
+        xi[a] = (2.0 * r[a] - rmin - rc) / (rc - rmin);
+        d[a] = rc - r[a];
+        T0[a] = 1.0; T1[a] = xi[a]; dT0[a] = 0.0; dT1[a] = 1.0; ddT0[a] = 0.0; ddT1[a] = 0.0;
+        Q0[a] = 2.0 * scale;
+    }
+    if (R_ > 1) {
+#pragma omp simd
+        for (int a = 0; a < na; ++a) Q1[a] = scale * (-4.0 * dxi * d[a] + 2.0 * xi[a]);
+    }
+    for (int b = 2; b < R_; ++b) {
+        double* Qb = row(ddQ_, b);
+#pragma omp simd
+        for (int a = 0; a < na; ++a) {
+            const double T2 = 2.0 * xi[a] * T1[a] - T0[a];
+            const double dT2 = 2.0 * T1[a] + 2.0 * xi[a] * dT1[a] - dT0[a];
+            const double ddT2 = 4.0 * dT1[a] + 2.0 * xi[a] * ddT1[a] - ddT0[a];
+            Qb[a] = scale * (ddT2 * dxi * dxi * d[a] * d[a] - 4.0 * dT2 * dxi * d[a] + 2.0 * T2);
+            T0[a] = T1[a]; T1[a] = T2; dT0[a] = dT1[a]; dT1[a] = dT2; ddT0[a] = ddT1[a]; ddT1[a] = ddT2;
+        }
+    }
+    const int S = basis_.species_count;
+    for (int mu = 0; mu < K_; ++mu) {
+        double* ddf = row(ddf_, mu);
+#pragma omp simd
+        for (int a = 0; a < na; ++a) ddf[a] = 0.0;
+        for (int b = 0; b < R_; ++b) {
+            const double* Qb = row(ddQ_, b);
+            for (int a = 0; a < na; ++a)
+                ddf[a] += theta_[(slot.type * S + slot.nb_type[a]) * K_ * R_ + mu * R_ + b] * Qb[a];
+        }
+    }
+}
+
+void SiteKernel::second_order_batch(int count, const double* const* W, double* grad, double* const* H) {
+    tangents_batch(count, W);
+    tangent_adjoints(0.0);
+    if (grad) theta_gradient_batch(count, 0.0, grad);
+    std::vector<double> alpha(m_.size());
+    for (int lane = 0; lane < count; ++lane) {
+        lane_ = lane;
+        const Slot& slot = slots_[lane];
+        const int na = slot.n_act;
+        // dΦ/dr = Σ_k (∂Φ/∂m_k) ∂m_k/∂r  +  Σ_k adj_k ∇²φ_k W, φ_k = f_μ(r) M(u) the per-neighbour term of m_k
+        for (std::size_t k = 0; k < alpha.size(); ++k) alpha[k] = batch_tan_adj_[k][lane];
+        moment_gradients(alpha.data(), H[lane]);
+        radial_second_derivatives();
+        // With φ = h(r) P(r), P = r^ν M the monomial in the components of r and h = f r^{−ν}:
+        //   ∇²φ W = A2 (u·W) M u + A1 [(∇_u M·W) u + (u·W) ∇_u M + M W − (u·W) M u] + A0 ∇²_u M W,
+        //   A2 = f'' − 2ν f'/r + ν(ν+1) f/r², A1 = f'/r − ν f/r², A0 = f/r²  (∇_u: formal monomial derivatives)
+        const double *inv_r = row(inv_r_, 0), *ux = row(ux_, 0), *uy = row(uy_, 0), *uz = row(uz_, 0);
+        double *wx = row(acc_, 7), *wy = row(acc_, 8), *wz = row(acc_, 9), *wu = row(acc_, 10);
+        double *af = row(acc_, 11), *adf = row(acc_, 12), *addf = row(acc_, 13);
+        double *hx = row(acc_, 14), *hy = row(acc_, 15), *hz = row(acc_, 16);
+        for (int a = 0; a < na; ++a) {
+            const double* w = W[lane] + 3 * slot.active[a];
+            wx[a] = w[0]; wy[a] = w[1]; wz[a] = w[2];
+            wu[a] = w[0] * ux[a] + w[1] * uy[a] + w[2] * uz[a];
+            hx[a] = hy[a] = hz[a] = 0.0;
+        }
+        for (std::size_t dm = 0; dm < monomials_.size(); ++dm) {
+            bool any = false;
+#pragma omp simd
+            for (int a = 0; a < na; ++a) af[a] = adf[a] = addf[a] = 0.0;
+            for (int k = group_begin_[dm]; k < group_begin_[dm + 1]; ++k) {
+                const double ad = batch_adj_[group_moment_[k]][lane];
+                if (ad == 0.0) continue;
+                any = true;
+                const double *f = row(f_, group_mu_[k]), *df = row(df_, group_mu_[k]), *ddf = row(ddf_, group_mu_[k]);
+#pragma omp simd
+                for (int a = 0; a < na; ++a) {
+                    af[a] += ad * f[a];
+                    adf[a] += ad * df[a];
+                    addf[a] += ad * ddf[a];
+                }
+            }
+            if (!any) continue;
+            const int p = monomials_[dm][0], q = monomials_[dm][1], w = monomials_[dm][2];
+            const auto power = [&](int c, int k) { return row(powers_, c * D_ + std::max(k, 0)); };
+            const double *X = power(0, p), *Y = power(1, q), *Z = power(2, w);
+            const double *Xm = power(0, p - 1), *Ym = power(1, q - 1), *Zm = power(2, w - 1);
+            const double *Xmm = power(0, p - 2), *Ymm = power(1, q - 2), *Zmm = power(2, w - 2);
+            const double nu = degree_[dm];
+#pragma omp simd
+            for (int a = 0; a < na; ++a) {
+                const double M = X[a] * Y[a] * Z[a];
+                const double Gx = p * Xm[a] * Y[a] * Z[a], Gy = q * X[a] * Ym[a] * Z[a], Gz = w * X[a] * Y[a] * Zm[a];
+                const double Hxx = p * (p - 1) * Xmm[a] * Y[a] * Z[a], Hyy = q * (q - 1) * X[a] * Ymm[a] * Z[a],
+                             Hzz = w * (w - 1) * X[a] * Y[a] * Zmm[a], Hxy = p * q * Xm[a] * Ym[a] * Z[a],
+                             Hxz = p * w * Xm[a] * Y[a] * Zm[a], Hyz = q * w * X[a] * Ym[a] * Zm[a];
+                const double ir = inv_r[a], ir2 = ir * ir;
+                const double A2 = addf[a] - 2.0 * nu * adf[a] * ir + nu * (nu + 1.0) * af[a] * ir2;
+                const double A1 = adf[a] * ir - nu * af[a] * ir2, A0 = af[a] * ir2;
+                const double gw = Gx * wx[a] + Gy * wy[a] + Gz * wz[a];
+                const double radial = (A2 - A1) * wu[a] * M + A1 * gw;
+                hx[a] += radial * ux[a] + A1 * (wu[a] * Gx + M * wx[a]) + A0 * (Hxx * wx[a] + Hxy * wy[a] + Hxz * wz[a]);
+                hy[a] += radial * uy[a] + A1 * (wu[a] * Gy + M * wy[a]) + A0 * (Hxy * wx[a] + Hyy * wy[a] + Hyz * wz[a]);
+                hz[a] += radial * uz[a] + A1 * (wu[a] * Gz + M * wz[a]) + A0 * (Hxz * wx[a] + Hyz * wy[a] + Hzz * wz[a]);
+            }
+        }
+        for (int a = 0; a < na; ++a) {
+            double* h = H[lane] + 3 * slot.active[a];
+            h[0] += hx[a];
+            h[1] += hy[a];
+            h[2] += hz[a];
         }
     }
 }
@@ -517,6 +652,49 @@ void structure_jacobian(SiteKernel& kernel, const Structure& s, const std::vecto
                 W_of[lane] = W[lane].data();
             }
             if (!zero) kernel.vjp_batch(count, e, W_of, J + t * static_cast<std::size_t>(np));
+        }
+    }
+}
+
+void structure_force_vjp(SiteKernel& kernel, const Structure& s, const double* a, double* grad_theta,
+                         double* grad_x) {
+    constexpr int L = SiteKernel::kLanes;
+    std::vector<double> W[L], H[L];
+    const double* W_of[L];
+    double* H_of[L];
+    double V[L];
+    std::fill(grad_x, grad_x + 3 * s.n_atoms, 0.0);
+    for (int first = 0; first < s.n_atoms; first += L) {
+        const int count = std::min(L, s.n_atoms - first);
+        bool zero = true;
+        for (int lane = 0; lane < count; ++lane) {
+            // a·F = Σ_i Σ_j (a_i − a_j)·g_ij (see structure_vjp)
+            const int i = first + lane, begin = s.offsets[i], nn = s.offsets[i + 1] - begin;
+            W[lane].resize(3 * nn);
+            H[lane].resize(3 * nn);
+            for (int n = 0; n < nn; ++n) {
+                const int j = s.neighbors[begin + n];
+                for (int c = 0; c < 3; ++c) {
+                    W[lane][3 * n + c] = a[3 * i + c] - a[3 * j + c];
+                    zero = zero && W[lane][3 * n + c] == 0.0;
+                }
+            }
+            W_of[lane] = W[lane].data();
+            H_of[lane] = H[lane].data();
+        }
+        if (zero) continue;
+        kernel.forward_batch(s, first, count, V);
+        kernel.second_order_batch(count, W_of, grad_theta, H_of);
+        // r_ij = X_j − X_i + shift
+        for (int lane = 0; lane < count; ++lane) {
+            const int i = first + lane, begin = s.offsets[i], nn = s.offsets[i + 1] - begin;
+            for (int n = 0; n < nn; ++n) {
+                const int j = s.neighbors[begin + n];
+                for (int c = 0; c < 3; ++c) {
+                    grad_x[3 * j + c] += H[lane][3 * n + c];
+                    grad_x[3 * i + c] -= H[lane][3 * n + c];
+                }
+            }
         }
     }
 }

@@ -35,6 +35,11 @@ public:
     // (forward_batch() or load_batch()); W[lane] has 3 values per neighbour of that atom. This is the per-site
     // vector–Jacobian product of MTP_SPEC §7.
     void vjp_batch(int count, double e, const double* const* W, double* grad);
+    // Both derivatives of Φ = Σ_j W_ij · g_ij for the atoms of the last batch, with one tangent pass: adds
+    // dΦ/dθ to grad (as vjp_batch() with e = 0) and writes H[lane] = dΦ/dr_ij = Σ_k ∂²V_i/∂r_ij∂r_ik W_ik,
+    // 3 values per neighbour (eV/Å² times the units of W): the site energy's Hessian in the neighbour vectors
+    // applied to W, exact (the radial basis' second derivative included). grad may be null.
+    void second_order_batch(int count, const double* const* W, double* grad, double* const* H);
 
     // A batch resumed without its forward pass: neighbour tables rebuilt, moments and adjoints as save() wrote
     // them (2 × moments_count values per atom, from `state`).
@@ -67,6 +72,16 @@ private:
     void basic_moments(int lane);
     void monomial_row(int d, double* M) const;
     void monomial_gradient_rows(int d, double* gx, double* gy, double* gz) const;
+    // g = Σ_k alpha_k ∂m_k/∂r_ij for the current atom's neighbours (alpha over all moments), 3 per neighbour
+    void moment_gradients(const double* alpha, double* g);
+    // ṁ_k along W into batch_tan_ (and the per-monomial rows t1_, t2_), through the products
+    void tangents_batch(int count, const double* const* W);
+    // batch_tan_adj_ = d(e·V + Σ adj·ṁ)/dm: the adjoint of the moments in e·V + Φ
+    void tangent_adjoints(double e);
+    // the θ-derivative of e·V + Φ once tangents_batch() and tangent_adjoints(e) ran
+    void theta_gradient_batch(int count, double e, double* grad);
+    // f''_μ of the current atom's neighbours into ddf_
+    void radial_second_derivatives();
 
     const Basis& basis_;
     const double* theta_;
@@ -80,7 +95,7 @@ private:
     Slot slots_[kLanes];
     std::size_t lane_ = 0;
     int stride_ = 0;
-    std::vector<double> r_, inv_r_, ux_, uy_, uz_, powers_, Q_, dQ_, f_, df_, t1_, t2_, P_, Dmu_, acc_;
+    std::vector<double> r_, inv_r_, ux_, uy_, uz_, powers_, Q_, dQ_, f_, df_, ddQ_, ddf_, t1_, t2_, P_, Dmu_, acc_;
     void geometry(const Structure& s, int i);
 
     std::vector<Lanes> batch_m_, batch_adj_, batch_tan_, batch_tan_adj_;  // [moment] of kLanes values
@@ -98,6 +113,12 @@ void evaluate_structure(SiteKernel& kernel, const Structure& s, double* site_ene
 // spares recomputing the moments.
 void structure_vjp(SiteKernel& kernel, const Structure& s, double e, const double* phi, const double* sigma,
                    double* grad, const std::vector<double>* state = nullptr);
+
+// For a cotangent a (N×3) on the forces: adds a·dF/dθ to grad_theta (n_params, may be null) and writes
+// a·dF/dX to grad_x (N×3, eV/Å² times the units of a), X the atomic positions at fixed cell. dF/dX = −∇²E is
+// symmetric, so grad_x is also the force Jacobian applied to a: the exact Hessian–vector product of the energy.
+void structure_force_vjp(SiteKernel& kernel, const Structure& s, const double* a, double* grad_theta,
+                         double* grad_x);
 
 // Rows of the Jacobian of (E, F (atom-major, 3N), PlusStress (9)) with respect to θ: row t of J (n_params values
 // each, added to) is d(output rows[t])/dθ, output 0 the energy, 1 + 3i + a the force F_ia, 1 + 3N + 3a + b the

@@ -1,7 +1,7 @@
 """Derivatives by central finite differences, and symmetry invariances.
 
-Acceptance: central finite differences agree (relative error < 1e-6) for forces, PlusStress and
-∂L/∂θ at levels 06, 10, 16 with 1 and 3 species, on periodic cells (one smaller than the
+Acceptance: central finite differences agree (relative error < 1e-6) for forces, PlusStress,
+∂L/∂θ and the force vector–Jacobian products in X and θ at levels 06, 10, 16 with 1 and 3 species, on periodic cells (one smaller than the
 cutoff, one skewed), a molecule and a partially periodic slab; the energy is invariant under
 rotation, translation and permutation, and forces rotate covariantly.
 
@@ -249,6 +249,41 @@ def test_energy_gradient_by_finite_differences(level, n_species, kind):
             fd[n] = _central_difference(lambda h: _energy(mtp, _shifted(theta, k, h), config), THETA_STEP)
         assert np.linalg.norm(fd) > 0, name
         assert _relative(gradient[indices], fd) < RTOL_FD, name
+
+
+@levels
+@species_counts
+@kinds
+def test_force_vjp_by_finite_differences(level, n_species, kind):
+    """a·∂F/∂X (the exact Hessian–vector product of the energy) and a·∂F/∂θ against differences of a·F."""
+    mtp, theta = _potential(level, n_species)
+    config = _configuration(kind, n_species)
+    a = np.random.default_rng(level + n_species).normal(size=(config.n_atoms, 3))
+    grad_theta, grad_x = mtp.force_vjp(config, a, theta)
+
+    def projected(positions=config.positions, th=theta):
+        return float(np.sum(a * mtp.evaluate(_with(config, positions=positions), th).forces))
+
+    fd = np.zeros_like(grad_x)
+    for i, c in itertools.product(range(config.n_atoms), range(3)):
+        def along(h):
+            positions = config.positions.copy()
+            positions[i, c] += h
+            return projected(positions)
+
+        fd[i, c] = _central_difference(along, POSITION_STEP)
+    assert _relative(grad_x, fd) < RTOL_FD
+    # −∇²E is symmetric: b·(∂F/∂X a) = a·(∂F/∂X b)
+    b = np.random.default_rng(7).normal(size=a.shape)
+    assert np.sum(b * grad_x) == pytest.approx(np.sum(a * mtp.force_vjp(config, b, theta)[1]), rel=1e-10)
+    # forces do not depend on the species energies
+    assert np.all(grad_theta[mtp.blocks["species"]] == 0.0)
+    for name, indices in _sampled_indices(mtp, seed=level + n_species).items():
+        if name == "species":
+            continue
+        fd = np.array([_central_difference(lambda h: projected(th=_shifted(theta, k, h)), THETA_STEP)
+                       for k in indices])
+        assert _relative(grad_theta[indices], fd) < RTOL_FD, name
 
 
 def _labelled_dataset(mtp, theta, n_species) -> mtpfit.Dataset:

@@ -242,6 +242,41 @@ class MTP:
 
         return _core.vjp(self.basis.core, self.theta if theta is None else theta, self.structure(config), 1.0)
 
+    def force_vjp(self, config: Configuration, a: np.ndarray,
+                  theta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Both derivatives of the scalar a·F, F the forces, for a fixed cotangent a.
+
+        Parameters
+        ----------
+        config : Configuration
+            The atoms; the cell is held fixed.
+        a : ndarray, shape (N, 3)
+            Cotangent of the forces (the units of a loss derivative per eV/Å).
+        theta : ndarray, optional
+            Parameters; this potential's own by default.
+
+        Returns
+        -------
+        grad_theta : ndarray, shape (n_params,)
+            a·∂F/∂θ.
+        grad_x : ndarray, shape (N, 3)
+            a·∂F/∂X (per Å). ∂F/∂X = −∇²E is symmetric, so this is also −∇²E·a: the exact Hessian–vector
+            product of the energy in the atomic positions, second derivatives of the radial basis included
+            (the derivation is in ``cpp/site_kernel.cpp``, ``SiteKernel::second_order_batch``).
+
+        Raises
+        ------
+        ValueError
+            If ``a`` is not (N, 3) or θ is not finite.
+        """
+        from .. import _core
+
+        a = np.asarray(a, dtype=float)
+        if a.shape != (config.n_atoms, 3):
+            raise ValueError(f"{config.source}: the force cotangent has shape {a.shape}, expected "
+                             f"({config.n_atoms}, 3)")
+        return _core.force_vjp(self.basis.core, self.theta if theta is None else theta, self.structure(config), a)
+
     def __repr__(self) -> str:
         return (f"MTP(level={self.basis.level}, species={self.species}, n_params={self.n_params}, "
                 f"cutoff={self.basis.max_dist} Å)")
