@@ -157,7 +157,7 @@ def test_studies_resume_from_per_level_checkpoints(tmp_path, capsys):
     # an added level is computed, the finished one is read back: the table keeps its level-6 rows verbatim
     assert main(args(("6", "8"))) == 0
     printed = capsys.readouterr().out
-    assert "level  6: reusing" in printed and "level  8: reusing" not in printed
+    assert "hessian_level_06: reusing" in printed and "hessian_level_08: reusing" not in printed
     rows = (out / "hessian.csv").read_text().splitlines()
     assert rows[:len(table.splitlines())] == table.splitlines()
     assert any(r.startswith("8,") for r in rows)

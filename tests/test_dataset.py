@@ -53,3 +53,12 @@ def test_species_groups_and_species_fit():
     residual = np.array([c.energy for c in data]) - energies
     assert np.allclose(counts.T @ residual, 0.0, atol=1e-8 * np.abs(energies).sum())
     assert np.array_equal(x[mtp.blocks["radial"]], mtp.theta[mtp.blocks["radial"]])
+
+
+def test_fingerprint_follows_the_data():
+    data = _data()
+    assert data.fingerprint() == _data().fingerprint()
+    changed = _data()
+    changed[3].energy += 1e-9
+    assert changed.fingerprint() != data.fingerprint()
+    assert data.subset(range(10)).fingerprint() != data.fingerprint()

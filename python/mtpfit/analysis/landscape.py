@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from ..objective import Loss, Objective
 from ..optim import make_optimizer
 from ..potential.mtp import MTP
 from ..train.full_batch import FULL_BATCH_METHODS, train_full_batch
+from ..train.checkpoint import cached_results
 from ..train.initial import fit_species_energies
 from ..train.minibatch import train_minibatch
 from .fisher import analyse_fisher
@@ -50,45 +50,18 @@ def _setup(out, progress, loss):
     return out, progress or (lambda line: None), loss or Loss()
 
 
-def _fingerprint(*datasets: Dataset) -> str:
-    """SHA-256 of the structures and labels, so a checkpoint is never reused for other data."""
-    digest = hashlib.sha256()
-    for dataset in datasets:
-        for c in dataset:
-            digest.update(np.ascontiguousarray(c.positions).tobytes())
-            digest.update(str(c.species.tolist()).encode())
-            for label in (c.energy, c.forces, c.plus_stress):
-                if label is not None:
-                    digest.update(np.ascontiguousarray(label, dtype=float).tobytes())
-    return digest.hexdigest()
-
-
 def _settings(train: Dataset, validation: Dataset, loss: Loss, **arguments) -> dict:
     """What a study's per-level result depends on, in the form it takes after a JSON round trip."""
-    return json.loads(json.dumps({"data": _fingerprint(train, validation), "loss": dataclasses.asdict(loss),
+    return json.loads(json.dumps({"data": [train.fingerprint(), validation.fingerprint()], "loss": dataclasses.asdict(loss),
                                   **arguments}))
 
 
 def _each_level(out: Path, study: str, levels, settings: dict, compute, say) -> dict:
-    """``compute(level)`` (a JSON-serialisable dict) for each level, checkpointed in
-    ``out/checkpoints/{study}_level_NN.json`` together with ``settings``: a rerun with the same settings and data
-    reuses the finished levels, so an interrupted study resumes and levels can be added later."""
-    folder = out / "checkpoints"
-    folder.mkdir(exist_ok=True)
-    results = {}
-    for level in levels:
-        path = folder / f"{study}_level_{level:02d}.json"
-        if path.exists():
-            saved = json.loads(path.read_text())
-            if saved["settings"] == settings:
-                say(f"level {level:2d}: reusing {path}")
-                results[level] = saved["result"]
-                continue
-        results[level] = compute(level)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"settings": settings, "result": results[level]}))
-        tmp.replace(path)
-    return results
+    """``compute(level)`` for each level, checkpointed in ``out/checkpoints/{study}_level_NN.json``
+    (:func:`~mtpfit.train.checkpoint.cached_results`)."""
+    found = cached_results(out / "checkpoints", [f"{study}_level_{level:02d}" for level in levels], settings,
+                           lambda name: compute(int(name.rsplit("_", 1)[1])), say)
+    return {level: found[f"{study}_level_{level:02d}"] for level in levels}
 
 
 def _write_table(rows: list[dict], out: Path, stem: str) -> None:

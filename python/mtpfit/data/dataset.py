@@ -1,6 +1,7 @@
 """A list of configurations with the operations training needs: species, groups, splits."""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -49,6 +50,17 @@ class Dataset(Sequence):
     def n_atoms(self) -> int:
         """Total number of atoms."""
         return sum(c.n_atoms for c in self.configurations)
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of every configuration's positions, species, cell and labels: equal for equal data, so
+        cached results are never reused for other data."""
+        digest = hashlib.sha256()
+        for c in self.configurations:
+            for array in (c.positions, c.cell, c.energy, c.forces, c.plus_stress):
+                if array is not None:
+                    digest.update(np.ascontiguousarray(array, dtype=float).tobytes())
+            digest.update(str(c.species.tolist()).encode())
+        return digest.hexdigest()
 
     def species(self) -> list:
         """Sorted distinct species labels found in the dataset."""

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..optim.state import flatten_state, unflatten_state
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "cached_results"]
 
 
 def save_checkpoint(path: str | Path, params: np.ndarray, state: dict, meta: dict) -> None:
@@ -49,3 +49,46 @@ def load_checkpoint(path: str | Path) -> tuple[np.ndarray, dict, dict]:
     except (KeyError, ValueError, OSError) as err:
         raise ValueError(f"{path}: not an mtpfit checkpoint ({err})") from err
     return params, state, meta
+
+
+def cached_results(folder: str | Path, names, settings: dict, compute, progress=None) -> dict:
+    """``compute(name)`` for each name, each result (a JSON-serialisable value) checkpointed as
+    ``folder/{name}.json`` together with ``settings``: a rerun with equal settings reuses the finished names, so
+    an interrupted study resumes and names can be added later; other settings recompute.
+
+    Parameters
+    ----------
+    folder : path
+        Created if absent.
+    names : iterable of str
+        Valid file stems.
+    settings : dict
+        JSON-serialisable; compared after a JSON round trip.
+    compute : callable
+        ``compute(name) -> result``.
+    progress : callable, optional
+        Told which names are reused.
+
+    Returns
+    -------
+    dict
+        name → result, in the order of ``names``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = json.loads(json.dumps(settings))
+    results = {}
+    for name in names:
+        path = folder / f"{name}.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved["settings"] == settings:
+                if progress:
+                    progress(f"{name}: reusing {path}")
+                results[name] = saved["result"]
+                continue
+        results[name] = compute(name)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"settings": settings, "result": results[name]}))
+        os.replace(tmp, path)
+    return results
