@@ -12,7 +12,8 @@ from ..objective import Loss, Objective
 from ..potential.mtp import MTP
 from ..train.initial import fit_species_energies
 from .fisher import analyse_fisher
-from .landscape import _each_level, _errors, _pyplot, _settings, _setup, _train, _write_table
+from ..tables import pyplot, write_table
+from .landscape import _each_level, _errors, _settings, _setup, _train
 
 __all__ = ["prune_basis_functions", "fisher_design", "pareto_front"]
 
@@ -130,8 +131,8 @@ def fisher_design(train: Dataset, validation: Dataset, levels, species, out: str
     front = set(pareto_front([(r["n_params"], r["val_force_rmse"]) for r in rows]))
     for i, r in enumerate(rows):
         r["on_front"] = i in front
-    _write_table(rows, out, "design")
-    plt = _pyplot()
+    write_table(rows, out, "design")
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric, label in ((axes[0], "val_force_rmse", "validation force RMSE (eV/Å)"),
                               (axes[1], "val_epa_rmse_meV", "validation EPA RMSE (meV/atom)")):

@@ -2,7 +2,6 @@
 levels, or the Hessian spectra seen through each optimizer's preconditioner."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -14,6 +13,7 @@ from ..metrics import error_metrics
 from ..objective import Loss, Objective
 from ..optim import make_optimizer
 from ..potential.mtp import MTP
+from ..tables import pyplot, write_table
 from ..train.full_batch import FULL_BATCH_METHODS, train_full_batch
 from ..train.checkpoint import cached_results
 from ..train.initial import fit_species_energies
@@ -64,30 +64,6 @@ def _each_level(out: Path, study: str, levels, settings: dict, compute, say) -> 
     return {level: found[f"{study}_level_{level:02d}"] for level in levels}
 
 
-def _write_table(rows: list[dict], out: Path, stem: str) -> None:
-    """``stem.csv`` and ``stem.md`` in ``out``: one line per row, the columns of the first row."""
-    columns = list(rows[0])
-    with open(out / f"{stem}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-    def cell(v):
-        return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str | Path, min_dist: float = 2.0,
                  max_dist: float = 5.0, loss: Loss | None = None, optimizer: str = "LM", max_iter: int = 50,
                  init_interval: float = 0.1, seed: int = 0, n_threads: int = 0, sketch: int = 0,
@@ -127,12 +103,12 @@ def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str 
 
     results = _each_level(out, "fisher", levels, settings, level_result, say)
     rows = [r["row"] for r in results.values()]
-    _write_table(rows, out, "fisher")
+    write_table(rows, out, "fisher")
     (out / "fisher_eigenvalues.json").write_text(json.dumps(
         {str(level): {k: r[k] for k in ("eigenvalues", "levels", "basis_function_sensitivity")}
          for level, r in results.items()}))
     analyses = {level: {k: np.asarray(v) for k, v in r.items() if k != "row"} for level, r in results.items()}
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, (level, a) in enumerate(analyses.items()):
         lam = a["eigenvalues"][a["eigenvalues"] > 0]
@@ -229,8 +205,8 @@ def hessian_study(train: Dataset, validation: Dataset, levels, species, out: str
     rows = [item["row"] for found in results.values() for item in found]
     spectra = [(level, item["index"], item["row"]["optimizer"], HessianSpectrum.from_dict(item["spectrum"]))
                for level, found in results.items() for item in found]
-    _write_table(rows, out, "hessian")
-    plt = _pyplot()
+    write_table(rows, out, "hessian")
+    plt = pyplot()
     fig, axes = plt.subplots(len(levels), 2, figsize=(10, 3.6 * len(levels)), sharey="row", squeeze=False)
     grid = np.linspace(-12, 8, 400)
     for level, index, name, spectrum in spectra:

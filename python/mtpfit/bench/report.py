@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..tables import pyplot
 from .aggregate import load_results, markdown_table, summarize
 from .campaign import load_campaign
 
@@ -14,11 +15,7 @@ __all__ = ["write_report"]
 
 
 def _plots(runs, campaign: str, folder: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     files = []
     sub = runs[runs.campaign == campaign]
     sub = sub.assign(cell=[label if swept == "{}" else f"{label} {swept}"
@@ -62,11 +59,7 @@ def _plots(runs, campaign: str, folder: Path) -> list[str]:
 def _sweep_plots(runs, campaign: str, folder: Path) -> list[str]:
     """One figure per swept setting of an optimizer (init interval, learning rate, batch size, σ, …): validation
     EPA and force RMSE of every seed against the setting's value, with the median per value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     files = []
     sub = runs[(runs.campaign == campaign) & (runs.swept != "{}")]
     swept = [json.loads(s) for s in sub.swept]

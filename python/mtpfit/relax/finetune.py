@@ -66,6 +66,7 @@ class RelaxationObjective:
         self.n_threads = n_threads or _core.max_threads()
         self.n_params = mtp.n_params
         self.n_evaluations = 0
+        self.last_terms: dict = {}
         theta0 = mtp.theta
         self.relaxation_scale = self.relaxation_error(theta0, gradient=False)[0]
         self.energy_force_scale = float(energy_force.fun(theta0)) if mix > 0 else 1.0
@@ -92,10 +93,12 @@ class RelaxationObjective:
         self.n_evaluations += 1
         D, grad = self.relaxation_error(theta, subset)
         value, grad = D / self.relaxation_scale, grad / self.relaxation_scale
+        self.last_terms = {"relaxation_error": D}
         if self.mix > 0:
             ef, ef_grad = self.energy_force.fun_and_jac(theta)
             value += self.mix * ef / self.energy_force_scale
             grad = grad + self.mix * ef_grad / self.energy_force_scale
+            self.last_terms["energy_force_loss"] = float(ef)
         if not np.isfinite(value):
             raise FloatingPointError(f"the fine-tuning loss is {value}")
         return float(value), grad
@@ -125,7 +128,7 @@ def finetune_relax(objective: RelaxationObjective, optimizer: str = "adam", max_
     -------
     OptimizationResult
         ``x`` the fine-tuned θ; ``history`` rows with ``step``, ``loss`` (the objective on the step's pairs),
-        ``elapsed_s``.
+        its terms ``relaxation_error`` (Å) and ``energy_force_loss``, and ``elapsed_s``.
 
     Raises
     ------
@@ -138,8 +141,10 @@ def finetune_relax(objective: RelaxationObjective, optimizer: str = "adam", max_
     x0 = objective.mtp.theta.copy()
 
     def record(step, loss):
-        history.append({"step": step, "loss": float(loss), "elapsed_s": time.perf_counter() - start})
-        say(f"fine-tune step {step:4d}  loss {loss:.6f}  {history[-1]['elapsed_s']:8.1f} s")
+        history.append({"step": step, "loss": float(loss), **objective.last_terms,
+                        "elapsed_s": time.perf_counter() - start})
+        terms = "  ".join(f"{k} {v:.5g}" for k, v in objective.last_terms.items())
+        say(f"fine-tune step {step:4d}  loss {loss:.6f}  {terms}  {history[-1]['elapsed_s']:8.1f} s")
         return time_limit is not None and history[-1]["elapsed_s"] > time_limit
 
     if optimizer in SCIPY_METHODS:
