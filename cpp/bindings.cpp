@@ -162,8 +162,9 @@ PYBIND11_MODULE(_core, m) {
         .def(
             "add",
             [](TrainingSet& ts, Structure s, double energy, double energy_weight, DoubleArray forces,
-               DoubleArray force_weights, DoubleArray stress, DoubleArray stress_weights) {
+               DoubleArray force_weights, DoubleArray stress, DoubleArray stress_weights, long id) {
                 Labels y;
+                y.id = id;
                 y.energy = energy;
                 y.energy_weight = energy_weight;
                 y.forces = to_vector<double>(forces);
@@ -175,7 +176,9 @@ PYBIND11_MODULE(_core, m) {
                 ts.add(std::move(s), std::move(y));
             },
             py::arg("structure"), py::arg("energy"), py::arg("energy_weight"), py::arg("forces"),
-            py::arg("force_weights"), py::arg("stress"), py::arg("stress_weights"))
+            py::arg("force_weights"), py::arg("stress"), py::arg("stress_weights"), py::arg("id") = -1,
+            "Adds a configuration; `id` is its index in the whole dataset (seeds its sketch rows), default its "
+            "position here.")
         .def("__len__", &TrainingSet::size)
         .def_property_readonly("n_atoms", &TrainingSet::n_atoms)
         .def_property_readonly("n_residuals_total", &TrainingSet::n_residuals_total)

@@ -44,7 +44,7 @@ void config_residuals(SiteKernel& kernel, const Structure& s, const Labels& y, s
     }
 }
 
-// A sign ±1 from (seed, configuration, sketch row, residual): splitmix64, so a sketch does not depend on threads.
+// A sign ±1 from (seed, configuration id, sketch row, residual): splitmix64, so a sketch does not depend on threads.
 double sketch_sign(std::uint64_t seed, std::uint64_t k, std::uint64_t t, std::uint64_t q) {
     std::uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (1 + k + 0x100000000ULL * (t + 1)) + 0xBF58476D1CE4E5B9ULL * q;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -74,6 +74,7 @@ void TrainingSet::add(Structure structure, Labels labels) {
     const std::size_t n3 = 3 * static_cast<std::size_t>(structure.n_atoms);
     if (labels.forces.size() != n3 || labels.force_weights.size() != n3)
         throw std::invalid_argument("forces and force weights need 3 values per atom");
+    if (labels.id < 0) labels.id = static_cast<long>(labels_.size());
     atom_offsets_.push_back(atom_offsets_.back() + structure.n_atoms);
     structures_.push_back(std::move(structure));
     labels_.push_back(std::move(labels));
@@ -215,7 +216,7 @@ double TrainingSet::gauss_newton(const Basis& basis, const double* theta, double
                     J.setZero(sketch, np);
                     const double scale = 1.0 / std::sqrt(static_cast<double>(sketch));
                     for (int t = 0; t < sketch; ++t) {
-                        for (int q = 0; q < nr; ++q) c[q] = scale * std::sqrt(w[q]) * sketch_sign(seed, k, t, q);
+                        for (int q = 0; q < nr; ++q) c[q] = scale * std::sqrt(w[q]) * sketch_sign(seed, labels_[k].id, t, q);
                         structure_vjp(kernel, s, c[0], c.data() + 1, c.data() + 1 + n3, J.row(t).data(), &state);
                     }
                     H.selfadjointView<Eigen::Lower>().rankUpdate(J.transpose());

@@ -18,6 +18,7 @@ struct Labels {
     double energy_weight = 0.0;
     std::vector<double> force_weights;   // N×3; zero where a force is not labelled
     std::array<double, 9> stress_weights{};
+    long id = -1;  // the configuration's index in the whole dataset (a shard holds part of it); -1: its position
 };
 
 class TrainingSet {

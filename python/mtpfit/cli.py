@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -233,6 +235,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
+    from .parallel import world
+    from .train.checkpoint import set_file_writer
+
+    comm = world()
+    if comm.rank != 0:
+        # every rank trains the same θ; rank 0 alone prints and writes (the others read its checkpoints)
+        set_file_writer(False)
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _train_ranks(args, comm)
+    return _train_ranks(args, comm)
+
+
+def _train_ranks(args, comm) -> int:
     train, validation, species, min_dist, max_dist = _load_data(args)
     if args.init_potential:
         mtp = MTP.read(args.init_potential, species=species)
@@ -249,8 +264,9 @@ def _train(args) -> int:
         budget += f", then max {args.refine_iter or args.max_iter} iterations of {second}"
     print(f"{mtp}, {args.optimizer}, {budget}")
     start = time.perf_counter()
-    objective = Objective(mtp, train, loss, n_threads=args.threads)
-    print(f"training-set representation built in {time.perf_counter() - start:.1f} s")
+    objective = Objective(mtp, train, loss, n_threads=args.threads, comm=comm)
+    shard = f" ({comm.size} MPI ranks, {len(objective.shard)} configurations on rank 0)" if comm.size > 1 else ""
+    print(f"training-set representation built in {time.perf_counter() - start:.1f} s{shard}")
     x0 = mtp.theta if args.init_interval is None else mtp.init_params(args.init_interval, args.seed)
     if not args.no_species_fit and not args.init_potential and first != "native-bfgs":
         x0 = fit_species_energies(objective, x0)
@@ -277,7 +293,7 @@ def _train(args) -> int:
     settings = {k: v for k, v in vars(args).items() if k != "command"}
     settings.update(species=[str(s) for s in species], n_params=mtp.n_params, min_dist=min_dist,
                     max_dist=max_dist, train=str(train.name), validation=str(validation.name))
-    paths = write_run(run, output, settings)
+    paths = write_run(run, output, settings) if comm.rank == 0 else {}
     r = run.result
     passes = (f"{r.nfev:g} loss passes, {r.njev} JᵀWJ builds" if "njev" in r
               else f"{r.nfev:g} loss+gradient passes")
@@ -321,7 +337,7 @@ def _train_minibatch(args, objective: Objective, x0, validation: Dataset, output
 def _errors(objective: Objective, validation: Dataset, x) -> dict:
     return {"train": error_metrics(objective.dataset, objective.predict(x)),
             "validation": error_metrics(validation, Objective(objective.mtp, validation, objective.loss,
-                                                              objective.n_threads).predict(x))}
+                                                              objective.n_threads, objective.comm).predict(x))}
 
 
 def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

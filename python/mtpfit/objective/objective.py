@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..parallel import SerialCommunicator, balanced_shards, configuration_costs
 from ..potential.mtp import MTP
 from .loss import Loss
 from .training_set import build_training_set
@@ -46,6 +47,12 @@ class Objective:
         Default: MLIP-2's weighting (1, 0.01, 0.001), averaged, with penalty.
     n_threads : int, optional
         OpenMP threads; default all. The same θ and thread count give bit-identical results.
+    comm : communicator, optional
+        :func:`mtpfit.parallel.world` (MPI) or the serial stand-in (default). With several ranks each loads only
+        its shard of the configurations (:func:`~mtpfit.parallel.balanced_shards`, balanced by atoms ×
+        neighbours) with the weights they have in the whole dataset; every evaluation sums the shards' loss and
+        gradient with one all-reduce of a single buffer, so every rank sees the same numbers and runs the same
+        deterministic optimizer. Predictions and residuals are gathered in dataset order.
 
     Attributes
     ----------
@@ -62,12 +69,23 @@ class Objective:
         Unknown species or overlapping atoms (naming the configuration), an empty dataset.
     """
 
-    def __init__(self, mtp: MTP, dataset: Dataset, loss: Loss | None = None, n_threads: int | None = None):
+    def __init__(self, mtp: MTP, dataset: Dataset, loss: Loss | None = None, n_threads: int | None = None,
+                 comm=None):
         self.mtp = mtp
         self.dataset = dataset
         self.loss = loss or Loss()
         self.n_threads = n_threads or 0
-        self.training_set = build_training_set(mtp, dataset, self.loss)
+        self.comm = comm if comm is not None else SerialCommunicator()
+        if self.comm.size > 1:
+            self.shards = balanced_shards(configuration_costs(dataset, mtp.basis.max_dist), self.comm.size)
+            self.shard = self.shards[self.comm.rank]
+            self.training_set = build_training_set(mtp, dataset, self.loss, self.shard)
+        else:
+            self.shard = np.arange(len(dataset))
+            self.shards = [self.shard]
+            self.training_set = build_training_set(mtp, dataset, self.loss)
+        self._local = np.full(len(dataset), -1, dtype=np.int64)
+        self._local[self.shard] = np.arange(len(self.shard))
         self.penalty_coefficient = self.loss.penalty_coefficient(len(dataset))
         self.n_evaluations = self.n_fun = self.n_jac = self.configurations_evaluated = 0
         self.n_gauss_newton = self.n_residual_passes = 0
@@ -99,8 +117,15 @@ class Objective:
         if key is None or not np.array_equal(x, key[0]) or not (
                 (batch is None and key[1] is None) or (batch is not None and key[1] is not None
                                                       and np.array_equal(batch, key[1]))):
-            loss, grad, per_config = self.training_set.loss_and_gradient(self.mtp.basis.core, x, self.n_threads,
-                                                                         batch)
+            local = None if batch is None else self._local[batch]
+            local = None if local is None else local[local >= 0].astype(np.int32)
+            if local is not None and len(local) == 0:  # no configuration of this mini-batch is in this shard
+                loss, grad, per_config = 0.0, np.zeros(self.n_params), np.zeros(0)
+            else:
+                loss, grad, per_config = self.training_set.loss_and_gradient(self.mtp.basis.core, x,
+                                                                             self.n_threads, local)
+            summed = self.comm.allreduce(np.concatenate([[loss], grad]))
+            loss, grad = summed[0], summed[1:]
             if batch is not None:
                 scale = len(self.dataset) / len(batch)
                 loss, grad = loss * scale, grad * scale
@@ -172,6 +197,9 @@ class Objective:
         """
         x = np.asarray(x, dtype=float)
         loss, H, g = self.training_set.gauss_newton(self.mtp.basis.core, x, self.n_threads, int(sketch), int(seed))
+        n = self.n_params
+        summed = self.comm.allreduce(np.concatenate([[loss], H.ravel(), g]))
+        loss, H, g = summed[0], summed[1:1 + n * n].reshape(n, n), summed[1 + n * n:]
         if self.penalty_coefficient:
             rho, J = self.mtp.penalty_residuals(x)
             loss += self.penalty_coefficient * float(rho @ rho)
@@ -193,6 +221,8 @@ class Objective:
         """
         x = np.asarray(x, dtype=float)
         r, w = self.training_set.residuals(self.mtp.basis.core, x, self.n_threads)
+        sizes = self._residual_counts()
+        r, w = self._gather(r, sizes), self._gather(w, sizes)
         self.n_residual_passes += 1
         if self.penalty_coefficient:
             rho = self.mtp.penalty_residuals(x)[0]
@@ -209,8 +239,11 @@ class Objective:
         """
         x = np.asarray(x, dtype=float)
         c = np.asarray(c, dtype=float)
-        n_core = self.training_set.n_residuals_total
-        out = self.training_set.residual_vjp(self.mtp.basis.core, x, c[:n_core], self.n_threads)
+        sizes = self._residual_counts()
+        n_core = int(sizes.sum())
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        local = np.concatenate([c[offsets[k]:offsets[k + 1]] for k in self.shard]) if len(self.shard) else c[:0]
+        out = self.comm.allreduce(self.training_set.residual_vjp(self.mtp.basis.core, x, local, self.n_threads))
         if self.penalty_coefficient:
             out += self.mtp.penalty_residuals(x)[1].T @ c[n_core:]
         return out
@@ -218,15 +251,39 @@ class Objective:
     def per_configuration(self, x) -> np.ndarray:
         """Each configuration's weighted loss term at x, shape (K,)."""
         self._evaluate(x)
-        return self._value[2].copy()
+        values = np.zeros(len(self.dataset))
+        values[self.shard] = self._value[2]
+        return self.comm.allreduce(values) if self.comm.size > 1 else values
 
     def predict(self, x=None) -> Predictions:
         """Energies, forces and PlusStress of every configuration at x (default: the potential's θ)."""
         x = self.mtp.theta if x is None else np.asarray(x, dtype=float)
         e, f, s = self.training_set.predict(self.mtp.basis.core, x, self.n_threads)
-        return Predictions(e, f, s, [c.n_atoms for c in self.dataset])
+        atoms = np.array([c.n_atoms for c in self.dataset])
+        ones = np.ones(len(self.dataset), dtype=np.int64)
+        return Predictions(self._gather(e, ones), self._gather(f.reshape(-1, 3), atoms),
+                           self._gather(s.reshape(-1, 3, 3), ones), atoms)
 
     def energy_gradients(self, x=None) -> np.ndarray:
         """dE_k/dθ for every configuration, shape (K, n_params)."""
         x = self.mtp.theta if x is None else np.asarray(x, dtype=float)
-        return self.training_set.energy_gradients(self.mtp.basis.core, x, self.n_threads)
+        local = self.training_set.energy_gradients(self.mtp.basis.core, x, self.n_threads)
+        return self._gather(local, np.ones(len(self.dataset), dtype=np.int64))
+
+    def _residual_counts(self) -> np.ndarray:
+        """Residuals per configuration (energy, 3N force components, 9 PlusStress components)."""
+        return np.array([10 + 3 * c.n_atoms for c in self.dataset], dtype=np.int64)
+
+    def _gather(self, local: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """The whole-dataset array from each rank's ``local`` (its shard's blocks of ``sizes[k]`` rows, in shard
+        order), in dataset order."""
+        if self.comm.size == 1:
+            return local
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        out = np.empty((int(offsets[-1]),) + local.shape[1:])
+        for piece, shard in zip(self.comm.allgather(local), self.shards):
+            position = 0
+            for k in shard:
+                out[offsets[k]:offsets[k + 1]] = piece[position:position + sizes[k]]
+                position += sizes[k]
+        return out

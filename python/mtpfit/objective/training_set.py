@@ -26,10 +26,12 @@ def residual_weights(dataset: Dataset, loss: Loss) -> list:
     return weights
 
 
-def build_training_set(mtp: MTP, dataset: Dataset, loss: Loss):
+def build_training_set(mtp: MTP, dataset: Dataset, loss: Loss, indices=None):
     """The :class:`mtpfit._core.TrainingSet` of ``dataset`` for ``mtp``'s species and cutoff.
 
-    Neighbour lists are built here, once; every later loss evaluation reuses them.
+    Neighbour lists are built here, once; every later loss evaluation reuses them. With ``indices`` only those
+    configurations are loaded (a shard), with the weights they have in the whole dataset and their dataset
+    index as their id, so that the shards of a dataset sum to its loss.
 
     Raises
     ------
@@ -39,10 +41,12 @@ def build_training_set(mtp: MTP, dataset: Dataset, loss: Loss):
     from .. import _core
 
     ts = _core.TrainingSet()
-    for config, w in zip(dataset, residual_weights(dataset, loss)):
+    weights = residual_weights(dataset, loss)
+    for k in range(len(dataset)) if indices is None else indices:
+        config, w = dataset[k], weights[k]
         n = config.n_atoms
         ts.add(mtp.structure(config),
                config.energy if config.energy is not None else 0.0, w.energy,
                config.forces if config.forces is not None else np.zeros((n, 3)), w.forces,
-               config.plus_stress if config.plus_stress is not None else np.zeros((3, 3)), w.stress)
+               config.plus_stress if config.plus_stress is not None else np.zeros((3, 3)), w.stress, int(k))
     return ts

@@ -9,7 +9,20 @@ import numpy as np
 
 from ..optim.state import flatten_state, unflatten_state
 
-__all__ = ["save_checkpoint", "load_checkpoint", "cached_results"]
+__all__ = ["save_checkpoint", "load_checkpoint", "cached_results", "set_file_writer", "writes_files"]
+
+_writer = {"enabled": True}
+
+
+def set_file_writer(enabled: bool) -> None:
+    """Whether this process writes checkpoints (True by default). Under MPI only rank 0 writes; the other ranks
+    still read rank 0's checkpoints, so a resumed run resumes on every rank."""
+    _writer["enabled"] = bool(enabled)
+
+
+def writes_files() -> bool:
+    """See :func:`set_file_writer`."""
+    return _writer["enabled"]
 
 
 def save_checkpoint(path: str | Path, params: np.ndarray, state: dict, meta: dict) -> None:
@@ -24,6 +37,8 @@ def save_checkpoint(path: str | Path, params: np.ndarray, state: dict, meta: dic
     meta : dict
         JSON-serialisable run position (step, epoch, RNG state, history, …).
     """
+    if not writes_files():
+        return
     path = Path(path)
     arrays = {f"state/{k}": v for k, v in flatten_state(state).items()}
     arrays["params"] = params

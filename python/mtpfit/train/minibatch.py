@@ -73,7 +73,8 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
     n_configs = len(objective.dataset)
     n_batches = -(-n_configs // batch_size)
     blocks = ParameterBlocks.of(objective.mtp)
-    valid_objective = Objective(objective.mtp, validation, objective.loss, objective.n_threads) if validation else None
+    valid_objective = (Objective(objective.mtp, validation, objective.loss, objective.n_threads, objective.comm)
+                       if validation else None)
     rng = np.random.default_rng(seed)
     params, state = np.array(x0, dtype=float), optimizer.init(np.array(x0, dtype=float), blocks)
     step = epoch = batch_index = 0

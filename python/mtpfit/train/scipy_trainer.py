@@ -13,6 +13,7 @@ from ..data.dataset import Dataset
 from ..metrics import error_metrics
 from ..objective.objective import Objective
 from ..potential.mtp import MTP
+from .checkpoint import writes_files
 
 __all__ = ["TrainingRun", "train_scipy", "SCIPY_METHODS"]
 
@@ -151,13 +152,16 @@ def finish_run(objective: Objective, result, history: list, wall: float, validat
     errors = {"train": error_metrics(objective.dataset, objective.predict(result.x))}
     if validation is not None:
         errors["validation"] = error_metrics(validation, Objective(mtp, validation, objective.loss,
-                                                                   objective.n_threads).predict(result.x))
+                                                                   objective.n_threads, objective.comm)
+                                             .predict(result.x))
     if checkpoint:
         write_atomically(mtp, Path(checkpoint))
     return TrainingRun(mtp, result, history, wall, errors, interrupted)
 
 
 def write_atomically(mtp: MTP, path: Path) -> None:
+    if not writes_files():
+        return
     tmp = path.with_name(path.name + ".tmp")
     mtp.write(tmp)
     tmp.replace(path)
