@@ -70,14 +70,17 @@ class GradientDescent:
             raise ValueError(f"gradient descent needs eta > 0 and max_step > 0, got {self.eta}, {self.max_step}")
 
     def init(self, positions: np.ndarray) -> dict:
+        """The state at ``positions`` (N, 3), Å."""
         return {"X": np.array(positions, dtype=float)}
 
     def step(self, state: dict, forces: np.ndarray) -> tuple[dict, tuple]:
+        """The next state given the forces (N, 3), eV/Å, at ``state["X"]``, and the record :meth:`vjp` needs."""
         u = self.eta * forces
         dr, s, m = capped_step(u, self.max_step)
         return {"X": state["X"] + dr}, (u, s, m)
 
     def vjp(self, record: tuple, cotangent: dict) -> tuple[dict, np.ndarray]:
+        """Cotangents of the previous state and of the forces, given the next state's (``{"X": (N, 3)}``)."""
         u, s, m = record
         return {"X": cotangent["X"].copy()}, self.eta * _capped_step_vjp(u, s, m, cotangent["X"])
 
@@ -117,10 +120,12 @@ class FIRE:
                              f"{self.dt_max}")
 
     def init(self, positions: np.ndarray) -> dict:
+        """The state at ``positions`` (N, 3), Å, at rest."""
         X = np.array(positions, dtype=float)
         return {"X": X, "v": np.zeros_like(X), "dt": self.dt, "alpha": self.alpha_start, "n": 0, "started": False}
 
     def step(self, state: dict, forces: np.ndarray) -> tuple[dict, tuple]:
+        """The next state given the forces (N, 3), eV/Å, at ``state["X"]``, and the record :meth:`vjp` needs."""
         v, dt, alpha, n = state["v"], state["dt"], state["alpha"], state["n"]
         mode, mix = "euler", None
         if state["started"]:
@@ -143,6 +148,7 @@ class FIRE:
         return new, (mode, mix, state["v"], forces, dt, u, s, m)
 
     def vjp(self, record: tuple, cotangent: dict) -> tuple[dict, np.ndarray]:
+        """Cotangents of the previous state and of the forces, given the next state's (``{"X", "v"}``, (N, 3))."""
         mode, mix, v_old, forces, dt, u, s, m = record
         v_bar = cotangent["v"] + dt * _capped_step_vjp(u, s, m, cotangent["X"])
         f_bar = dt * v_bar
