@@ -6,27 +6,19 @@ import heapq
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..data.neighbors import neighbor_pairs
 
 __all__ = ["configuration_costs", "balanced_shards"]
 
 
 def configuration_costs(dataset: Dataset, cutoff: float) -> np.ndarray:
-    """Estimated cost of each configuration, atoms × neighbours per atom, shape (K,).
+    """Cost of each configuration: its number of (atom, neighbour) pairs within ``cutoff`` (Å), which the
+    per-neighbour loops of a loss+gradient pass are proportional to; shape (K,).
 
-    Neighbours per atom are estimated from the number density inside the cutoff sphere, N/V·(4/3)πr_c³, capped
-    at N − 1 for molecules and cells without a volume (no neighbour list is built: every rank computes this for
-    the whole dataset before loading its shard).
+    Every rank computes this for the whole dataset before loading its shard: one neighbour list per configuration
+    (vesin), discarded at once.
     """
-    sphere = 4.0 / 3.0 * np.pi * cutoff ** 3
-    costs = np.empty(len(dataset))
-    for k, c in enumerate(dataset):
-        neighbours = float(max(c.n_atoms - 1, 1))
-        if c.cell is not None and np.all(c.pbc):
-            volume = abs(float(np.linalg.det(c.cell)))
-            if volume > 0:
-                neighbours = c.n_atoms / volume * sphere
-        costs[k] = c.n_atoms * neighbours
-    return costs
+    return np.array([max(len(neighbor_pairs(c, cutoff)[0]), c.n_atoms) for c in dataset], dtype=float)
 
 
 def balanced_shards(costs: np.ndarray, n_shards: int) -> list[np.ndarray]:
