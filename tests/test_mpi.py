@@ -43,12 +43,14 @@ def serial():
     r, _ = objective.residuals(x)
     predicted = objective.predict(x)
     bfgs = train_full_batch(objective, x, "BFGS", max_iter=20, log_every=0, progress=None)
+    lm = train_full_batch(objective, x, "LM", max_iter=5, log_every=0, progress=None, sketch=2)
     adam = train_minibatch(objective, make_optimizer("adam", lr=1e-3), x, epochs=1, batch_size=16, seed=2,
                            progress=None)
     return {"loss": loss, "grad": grad, "batch_loss": batch_loss, "batch_grad": batch_grad, "gn_loss": gn_loss,
             "H": H, "g": g, "r": r, "vjp": objective.residual_vjp(x, np.linspace(-1, 1, len(r))),
             "forces": predicted.forces, "stresses": predicted.stresses, "per_config": objective.per_configuration(x),
-            "bfgs_losses": [h["loss"] for h in bfgs.history], "bfgs_x": bfgs.result.x, "adam_x": adam.x}
+            "bfgs_losses": [h["loss"] for h in bfgs.history], "bfgs_x": bfgs.result.x, "adam_x": adam.x,
+            "lm_x": lm.result.x}
 
 
 @pytest.mark.parametrize("ranks", [2, 4])
@@ -67,6 +69,8 @@ def test_ranks_reproduce_the_serial_objective_and_trajectories(ranks, serial, tm
     assert _relative(got["bfgs_losses"], serial["bfgs_losses"]) < 1e-9
     assert _relative(got["bfgs_x"], serial["bfgs_x"]) < 1e-9
     assert _relative(got["adam_x"], serial["adam_x"]) < 1e-12
+    # Levenberg–Marquardt with the (sketched) JᵀWJ all-reduced
+    assert _relative(got["lm_x"], serial["lm_x"]) < 1e-9
     # one all-reduce per loss+gradient evaluation, of one buffer: loss and gradient
     assert got["allreduce"] > 20 and got["bytes"] > 0
 
