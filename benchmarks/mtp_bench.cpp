@@ -5,7 +5,8 @@
 // Reads an .mtp file (trained or untrained: untrained gets the MLIP load defaults) and the first N
 // configurations of a .cfg file, then reports per atom, for 1 … T OpenMP threads: neighbour-list
 // construction (vesin), energy+forces+PlusStress over the set, and one loss+gradient pass with MLIP-2's
-// default weights. Each figure is the median of repeated runs, repeated until at least --min-time seconds
+// default weights; serially, the force vector–Jacobian product in positions and θ (one step of
+// backpropagation through a relaxation). Each figure is the median of repeated runs, repeated until at least --min-time seconds
 // and 5 runs have accumulated.
 #include <omp.h>
 #include <vesin.h>
@@ -26,6 +27,7 @@
 
 #include "basis.hpp"
 #include "structure.hpp"
+#include "site_kernel.hpp"
 #include "training_set.hpp"
 
 using namespace mtpfit;
@@ -255,6 +257,23 @@ int main(int argc, char** argv) {
                     frames.size(), argv[2], atoms, double(pairs) / atoms, pot.basis.n_params());
         const double t_nl = median_seconds([&] { for (const auto& f : frames) neighbor_structure(f, pot.basis); }, min_time);
         std::printf("neighbour lists (serial): %.2f us/atom\n", t_nl * per_atom);
+        // one backpropagation-through-time step of a relaxation: a·dF/dX and a·dF/dθ for every configuration
+        double t_fvjp = 0.0;
+        {
+            SiteKernel kernel(pot.basis, pot.theta.data());
+            std::vector<double> gt(pot.basis.n_params()), gx;
+            t_fvjp = median_seconds([&] {
+                for (int k = 0; k < ts.size(); ++k) {
+                    const Structure& s = ts.structure(k);
+                    // a uniform cotangent would be a rigid translation, which the forces ignore (skipped)
+                    std::vector<double> a(3 * s.n_atoms);
+                    for (std::size_t q = 0; q < a.size(); ++q) a[q] = static_cast<double>(q % 7) - 3.0;
+                    gx.resize(3 * s.n_atoms);
+                    structure_force_vjp(kernel, s, a.data(), gt.data(), gx.data());
+                }
+            }, min_time);
+        }
+        std::printf("force vector-Jacobian product in X and theta (serial): %.2f us/atom\n", t_fvjp * per_atom);
         std::printf("%8s %22s %22s %10s\n", "threads", "energy+forces us/atom", "loss+gradient us/atom", "ratio");
         std::vector<double> e(ts.size()), forces(3 * atoms), stress(9 * ts.size()), grad(pot.basis.n_params());
         std::ostringstream rows;
@@ -270,6 +289,7 @@ int main(int argc, char** argv) {
             out << "{\n  \"potential\": \"" << argv[1] << "\",\n  \"data\": \"" << argv[2] << "\",\n  \"configurations\": "
                 << frames.size() << ",\n  \"atoms\": " << atoms << ",\n  \"neighbours_per_atom\": " << double(pairs) / atoms
                 << ",\n  \"n_params\": " << pot.basis.n_params() << ",\n  \"neighbour_list_us_per_atom\": " << t_nl * per_atom
+                << ",\n  \"force_vjp_us_per_atom\": " << t_fvjp * per_atom
                 << ",\n  \"rows\": [\n" << rows.str() << "\n  ]\n}\n";
         }
     } catch (const std::exception& err) {
