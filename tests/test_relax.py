@@ -215,3 +215,21 @@ def test_finetune_relax_command_writes_its_report(tmp_path):
     # a rerun reuses the finished (k, η)
     assert main(args) == 0
     assert (out / "finetune_relax.csv").read_text().splitlines() == table
+
+
+def test_interrupted_fine_tuning_resumes_on_the_same_trajectory(tmp_path):
+    mtp = _potential()
+    pairs = displaced_starts(Dataset([_minimum(0), _minimum(1)]), amplitude=0.04, seed=3)
+    perturbed = _perturbed(mtp, scale=0.05)
+
+    def objective():
+        return RelaxationObjective(perturbed, pairs, GradientDescent(eta=0.02, max_step=0.1), k=5, n_threads=1)
+
+    straight = finetune_relax(objective(), "adam", max_iter=6, batch_size=1, progress=None, lr=1e-3)
+    path = tmp_path / "run.npz"
+    finetune_relax(objective(), "adam", max_iter=4, batch_size=1, checkpoint=path, checkpoint_every=2,
+                   progress=None, lr=1e-3)  # "killed" after 4 steps
+    resumed = finetune_relax(objective(), "adam", max_iter=6, batch_size=1, checkpoint=path, checkpoint_every=2,
+                             progress=None, lr=1e-3)
+    assert np.array_equal(resumed.x, straight.x)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -14,6 +15,7 @@ from ..optim import make_optimizer
 from ..optim.blocks import ParameterBlocks
 from ..optim.result import OptimizationResult
 from ..potential.mtp import MTP
+from ..train.checkpoint import load_checkpoint, save_checkpoint
 from .minima import RelaxationPair
 from .relaxation import unrolled_relaxation
 
@@ -106,6 +108,7 @@ class RelaxationObjective:
 
 def finetune_relax(objective: RelaxationObjective, optimizer: str = "adam", max_iter: int = 50,
                    batch_size: int | None = None, seed: int = 0, time_limit: float | None = None,
+                   checkpoint: str | Path | None = None, checkpoint_every: int = 5,
                    progress: Callable[[str], None] | None = print, **hyperparameters) -> OptimizationResult:
     """Minimise a :class:`RelaxationObjective` from the potential's θ.
 
@@ -121,6 +124,10 @@ def finetune_relax(objective: RelaxationObjective, optimizer: str = "adam", max_
         Zoo optimizers: pairs per step, reshuffled every epoch from ``seed`` (default: all pairs).
     time_limit : float, optional
         Seconds; stop after the first iteration that ends past it.
+    checkpoint : path, optional
+        Zoo optimizers: an ``.npz`` written atomically every ``checkpoint_every`` steps (θ, optimizer state,
+        shuffling, history); if it exists when the run starts, the run continues from it along the trajectory of
+        an uninterrupted run. SciPy's methods keep their state to themselves and restart.
     progress : callable or None
         Receives one line per iteration.
 
@@ -178,15 +185,32 @@ def finetune_relax(objective: RelaxationObjective, optimizer: str = "adam", max_
     batch = n if batch_size is None else min(batch_size, n)
     rng = np.random.default_rng(seed)
     order, position = rng.permutation(n), 0
+    done = 0
+    if checkpoint and Path(checkpoint).exists():
+        x, state, meta = load_checkpoint(checkpoint)
+        rng.bit_generator.state = meta["rng"]
+        order, position, done = np.array(meta["order"], dtype=np.int64), meta["position"], meta["step"]
+        history[:] = meta["history"]
+        start -= meta["elapsed_s"]
+        say(f"resumed from {checkpoint} at step {done}")
+
+    def save(step):
+        save_checkpoint(checkpoint, x, state, {"rng": rng.bit_generator.state, "order": order.tolist(),
+                                               "position": position, "step": step, "history": history,
+                                               "elapsed_s": time.perf_counter() - start})
+
     message = f"{max_iter} steps done"
-    for step in range(1, max_iter + 1):
+    for step in range(done + 1, max_iter + 1):
         if position + batch > n:
             order, position = rng.permutation(n), 0
         subset = None if batch == n else order[position:position + batch]
         position += batch
         loss, grad = objective.fun_and_jac(x, subset)
         x, state = opt.step(grad, state, x)
-        if record(step, loss):
+        stop = record(step, loss)
+        if checkpoint and (step % checkpoint_every == 0 or stop or step == max_iter):
+            save(step)
+        if stop:
             message = "time limit reached"
             break
     x = opt.eval_params(state, x)

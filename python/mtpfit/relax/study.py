@@ -110,6 +110,7 @@ def finetune_relax_study(mtp: MTP, train: Dataset, test: Dataset, out: str | Pat
                 "train": _fit_errors(mtp, theta0, train, loss, n_threads)}
 
     before = cached_results(out / "checkpoints", ["baseline"], settings, baseline, say)["baseline"]
+    settings_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     say(f"before: test relaxed-structure error {before['test_relaxed']['mean']:.4f} Å, test EPA RMSE "
         f"{before['test']['epa_rmse_meV']:.2f} meV/atom, force RMSE {before['test']['force_rmse']:.4f} eV/Å")
     energy_force = Objective(mtp, train, loss, n_threads) if mix > 0 else None
@@ -119,7 +120,10 @@ def finetune_relax_study(mtp: MTP, train: Dataset, test: Dataset, out: str | Pat
         step_rule = _rule(rule, eta, max_step)
         say(f"k = {k}, η = {eta}: fine-tuning with {optimizer}")
         objective = RelaxationObjective(mtp, train_pairs, step_rule, k, energy_force, mix, n_threads)
-        result = finetune_relax(objective, optimizer, max_iter, batch_size, seed, progress=say, **hyperparameters)
+        # an interrupted fine-tuning resumes from its last checkpoint (zoo optimizers)
+        partial = out / "checkpoints" / f"{name}_{settings_key}.npz"
+        result = finetune_relax(objective, optimizer, max_iter, batch_size, seed, checkpoint=partial, progress=say,
+                                **hyperparameters)
         theta = result.x
         tuned = mtp.copy(theta)
         tuned.write(out / f"finetuned_{name}.mtp")
@@ -141,6 +145,7 @@ def finetune_relax_study(mtp: MTP, train: Dataset, test: Dataset, out: str | Pat
         say(f"k = {k}, η = {eta}: test relaxed-structure error {row['test_relaxed_before']:.4f} → "
             f"{row['test_relaxed_after']:.4f} Å ({row['reduction_percent']:+.1f} % reduction); test force RMSE "
             f"{row['test_force_before']:.4f} → {row['test_force_after']:.4f} eV/Å")
+        partial.unlink(missing_ok=True)  # the result below replaces it
         return {"row": row, "each_after": after["each"], "history": result.history}
 
     names = [f"k{k:03d}_eta{eta:g}" for k in ks for eta in etas]
