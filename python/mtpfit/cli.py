@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--refine-iter", type=int,
                      help="iterations of a hybrid's second stage (default: --max-iter)")
     fit.add_argument("--geodesic", action="store_true", help="LM: geodesic acceleration (Transtrum & Sethna 2012)")
+    fit.add_argument("--lm-tau", type=float, default=None,
+                     help="LM: initial damping μ₀ = τ·max diag(JᵀWJ) (default 1e-3; 1e-6 wastes fewer early "
+                          "iterations from a random start, benchmarks/RESULTS.md §4)")
     fit.add_argument("--sketch", type=int, default=0,
                      help="LM: random sketch of JᵀWJ with this many rows per configuration (0: exact)")
     fit.add_argument("--gtol", type=float, default=1e-8)
@@ -275,7 +278,8 @@ def _train_ranks(args, comm) -> int:
     method = second or first
     second_options = {}
     if method == "LM":
-        second_options = {k: v for k, v in (("geodesic", args.geodesic), ("sketch", args.sketch)) if v}
+        second_options = {k: v for k, v in (("geodesic", args.geodesic), ("sketch", args.sketch),
+                                            ("tau", args.lm_tau)) if v}
     elif method in SCIPY_METHODS:
         second_options["gtol"] = args.gtol
     progress = None if args.quiet else print
