@@ -12,7 +12,8 @@ constexpr int kPad = 4;  // pad neighbour rows to whole AVX2 vectors of doubles
 
 SiteKernel::SiteKernel(const Basis& basis, const double* theta)
     : basis_(basis), theta_(theta), K_(basis.radial_funcs_count), R_(basis.radial_basis_size),
-      D_(basis.max_degree + 1), m_(basis.moments_count), adj_(basis.moments_count) {
+      D_(basis.max_degree + 1), m_(basis.moments_count), adj_(basis.moments_count),
+      lane_tan_adj_(basis.moments_count) {
     for (auto* b : {&batch_m_, &batch_adj_, &batch_tan_, &batch_tan_adj_}) b->assign(basis.moments_count, Lanes{});
     std::map<std::array<int, 3>, int> index;
     std::vector<std::vector<int>> members;
@@ -479,14 +480,13 @@ void SiteKernel::second_order_batch(int count, const double* const* W, double* g
     tangents_batch(count, W);
     tangent_adjoints(0.0);
     if (grad) theta_gradient_batch(count, 0.0, grad);
-    std::vector<double> alpha(m_.size());
     for (int lane = 0; lane < count; ++lane) {
         lane_ = lane;
         const Slot& slot = slots_[lane];
         const int na = slot.n_act;
         // dΦ/dr = Σ_k (∂Φ/∂m_k) ∂m_k/∂r  +  Σ_k adj_k ∇²φ_k W, φ_k = f_μ(r) M(u) the per-neighbour term of m_k
-        for (std::size_t k = 0; k < alpha.size(); ++k) alpha[k] = batch_tan_adj_[k][lane];
-        moment_gradients(alpha.data(), H[lane]);
+        for (std::size_t k = 0; k < lane_tan_adj_.size(); ++k) lane_tan_adj_[k] = batch_tan_adj_[k][lane];
+        moment_gradients(lane_tan_adj_.data(), H[lane]);
         radial_second_derivatives();
         // With φ = h(r) P(r), P = r^ν M the monomial in the components of r and h = f r^{−ν}:
         //   ∇²φ W = A2 (u·W) M u + A1 [(∇_u M·W) u + (u·W) ∇_u M + M W − (u·W) M u] + A0 ∇²_u M W,

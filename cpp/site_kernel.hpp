@@ -100,6 +100,7 @@ private:
 
     std::vector<Lanes> batch_m_, batch_adj_, batch_tan_, batch_tan_adj_;  // [moment] of kLanes values
     std::vector<double> m_, adj_;  // the current atom
+    std::vector<double> lane_tan_adj_;  // one lane's tangent adjoints (second_order_batch)
 };
 
 // Site energies (N), forces (N×3, eV/Å) and PlusStress (3×3 row-major, eV) of one configuration. With `state`,

@@ -51,17 +51,16 @@ def _setup(out, progress, loss):
 
 
 def _settings(train: Dataset, validation: Dataset, loss: Loss, **arguments) -> dict:
-    """What a study's per-level result depends on, in the form it takes after a JSON round trip."""
-    return json.loads(json.dumps({"data": [train.fingerprint(), validation.fingerprint()], "loss": dataclasses.asdict(loss),
-                                  **arguments}))
+    """What a study's per-level result depends on: the data, the loss and the study's own arguments."""
+    return {"data": [train.fingerprint(), validation.fingerprint()], "loss": dataclasses.asdict(loss), **arguments}
 
 
 def _each_level(out: Path, study: str, levels, settings: dict, compute, say) -> dict:
     """``compute(level)`` for each level, checkpointed in ``out/checkpoints/{study}_level_NN.json``
     (:func:`~mtpfit.train.checkpoint.cached_results`)."""
-    found = cached_results(out / "checkpoints", [f"{study}_level_{level:02d}" for level in levels], settings,
-                           lambda name: compute(int(name.rsplit("_", 1)[1])), say)
-    return {level: found[f"{study}_level_{level:02d}"] for level in levels}
+    names = {f"{study}_level_{level:02d}": level for level in levels}
+    found = cached_results(out / "checkpoints", names, settings, lambda name: compute(names[name]), say)
+    return {names[name]: result for name, result in found.items()}
 
 
 def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str | Path, min_dist: float = 2.0,

@@ -76,14 +76,11 @@ class Objective:
         self.loss = loss or Loss()
         self.n_threads = n_threads or 0
         self.comm = comm if comm is not None else SerialCommunicator()
-        if self.comm.size > 1:
-            self.shards = balanced_shards(configuration_costs(dataset, mtp.basis.max_dist), self.comm.size)
-            self.shard = self.shards[self.comm.rank]
-            self.training_set = build_training_set(mtp, dataset, self.loss, self.shard)
-        else:
-            self.shard = np.arange(len(dataset))
-            self.shards = [self.shard]
-            self.training_set = build_training_set(mtp, dataset, self.loss)
+        self.shards = (balanced_shards(configuration_costs(dataset, mtp.basis.max_dist), self.comm.size)
+                       if self.comm.size > 1 else [np.arange(len(dataset))])
+        self.shard = self.shards[self.comm.rank]
+        self.training_set = build_training_set(mtp, dataset, self.loss, self.shard)
+        self._atoms = np.array([c.n_atoms for c in dataset], dtype=np.int64)
         self._local = np.full(len(dataset), -1, dtype=np.int64)
         self._local[self.shard] = np.arange(len(self.shard))
         self.penalty_coefficient = self.loss.penalty_coefficient(len(dataset))
@@ -241,8 +238,11 @@ class Objective:
         c = np.asarray(c, dtype=float)
         sizes = self._residual_counts()
         n_core = int(sizes.sum())
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        local = np.concatenate([c[offsets[k]:offsets[k + 1]] for k in self.shard]) if len(self.shard) else c[:0]
+        if self.comm.size == 1:
+            local = c[:n_core]
+        else:
+            offsets = np.concatenate([[0], np.cumsum(sizes)])
+            local = np.concatenate([c[offsets[k]:offsets[k + 1]] for k in self.shard]) if len(self.shard) else c[:0]
         out = self.comm.allreduce(self.training_set.residual_vjp(self.mtp.basis.core, x, local, self.n_threads))
         if self.penalty_coefficient:
             out += self.mtp.penalty_residuals(x)[1].T @ c[n_core:]
@@ -259,10 +259,9 @@ class Objective:
         """Energies, forces and PlusStress of every configuration at x (default: the potential's θ)."""
         x = self.mtp.theta if x is None else np.asarray(x, dtype=float)
         e, f, s = self.training_set.predict(self.mtp.basis.core, x, self.n_threads)
-        atoms = np.array([c.n_atoms for c in self.dataset])
         ones = np.ones(len(self.dataset), dtype=np.int64)
-        return Predictions(self._gather(e, ones), self._gather(f.reshape(-1, 3), atoms),
-                           self._gather(s.reshape(-1, 3, 3), ones), atoms)
+        return Predictions(self._gather(e, ones), self._gather(f.reshape(-1, 3), self._atoms),
+                           self._gather(s.reshape(-1, 3, 3), ones), self._atoms)
 
     def energy_gradients(self, x=None) -> np.ndarray:
         """dE_k/dθ for every configuration, shape (K, n_params)."""
@@ -272,7 +271,7 @@ class Objective:
 
     def _residual_counts(self) -> np.ndarray:
         """Residuals per configuration (energy, 3N force components, 9 PlusStress components)."""
-        return np.array([10 + 3 * c.n_atoms for c in self.dataset], dtype=np.int64)
+        return 10 + 3 * self._atoms
 
     def _gather(self, local: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """The whole-dataset array from each rank's ``local`` (its shard's blocks of ``sizes[k]`` rows, in shard

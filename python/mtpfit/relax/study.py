@@ -50,8 +50,8 @@ def _unrolled_error(mtp: MTP, theta, pairs, rule, k: int) -> float:
                           for p in pairs]))
 
 
-def _fit_errors(mtp: MTP, theta, dataset: Dataset, loss: Loss, n_threads: int) -> dict:
-    e = error_metrics(dataset, Objective(mtp, dataset, loss, n_threads).predict(theta))["all"]
+def _fit_errors(objective: Objective, theta) -> dict:
+    e = error_metrics(objective.dataset, objective.predict(theta))["all"]
     return {"epa_rmse_meV": 1e3 * e["epa_rmse"], "force_rmse": e["force_rmse"]}
 
 
@@ -103,20 +103,22 @@ def finetune_relax_study(mtp: MTP, train: Dataset, test: Dataset, out: str | Pat
                 "n_test_starts": n_test_starts, "fmax_minimum": fmax_minimum, "fmax_relaxed": fmax_relaxed,
                 "relax_steps": relax_steps, "loss": dataclasses.asdict(loss), "seed": seed, "hyper": hyperparameters}
 
+    # the training set's objective is also the mixed-in energy/force loss
+    train_objective, test_objective = Objective(mtp, train, loss, n_threads), Objective(mtp, test, loss, n_threads)
+
     def baseline(_):
         say("before fine-tuning: relaxing the test starts to convergence")
         return {"test_relaxed": _relaxed_errors(mtp, theta0, test_pairs, fmax_relaxed, relax_steps),
-                "test": _fit_errors(mtp, theta0, test, loss, n_threads),
-                "train": _fit_errors(mtp, theta0, train, loss, n_threads)}
+                "test": _fit_errors(test_objective, theta0), "train": _fit_errors(train_objective, theta0)}
 
     before = cached_results(out / "checkpoints", ["baseline"], settings, baseline, say)["baseline"]
     settings_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     say(f"before: test relaxed-structure error {before['test_relaxed']['mean']:.4f} Å, test EPA RMSE "
         f"{before['test']['epa_rmse_meV']:.2f} meV/atom, force RMSE {before['test']['force_rmse']:.4f} eV/Å")
-    energy_force = Objective(mtp, train, loss, n_threads) if mix > 0 else None
+    energy_force = train_objective if mix > 0 else None
 
     def run(name):
-        k, eta = int(name.split("_")[0][1:]), float(name.split("_eta")[1])
+        k, eta = grid[name]
         step_rule = _rule(rule, eta, max_step)
         say(f"k = {k}, η = {eta}: fine-tuning with {optimizer}")
         objective = RelaxationObjective(mtp, train_pairs, step_rule, k, energy_force, mix, n_threads)
@@ -125,11 +127,9 @@ def finetune_relax_study(mtp: MTP, train: Dataset, test: Dataset, out: str | Pat
         result = finetune_relax(objective, optimizer, max_iter, batch_size, seed, checkpoint=partial, progress=say,
                                 **hyperparameters)
         theta = result.x
-        tuned = mtp.copy(theta)
-        tuned.write(out / f"finetuned_{name}.mtp")
+        mtp.copy(theta).write(out / f"finetuned_{name}.mtp")
         after = _relaxed_errors(mtp, theta, test_pairs, fmax_relaxed, relax_steps)
-        test_after, train_after = (_fit_errors(mtp, theta, test, loss, n_threads),
-                                   _fit_errors(mtp, theta, train, loss, n_threads))
+        test_after, train_after = _fit_errors(test_objective, theta), _fit_errors(train_objective, theta)
         row = {"k": k, "eta": eta, "rule": rule, "optimizer": optimizer, "steps": result.nit,
                "test_relaxed_before": before["test_relaxed"]["mean"], "test_relaxed_after": after["mean"],
                "reduction_percent": 100 * (1 - after["mean"] / before["test_relaxed"]["mean"]),
@@ -148,8 +148,8 @@ def finetune_relax_study(mtp: MTP, train: Dataset, test: Dataset, out: str | Pat
         partial.unlink(missing_ok=True)  # the result below replaces it
         return {"row": row, "each_after": after["each"], "history": result.history}
 
-    names = [f"k{k:03d}_eta{eta:g}" for k in ks for eta in etas]
-    runs = cached_results(out / "checkpoints", names, settings, run, say)
+    grid = {f"k{k:03d}_eta{eta:g}": (k, eta) for k in ks for eta in etas}
+    runs = cached_results(out / "checkpoints", grid, settings, run, say)
     rows = [r["row"] for r in runs.values()]
     write_table(rows, out, "finetune_relax")
     (out / "finetune_relax.json").write_text(json.dumps(
