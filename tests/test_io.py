@@ -368,8 +368,8 @@ def _study_entry(**changes) -> dict:
                      "energy": -7.25, "forces": [[0.1, 0.2, 0.3], [-0.1, -0.2, -0.3]],
                      # kBar, VASP order xx yy zz xy yz xz
                      "stress": [10.0, 20.0, 30.0, 1.0, 2.0, 3.0]},
-             # energy, 6 force weights, 6 stress weights (VASP order xx yy zz xy yz xz)
-             "weights": [0.5, 1, 2, 3, 4, 5, 6, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}
+             # energy, 6 stress weights (VASP order xx yy zz xy yz xz), then 3N = 6 force weights
+             "weights": [0.5, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1, 2, 3, 4, 5, 6]}
     for key, value in changes.items():
         target = entry["sim"]["cfg"] if key in ("cell", "pos", "types") else (
             entry if key == "weights" else entry["sim"])
@@ -406,6 +406,16 @@ def test_study_json_malformed(tmp_path, change):
     with pytest.raises(FormatError) as info:
         read_study_json(path)
     assert str(info.value).startswith(f"{path}, configuration 1: "), str(info.value)
+
+
+@pytest.mark.parametrize("count", [1 + 3 * 2, 1 + 3 * 2 + 6 + 1, 1 + 6 + 3 * 2 - 1])
+def test_study_json_weights_length(tmp_path, count):
+    """The weights must be exactly 1 + 6 + 3N long; the error names the file and the configuration."""
+    path = tmp_path / "short_weights.json"
+    path.write_text(json.dumps([_study_entry(), _study_entry(weights=[0.1] * count)]))
+    with pytest.raises(FormatError, match=rf"short_weights\.json, configuration 1: weights has {count} values, "
+                                          r"expected 1 \+ 6 \+ 3N = 13 for N = 2 atoms"):
+        read_study_json(path)
 
 
 def test_study_json_missing_key(tmp_path):

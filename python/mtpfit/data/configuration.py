@@ -38,7 +38,9 @@ class Configuration:
     weights : dict, optional
         Per-residual loss weights as some files carry them (the study JSON):
         ``{"energy": float, "forces": ndarray (N, 3), "stress": ndarray (6,)}`` with the
-        stress weights in Voigt order xx yy zz yz xz xy.
+        stress weights in Voigt order xx yy zz yz xz xy, each the weight of that Voigt
+        component's squared residual (an off-diagonal component counted once); used by
+        ``Loss(kind="file")``.
     group : str, optional
         ``config_type`` / group label, kept for per-group errors.
     source : str

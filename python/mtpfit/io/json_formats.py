@@ -25,7 +25,7 @@ KBAR_PER_EV_PER_A3 = 1602.1766208
 
 VASP_STRESS_ORDER = "xx yy zz xy yz xz"
 _COMPONENT = {"xx": (0, 0), "yy": (1, 1), "zz": (2, 2), "yz": (1, 2), "xz": (0, 2), "xy": (0, 1)}
-# The study's 6 stress weights follow VASP order; Configuration wants xx yy zz yz xz xy.
+# The study's 6 stress weights (w[1:7]) follow VASP order; Configuration wants xx yy zz yz xz xy.
 _VASP_TO_VOIGT = [0, 1, 2, 4, 5, 3]
 # mlearn entries that are data or derived from it rather than metadata.
 _MLEARN_NOT_FEATURES = {"structure", "outputs", "num_atoms"}
@@ -85,7 +85,9 @@ def read_study_json(path: str | os.PathLike) -> list[Configuration]:
 
     Each entry is ``{"sim": {"cfg": {"cell": (3, 3) Å rows, "pos": (N, 3) Å,
     "types": N ints}, "energy": eV, "forces": (N, 3) eV/Å, "stress": 6 kBar in VASP
-    order xx yy zz xy yz xz}, "weights": [1 + 3N + 6 per-residual weights]}``.
+    order xx yy zz xy yz xz}, "weights": [1 + 6 + 3N per-residual weights]}``, the
+    weights laid out **[energy, stress (6, VASP order xx yy zz xy yz xz), forces (3N,
+    atom by atom, x y z)]**.
 
     Parameters
     ----------
@@ -96,8 +98,9 @@ def read_study_json(path: str | os.PathLike) -> list[Configuration]:
     -------
     list of Configuration
         ``species`` the integer types; ``plus_stress`` (3, 3) in eV; ``weights``
-        ``{"energy": w[0], "forces": w[1:1+3N] as (N, 3), "stress": the last six
-        re-ordered to xx yy zz yz xz xy}``. Absent labels or weights give ``None``.
+        ``{"energy": w[0], "stress": w[1:7] re-ordered from VASP's xx yy zz xy yz xz
+        to the Voigt order xx yy zz yz xz xy of the Configuration, "forces": w[7:7+3N]
+        as (N, 3) (row i = atom i's x y z)}``. Absent labels or weights give ``None``.
 
     Raises
     ------
@@ -105,8 +108,20 @@ def read_study_json(path: str | os.PathLike) -> list[Configuration]:
         If ``path`` does not exist.
     FormatError
         On invalid JSON (naming the line), a top level that is not a non-empty list, or
-        a malformed entry — missing keys, wrong lengths, non-integer types, non-finite
-        or negative values — naming the configuration index.
+        a malformed entry — missing keys, wrong lengths (``weights`` must hold exactly
+        1 + 6 + 3N numbers), non-integer types, non-finite or negative values — naming
+        the file and the configuration index.
+
+    Notes
+    -----
+    The stored weights are the residual weights of one configuration's squared
+    residuals, the stress ones per Voigt component: the loss term they define is
+    w[0]·ΔE² + Σ_v w_v·Δs_v² + Σ_ia w_ia·ΔF_ia², with Δs_v the six distinct PlusStress
+    residuals (eV). On the study's Ag–Pd set they are w[0] = 1/N, 0.001/N on the
+    diagonal and 2·0.001/N on the off-diagonal stress components (each appears twice in
+    the Frobenius norm) and 0.01 on every force component: MLIP-2's default loss
+    without its 1/K average. :class:`~mtpfit.objective.loss.Loss` with
+    ``kind="file"`` uses them as they are.
     """
     return _configurations(path, _load_json(path), _study_configuration)
 
@@ -258,9 +273,12 @@ def _study_configuration(entry, source: str) -> Configuration:
     vasp_order = _parse_order(VASP_STRESS_ORDER)
     weights = _label(entry.get("weights"))
     if weights is not None:
-        w = _array(weights, (1 + 3 * n + 6,), "weights")
-        weights = {"energy": w[0], "forces": w[1:1 + 3 * n].reshape(n, 3),
-                   "stress": w[1 + 3 * n:][_VASP_TO_VOIGT]}
+        w = _array(weights, (-1,), "weights")
+        if len(w) != 1 + 6 + 3 * n:
+            raise ValueError(f"weights has {len(w)} values, expected 1 + 6 + 3N = {1 + 6 + 3 * n} for "
+                             f"N = {n} atoms (energy, 6 stress, then 3N force weights)")
+        weights = {"energy": w[0], "stress": w[1:7][_VASP_TO_VOIGT],
+                   "forces": w[7:].reshape(n, 3)}
     return Configuration(
         positions=positions, species=types, cell=cell, energy=sim.get("energy"),
         forces=None if forces is None else _array(forces, (n, 3), "sim.forces"),

@@ -10,6 +10,9 @@ from ..data.configuration import Configuration
 __all__ = ["Loss", "ResidualWeights"]
 
 _VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+# w_E, w_F, w_S when not given: MLIP-2's defaults, and 1 for the weights stored in a file.
+_MLIP_MULTIPLIERS = (1.0, 0.01, 0.001)
+_FILE_MULTIPLIERS = (1.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,8 @@ class ResidualWeights:
 
 @dataclass(frozen=True)
 class Loss:
-    """The training loss  L(θ) = Σ_k [ a_k ΔE_k² + Σ_i b_ki·ΔF_ki² + Σ c_k ΔS_k² ] + λ·P(θ).
+    """The training loss  L(θ) = s Σ_k [ a_k ΔE_k² + Σ_i b_ki·ΔF_ki² + Σ c_k ΔS_k² ] + λ·P(θ),
+    s = 1/K with ``average`` (the default), else 1.
 
     Parameters
     ----------
@@ -32,11 +36,20 @@ class Loss:
         a = w_E/N_k, b = w_F, c = w_S/N_k on every entry of the 3×3 PlusStress (Frobenius norm).
         ``"plain"``: the optimizer study's plain sums a = w_E, b = w_F, c = w_S.
         ``"file"``: the per-residual weights a configuration carries (the study JSON's
-        ``weights``), each multiplied by w_E, w_F, w_S.
-    energy, forces, stress : float
-        w_E, w_F, w_S. Defaults are MLIP-2's: 1, 0.01, 0.001 (stress in eV).
+        ``weights``, :func:`~mtpfit.io.read_study_json`), each multiplied by w_E, w_F, w_S —
+        which are 1 unless given, so that the stored weights are used as they are:
+        a = w_E·e_k, b_kia = w_F·f_kia, and the six Voigt stress weights v_k (xx yy zz yz xz xy)
+        give Σ_v w_S·v_kv·Δs_kv² (see Notes).
+    energy, forces, stress : float, optional
+        w_E, w_F, w_S. ``None`` (the default) means 1, 0.01, 0.001 (MLIP-2's, stress in eV) for
+        ``"mlip"`` and ``"plain"`` and 1, 1, 1 for ``"file"``; after construction the attributes
+        hold these numbers.
     average : bool
-        Divide the sum over configurations by their number K (the reference trainer does).
+        Divide the sum over configurations by their number K (the reference trainer does). This
+        applies to every kind, ``"file"`` included: the study JSON's weights are MLIP-2's default
+        loss *without* the 1/K average, so ``Loss(kind="file")`` (average on) is MLIP-2's default
+        loss on the Ag–Pd set, and ``Loss(kind="file", average=False, penalty=False)`` the
+        study's summed loss Σ_k Σ w r².
     penalty : bool
         Add the reference trainer's radial orthonormality penalty, 1e-9·P(θ) per configuration
         (MTP_SPEC §6), i.e. λ = 1e-9·K, or 1e-9 with ``average``.
@@ -52,12 +65,20 @@ class Loss:
     -----
     A configuration without an energy, forces or stress label contributes no such term; a
     force mask removes the unlabelled atoms' force terms.
+
+    The core sums the stress term over all nine entries of the 3×3 PlusStress residual,
+    Σ_ab c_ab ΔS_ab². For ``"file"`` a Voigt weight v of an off-diagonal component (a, b) is
+    therefore put half on (a, b) and half on (b, a): the nine-entry sum equals
+    Σ_v v_v Δs_v² over the six Voigt residuals exactly (the residual is symmetric), so every
+    stored weight multiplies its residual once. On the study's Ag–Pd weights (0.001/N diagonal,
+    2·0.001/N off-diagonal) this gives 0.001/N on every one of the nine entries, MLIP-2's
+    w_S ‖ΔS‖²_F / N.
     """
 
     kind: str = "mlip"
-    energy: float = 1.0
-    forces: float = 0.01
-    stress: float = 0.001
+    energy: float | None = None
+    forces: float | None = None
+    stress: float | None = None
     average: bool = True
     penalty: bool = True
     force_fraction: float = 1.0
@@ -68,8 +89,12 @@ class Loss:
             raise ValueError(f"unknown loss kind {self.kind!r}; use 'mlip', 'plain' or 'file'")
         if not 0.0 <= self.force_fraction <= 1.0:
             raise ValueError(f"force_fraction must be in [0, 1], got {self.force_fraction}")
-        for name in ("energy", "forces", "stress"):
+        defaults = _FILE_MULTIPLIERS if self.kind == "file" else _MLIP_MULTIPLIERS
+        for name, default in zip(("energy", "forces", "stress"), defaults):
             value = getattr(self, name)
+            if value is None:
+                value = default
+                object.__setattr__(self, name, value)
             if not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"loss weight {name} must be finite and non-negative, got {value}")
 
@@ -79,7 +104,16 @@ class Loss:
         return cls(kind="plain", energy=energy, forces=forces, stress=0.0, average=False, penalty=False)
 
     def weights(self, config: Configuration, n_configurations: int) -> ResidualWeights:
-        """The residual weights of ``config`` in a set of ``n_configurations``.
+        """The residual weights of ``config`` in a set of ``n_configurations``, as the core uses them
+        (the 1/K of ``average`` included; partial force supervision is applied afterwards, by
+        :func:`~mtpfit.objective.training_set.residual_weights`).
+
+        Returns
+        -------
+        ResidualWeights
+            For ``kind="file"``: w_E·e, w_F·f (N, 3) and the 3×3 stress weights built from the six Voigt
+            weights, a diagonal one on its entry and an off-diagonal one halved onto (a, b) and (b, a)
+            (class Notes), times w_S.
 
         Raises
         ------

@@ -15,7 +15,12 @@ __all__ = ["build_training_set", "residual_weights"]
 def residual_weights(dataset: Dataset, loss: Loss) -> list:
     """The :class:`~mtpfit.objective.loss.ResidualWeights` of every configuration, as the loss uses them:
     :meth:`Loss.weights`, then partial force supervision (``loss.force_fraction < 1``) drops the force labels
-    of the configurations not chosen and renormalises the force term over the kept components."""
+    of the configurations not chosen and renormalises the force term over the kept components.
+
+    For ``loss.kind == "file"`` these are the weights stored with each configuration (the study JSON's
+    [energy, stress (6), forces (3N)]) times ``loss.energy``/``forces``/``stress`` (1 unless set), times 1/K
+    with ``loss.average``; an off-diagonal Voigt stress weight is split in halves over its two symmetric
+    entries of the 3×3 weight (the core sums all nine)."""
     weights = [loss.weights(config, len(dataset)) for config in dataset]
     if loss.force_fraction < 1.0:
         keep = loss.force_labelled(len(dataset))
