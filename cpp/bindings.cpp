@@ -280,6 +280,22 @@ PYBIND11_MODULE(_core, m) {
             py::arg("basis"), py::arg("theta"), py::arg("c"), py::arg("n_threads") = 0,
             "Jᵀc for a cotangent c over every residual, shape (n_params,).")
         .def(
+            "linear_system",
+            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
+                const double* th = checked_theta(basis, theta);
+                const py::ssize_t n = basis.species_count + static_cast<py::ssize_t>(basis.mapping.size()) + 1;
+                py::array_t<double> R({n, n});
+                double* pR = R.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    ts.linear_system(basis, th, pR, resolve_threads(n_threads));
+                }
+                return R;
+            },
+            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0,
+            "R factor (S + M + 1, S + M + 1) of the √w-scaled linear design of the species and moment coefficients "
+            "with the labels as last column, at the radial coefficients of theta; one pass, design not stored.")
+        .def(
             "gauss_newton",
             [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads, int sketch,
                std::uint64_t seed) {

@@ -2,12 +2,21 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 
 namespace mtpfit {
 
 namespace {
 constexpr int kPad = 4;  // pad neighbour rows to whole AVX2 vectors of doubles
+
+// moment_jacobian() works on chunks of 8 doubles (one AVX-512 register, two AVX2 ones)
+typedef double Chunk __attribute__((vector_size(8 * sizeof(double))));
+inline Chunk load_chunk(const double* p) {
+    Chunk v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
 }
 
 SiteKernel::SiteKernel(const Basis& basis, const double* theta)
@@ -37,6 +46,15 @@ SiteKernel::SiteKernel(const Basis& basis, const double* theta)
         }
         group_begin_.push_back(static_cast<int>(group_moment_.size()));
     }
+    // what moment_jacobian() must initialise: rows no basic moment or earlier run has written
+    std::vector<char> written(basis.moments_count, 0);
+    for (int k : group_moment_) written[k] = 1;
+    for (const auto& run : basis.runs) {
+        run_assigns_.push_back(!written[run.target]);
+        written[run.target] = 1;
+    }
+    for (int k = 0; k < basis.moments_count; ++k)
+        if (!written[k]) unwritten_moments_.push_back(k);
 }
 
 void SiteKernel::ensure_stride(int n_active) {
@@ -107,7 +125,7 @@ void SiteKernel::basic_moments(int lane) {
     }
 }
 
-void SiteKernel::forward_batch(const Structure& s, int first, int count, double* V) {
+void SiteKernel::forward_batch(const Structure& s, int first, int count, double* V, bool adjoints) {
     std::fill(batch_m_.begin(), batch_m_.end(), Lanes{});
     prepare_batch(s, first, count);
     for (int lane = 0; lane < count; ++lane) {
@@ -130,6 +148,7 @@ void SiteKernel::forward_batch(const Structure& s, int first, int count, double*
         for (std::size_t a = 0; a < basis_.mapping.size(); ++a) v += c[a] * m[basis_.mapping[a]][lane];
         V[lane] = v;
     }
+    if (!adjoints) return;
     // reverse pass: dV/dm, gathered per moment from its uses (Basis::reverse_order)
     Lanes* adj = batch_adj_.data();
     std::fill(batch_adj_.begin(), batch_adj_.end(), Lanes{});
@@ -315,6 +334,92 @@ void SiteKernel::moment_gradients(const double* alpha_of, double* g) {
         gn[1] = radial * uy[a] + Gy[a] * inv_r[a];
         gn[2] = radial * uz[a] + Gz[a] * inv_r[a];
     }
+}
+
+template <int NC>
+void SiteKernel::product_run_block(const ProductRun& run, bool assign, int per, int q0) {
+    constexpr int kVector = 8;
+    Chunk left[NC], right[NC];
+    double* Tt = &jac_[static_cast<std::size_t>(run.target) * per + q0];
+    for (int c = 0; c < NC; ++c) {
+        left[c] = assign ? Chunk{} : load_chunk(Tt + c * kVector);
+        right[c] = Chunk{};
+    }
+    for (int k = run.begin; k < run.end; ++k) {
+        const auto& t = basis_.products[k];
+        const double ml = t.mult * m_[t.left], mr = t.mult * m_[t.right];
+        const double *Tl = &jac_[static_cast<std::size_t>(t.left) * per + q0],
+                     *Tr = &jac_[static_cast<std::size_t>(t.right) * per + q0];
+#pragma GCC unroll 6
+        for (int c = 0; c < NC; ++c) {
+            left[c] += mr * load_chunk(Tl + c * kVector);
+            right[c] += ml * load_chunk(Tr + c * kVector);
+        }
+    }
+    for (int c = 0; c < NC; ++c) {
+        const Chunk sum = left[c] + right[c];
+        std::memcpy(Tt + c * kVector, &sum, sizeof sum);
+    }
+}
+
+int SiteKernel::jacobian_tile() const {
+    const std::size_t budget = std::size_t{1} << 20, per_neighbour = 3 * sizeof(double) * m_.size();
+    const int tile = static_cast<int>(budget / per_neighbour) / kPad * kPad;
+    return std::max(kPad, tile);
+}
+
+const double* SiteKernel::moment_jacobian(int a0, int w) {
+    // a row holds the x, y and z blocks of w values back to back, padded to whole 8-double chunks
+    constexpr int kVector = 8, kMaxBlock = 6;
+    const int per = (3 * w + kVector - 1) / kVector * kVector;
+    jac_stride_ = w;
+    jac_row_ = per;
+    if (jac_.size() < static_cast<std::size_t>(per) * m_.size()) jac_.resize(static_cast<std::size_t>(per) * m_.size());
+    // basic moments: ∂(f_μ M)/∂r = (f'_μ − ν f_μ/r) M u + f_μ ∇_u M / r (as in moment_gradients)
+    const double *inv_r = row(inv_r_, 0) + a0, *ux = row(ux_, 0) + a0, *uy = row(uy_, 0) + a0,
+                 *uz = row(uz_, 0) + a0;
+    double *M = row(acc_, 4), *gx = row(acc_, 5), *gy = row(acc_, 6), *gz = row(acc_, 7);
+    for (std::size_t d = 0; d < monomials_.size(); ++d) {
+        monomial_row(static_cast<int>(d), M);
+        monomial_gradient_rows(static_cast<int>(d), gx, gy, gz);
+        const double nu = degree_[d];
+        const double *Ma = M + a0, *gxa = gx + a0, *gya = gy + a0, *gza = gz + a0;
+        for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
+            const double *f = row(f_, group_mu_[k]) + a0, *df = row(df_, group_mu_[k]) + a0;
+            double* T = &jac_[static_cast<std::size_t>(group_moment_[k]) * per];
+#pragma omp simd
+            for (int a = 0; a < w; ++a) {
+                const double radial = (df[a] - nu * f[a] * inv_r[a]) * Ma[a], fr = f[a] * inv_r[a];
+                T[a] = radial * ux[a] + fr * gxa[a];
+                T[w + a] = radial * uy[a] + fr * gya[a];
+                T[2 * w + a] = radial * uz[a] + fr * gza[a];
+            }
+            for (int q = 3 * w; q < per; ++q) T[q] = 0.0;
+        }
+    }
+    for (int k : unwritten_moments_) std::fill_n(&jac_[static_cast<std::size_t>(k) * per], per, 0.0);
+    // products in the forward pass' order, d(m_l m_r) = m_l dm_r + m_r dm_l; each run is summed in registers, up
+    // to six chunks at a time with the two terms in separate sums (short dependency chains); the first run of a
+    // derived moment sets its row, a later one (none in MLIP's files) adds to it
+    for (std::size_t r = 0; r < basis_.runs.size(); ++r) {
+        const auto& run = basis_.runs[r];
+        const bool assign = run_assigns_[r];
+        // the row's chunks in as few blocks of at most kMaxBlock as possible, of about equal size
+        const int chunks = per / kVector, blocks = (chunks + kMaxBlock - 1) / kMaxBlock;
+        for (int b = 0, q0 = 0; b < blocks; ++b) {
+            const int size = chunks / blocks + (b < chunks % blocks ? 1 : 0);
+            switch (size) {
+                case 1: product_run_block<1>(run, assign, per, q0); break;
+                case 2: product_run_block<2>(run, assign, per, q0); break;
+                case 3: product_run_block<3>(run, assign, per, q0); break;
+                case 4: product_run_block<4>(run, assign, per, q0); break;
+                case 5: product_run_block<5>(run, assign, per, q0); break;
+                default: product_run_block<6>(run, assign, per, q0); break;
+            }
+            q0 += size * kVector;
+        }
+    }
+    return jac_.data();
 }
 
 void SiteKernel::vjp_batch(int count, double e, const double* const* W, double* grad) {

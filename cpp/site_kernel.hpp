@@ -26,7 +26,8 @@ public:
 
     // Forward and adjoint passes for atoms first … first+count−1 (count ≤ kLanes); V receives their site
     // energies (eV). Follow with select() for each atom before pair_gradients() or add_vjp().
-    void forward_batch(const Structure& s, int first, int count, double* V);
+    // `adjoints` false skips the reverse pass (for callers that need only the moments: moment_jacobian()).
+    void forward_batch(const Structure& s, int first, int count, double* V, bool adjoints = true);
     // Makes atom i, lane `lane` of the last batch, the current atom.
     void select(const Structure& s, int i, int lane);
     // g_ij = dV_i/dr_ij for each neighbour of the current atom; 3 values per neighbour, eV/Å.
@@ -46,8 +47,23 @@ public:
     void load_batch(const Structure& s, int first, int count, const double* state);
     void save(double* moments, double* adjoints) const;
 
+    // ∂m_k/∂r_ij of every moment k of the current atom for its active neighbours a0 … a0+w−1 (forward mode through
+    // the products, from the moments select() loaded): row k of the returned table (jacobian_row() values) holds
+    // the x, y and z blocks of jacobian_stride() = w values, neighbour a0 + a at position a of each block. Valid
+    // until the next call.
+    const double* moment_jacobian(int a0, int w);
+    int jacobian_stride() const { return jac_stride_; }
+    int jacobian_row() const { return jac_row_; }
+    // Neighbours of the current atom inside the basis' cutoff, as indices into its neighbour list.
+    int n_active() const { return slots_[lane_].n_act; }
+    const std::vector<int>& active_neighbors() const { return slots_[lane_].active; }
+    // Neighbours per moment_jacobian() call that keep its table within about 1 MiB (the L2 cache).
+    int jacobian_tile() const;
+    const std::vector<double>& moments() const { return m_; }
+
     int n_neighbors() const { return slots_[lane_].n_nb; }
     int n_params() const { return basis_.n_params(); }
+    const Basis& basis() const { return basis_; }
     int moments_count() const { return static_cast<int>(m_.size()); }
 
 private:
@@ -80,6 +96,9 @@ private:
     void tangent_adjoints(double e);
     // the θ-derivative of e·V + Φ once tangents_batch() and tangent_adjoints(e) ran
     void theta_gradient_batch(int count, double e, double* grad);
+    // moment_jacobian(): the run's target row for columns q0 … q0 + 8·NC − 1
+    template <int NC>
+    void product_run_block(const ProductRun& run, bool assign, int per, int q0);
     // f''_μ of the current atom's neighbours into ddf_
     void radial_second_derivatives();
 
@@ -101,6 +120,10 @@ private:
     std::vector<Lanes> batch_m_, batch_adj_, batch_tan_, batch_tan_adj_;  // [moment] of kLanes values
     std::vector<double> m_, adj_;  // the current atom
     std::vector<double> lane_tan_adj_;  // one lane's tangent adjoints (second_order_batch)
+    std::vector<double> jac_;  // moment_jacobian(): [moment][component][neighbour], rows of jac_row_
+    int jac_stride_ = 0, jac_row_ = 0;
+    std::vector<char> run_assigns_;       // per run of the basis: its target's row is set, not added to
+    std::vector<int> unwritten_moments_;  // moments neither basic nor a product target: zero rows
 };
 
 // Site energies (N), forces (N×3, eV/Å) and PlusStress (3×3 row-major, eV) of one configuration. With `state`,

@@ -61,6 +61,13 @@ public:
     double gauss_newton(const Basis& basis, const double* theta, double* JtWJ, double* JtWr, int n_threads,
                         int sketch = 0, std::uint64_t seed = 0) const;
 
+    // The weighted linear least-squares system of the species and moment coefficients at the radial coefficients
+    // of θ: the R factor (n × n row-major, n = S + M + 1, upper triangular) of W^½ [A | y], A the design of every
+    // weighted residual (linear_system.hpp) and y the labels. min ‖W^½(A x − y)‖ = min ‖R₁₁ x − R₁ₙ‖ and the
+    // residual norm at the minimum is |R_nn|. Rows of zero weight are left out. One pass; bit-identical for any
+    // thread count (fixed blocks of configurations, their factors combined in order).
+    void linear_system(const Basis& basis, const double* theta, double* R, int n_threads) const;
+
 private:
     std::vector<Structure> structures_;
     std::vector<Labels> labels_;

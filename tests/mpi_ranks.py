@@ -7,6 +7,7 @@ import numpy as np
 
 from mtpfit import Loss, Objective
 from mtpfit.optim import make_optimizer
+from mtpfit.optim.linear import linear_resolve
 from mtpfit.parallel import world
 from mtpfit.train.full_batch import train_full_batch
 from mtpfit.train.minibatch import train_minibatch
@@ -24,6 +25,8 @@ def main(path: str) -> None:
     r, w = objective.residuals(x)
     vjp = objective.residual_vjp(x, np.linspace(-1, 1, len(r)))
     predicted = objective.predict(x)
+    R = objective.linear_system(x)
+    resolved = linear_resolve(objective, x)
     bfgs = train_full_batch(objective, x, "BFGS", max_iter=20, log_every=0, progress=None)
     lm = train_full_batch(objective, x, "LM", max_iter=5, log_every=0, progress=None, sketch=2)
     adam = train_minibatch(objective, make_optimizer("adam", lr=1e-3), x, epochs=1, batch_size=16, seed=2,
@@ -33,7 +36,7 @@ def main(path: str) -> None:
            "g": g.tolist(), "r": r.tolist(), "vjp": vjp.tolist(), "forces": predicted.forces.tolist(),
            "stresses": predicted.stresses.tolist(), "per_config": objective.per_configuration(x).tolist(),
            "bfgs_losses": [h["loss"] for h in bfgs.history], "bfgs_x": bfgs.result.x.tolist(),
-           "adam_x": adam.x.tolist(), "lm_x": lm.result.x.tolist(), "allreduce": comm.n_allreduce, "bytes": comm.bytes_reduced}
+           "adam_x": adam.x.tolist(), "gram": (R.T @ R).tolist(), "resolved": resolved.tolist(), "lm_x": lm.result.x.tolist(), "allreduce": comm.n_allreduce, "bytes": comm.bytes_reduced}
     if comm.rank == 0:
         with open(path, "w") as handle:
             json.dump(out, handle)

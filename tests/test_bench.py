@@ -191,3 +191,56 @@ def test_a_diverged_run_is_recorded_and_the_campaign_goes_on(campaign_file, tmp_
     assert all(r["result"]["message"].startswith("diverged: sgd: loss is") for r in diverged)
     report = write_report(tmp_path / "results", campaign_file.parent).read_text()
     assert "| multi20 | l06 | sgd | {} | 2 | — |" in report and report.count("| 2 |") >= 1
+
+
+def test_starting_points_and_budgets_of_every_kind(campaign_file, tmp_path):
+    """``start`` (default resolve for full batch, species for the zoo; older files' ``species_fit`` still read) and
+    ``max_seconds`` reaching a mini-batch-first hybrid; each record names its start and its kinds of passes."""
+    text = CAMPAIGN.split("[[optimizers]]")[0] + """
+[[optimizers]]
+label = "default"
+name = "L-BFGS-B"
+max_iter = 0
+[[optimizers]]
+label = "swept"
+name = "L-BFGS-B"
+max_iter = 0
+sweep = { start = ["species", "none"] }
+[[optimizers]]
+label = "legacy"
+name = "L-BFGS-B"
+max_iter = 0
+species_fit = false
+[[optimizers]]
+label = "zoo"
+name = "adam"
+epochs = 1
+batch_size = 8
+[[optimizers]]
+label = "hybrid budget"
+name = "adam+LM"
+epochs = 50
+batch_size = 4
+max_iter = 50
+max_seconds = 0
+"""
+    path = campaign_file.with_name("starts.toml")
+    path.write_text(text.replace("seeds = [1, 2]", "seeds = [1]"))
+    campaign = load_campaign(path, tmp_path / "starts")
+    run_campaign(campaign, workers=1, progress=None)
+    records = {(r["spec"]["optimizer"].get("label"), r["spec"]["optimizer"].get("start")): r["result"]
+               for r in _records(campaign.results).values()}
+    default, species, none = records["default", None], records["swept", "species"], records["swept", "none"]
+    assert (default["start"], species["start"], none["start"]) == ("resolve", "species", "none")
+    assert default["final_loss"] < 0.5 * species["final_loss"] and species["final_loss"] < 0.5 * none["final_loss"]
+    assert records["legacy", None]["start"] == "none"
+    assert records["legacy", None]["final_loss"] == none["final_loss"]
+    assert records["zoo", None]["start"] == "species"
+    assert default["passes_summary"] == f"{default['passes']:g} loss+gradient passes"
+    hybrid = records["hybrid budget", None]
+    assert hybrid["nit"] == 1 + 1 and not hybrid["success"]
+    assert hybrid["message"].startswith("adam: wall-time budget of 0 s reached; LM: wall-time budget of 0 s (both")
+    assert "adam: " in hybrid["passes_summary"] and "JᵀWJ builds" in hybrid["passes_summary"]
+    path.write_text(text.replace('sweep = { start = ["species", "none"] }', 'start = "random"'))
+    with pytest.raises(ValueError, match="start"):
+        load_campaign(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import sys
@@ -18,12 +19,17 @@ from .metrics import error_metrics, format_errors
 from .objective import Loss, Objective
 from .potential.mtp import LEVELS, MTP
 from .optim import OPTIMIZERS, make_optimizer
-from .train import SCIPY_METHODS, TrainingRun, fit_species_energies, write_run
+from .optim.native_bfgs import native_bfgs
+from .train import STARTS, SCIPY_METHODS, TrainingRun, passes_summary, starting_point, write_run
 from .train.full_batch import FULL_BATCH_METHODS, train_full_batch
 from .train.hybrid import train_hybrid
+from .train.initial import SELF_STARTING, default_start
 from .train.minibatch import train_minibatch
 
 __all__ = ["main"]
+
+#: The native BFGS's pre-training iterations when --pretrain-iter is not given (MLIP-2's 75).
+NATIVE_PRETRAIN_ITER = inspect.signature(native_bfgs).parameters["pretrain_iter"].default
 
 
 def _read_all(paths: list[str], fmt: str | None, stress_order: str) -> Dataset:
@@ -96,14 +102,20 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--init-potential", metavar="MTP", help="start from this .mtp file (e.g. a checkpoint)")
     model.add_argument("--init-interval", type=float, metavar="A",
                        help="start from θ uniform in [-A, A] (default: the MLIP load defaults)")
-    model.add_argument("--no-species-fit", action="store_true",
-                       help="do not start the species energies from a least-squares fit to the data")
+    model.add_argument("--start", choices=STARTS,
+                       help="starting point: resolve = radial functions scaled to unit norm, then the exact "
+                            "least-squares species and moment coefficients; species = only the species energies "
+                            "fitted; none = θ as initialised (default: resolve for full-batch trainers, species for "
+                            "mini-batch ones, none with --init-potential). The native BFGS re-solves by itself")
+    model.add_argument("--no-species-fit", action="store_true", help="the same as --start none (older name)")
     fit = t.add_argument_group("loss and optimizer")
     fit.add_argument("--loss", choices=("mlip", "plain", "file"), default="mlip",
                      help="mlip: MLIP-2 weighting; plain: the study's plain sums; file: weights in the data")
-    fit.add_argument("--energy-weight", type=float, default=1.0)
-    fit.add_argument("--force-weight", type=float, default=0.01)
-    fit.add_argument("--stress-weight", type=float, default=0.001)
+    fit.add_argument("--energy-weight", type=float, help="multiplier of the energy terms (default 1)")
+    fit.add_argument("--force-weight", type=float,
+                     help="multiplier of the force terms (default 0.01; 1 with --loss file: the stored weights)")
+    fit.add_argument("--stress-weight", type=float,
+                     help="multiplier of the stress terms (default 0.001; 1 with --loss file)")
     fit.add_argument("--no-penalty", action="store_true", help="drop the radial orthonormality penalty")
     fit.add_argument("--force-fraction", type=float, default=1.0,
                      help="partial force supervision: fraction of configurations keeping force labels (seeded)")
@@ -112,7 +124,16 @@ def _parser() -> argparse.ArgumentParser:
                           f"{', '.join(SCIPY_METHODS)}, LM (Levenberg-Marquardt) or GN (Gauss-Newton); mini-batch: "
                           f"{', '.join(sorted(OPTIMIZERS))}; or a hybrid FIRST+FULLBATCH such as adam+L-BFGS-B "
                           "(--epochs, then --max-iter) or BFGS+LM (--max-iter, then --refine-iter)")
-    fit.add_argument("--max-iter", type=int, default=1000, help="iterations of a full-batch optimizer")
+    fit.add_argument("--max-iter", type=int, default=1000,
+                     help="iterations of a full-batch optimizer (native-bfgs: after its pre-training)")
+    fit.add_argument("--pretrain-iter", type=int, metavar="N",
+                     help=f"native-bfgs: BFGS iterations of the pre-training on the radial coefficients, before "
+                          f"--max-iter (default {NATIVE_PRETRAIN_ITER}, as MLIP-2)")
+    fit.add_argument("--skip-pretrain", action="store_true",
+                     help="native-bfgs: no pre-training (--pretrain-iter 0; MLIP-2's --skip-preinit)")
+    fit.add_argument("--max-seconds", type=float, metavar="S",
+                     help="wall-time budget of the training (both stages of a hybrid): it stops after the first "
+                          "iteration or step that ends past S seconds")
     fit.add_argument("--refine-iter", type=int,
                      help="iterations of a hybrid's second stage (default: --max-iter)")
     fit.add_argument("--geodesic", action="store_true", help="LM: geodesic acceleration (Transtrum & Sethna 2012)")
@@ -261,37 +282,32 @@ def _train_ranks(args, comm) -> int:
                 penalty=not args.no_penalty, force_fraction=args.force_fraction, force_seed=args.seed)
     print(f"mtpfit {__version__}: {train} / validation {validation}")
     first, _, second = args.optimizer.partition("+")
-    budget = (f"max {args.max_iter} iterations" if first in FULL_BATCH_METHODS
-              else f"{args.epochs} epochs of batches of {args.batch_size}")
-    if second:
-        budget += f", then max {args.refine_iter or args.max_iter} iterations of {second}"
-    print(f"{mtp}, {args.optimizer}, {budget}")
+    print(f"{mtp}, {args.optimizer}, {_budget(args, first, second)}")
     start = time.perf_counter()
     objective = Objective(mtp, train, loss, n_threads=args.threads, comm=comm)
     shard = f" ({comm.size} MPI ranks, {len(objective.shard)} configurations on rank 0)" if comm.size > 1 else ""
     print(f"training-set representation built in {time.perf_counter() - start:.1f} s{shard}")
     x0 = mtp.theta if args.init_interval is None else mtp.init_params(args.init_interval, args.seed)
-    if not args.no_species_fit and not args.init_potential and first != "native-bfgs":
-        x0 = fit_species_energies(objective, x0)
+    args.start = _start(args)
+    if args.start != "none" and first not in SELF_STARTING:
+        began = time.perf_counter()
+        x0 = starting_point(objective, x0, args.start, method=args.optimizer)
+        what = ("exact linear re-solve of the species and moment coefficients" if args.start == "resolve"
+                else "species energies fitted to the energies")
+        print(f"starting point: {what} ({time.perf_counter() - began:.1f} s)")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    method = second or first
-    second_options = {}
-    if method == "LM":
-        second_options = {k: v for k, v in (("geodesic", args.geodesic), ("sketch", args.sketch),
-                                            ("tau", args.lm_tau)) if v}
-    elif method in SCIPY_METHODS:
-        second_options["gtol"] = args.gtol
     progress = None if args.quiet else print
     if second:
         run = train_hybrid(objective, first if first in FULL_BATCH_METHODS else _zoo_optimizer(args, first), second,
                            x0, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, validation=validation,
                            patience=args.patience, max_iter=args.max_iter, refine_iter=args.refine_iter,
-                           checkpoint_dir=output, progress=progress, **second_options)
+                           checkpoint_dir=output, time_limit=args.max_seconds, progress=progress,
+                           first_options=_method_options(args, first), **_method_options(args, second))
     elif first in FULL_BATCH_METHODS:
         run = train_full_batch(objective, x0, first, max_iter=args.max_iter, validation=validation,
-                               log_every=args.log_every, checkpoint=output / "checkpoint.mtp", progress=progress,
-                               **second_options)
+                               log_every=args.log_every, checkpoint=output / "checkpoint.mtp",
+                               time_limit=args.max_seconds, progress=progress, **_method_options(args, first))
     else:
         run = _train_minibatch(args, objective, x0, validation, output)
     settings = {k: v for k, v in vars(args).items() if k != "command"}
@@ -299,14 +315,66 @@ def _train_ranks(args, comm) -> int:
                     max_dist=max_dist, train=str(train.name), validation=str(validation.name))
     paths = write_run(run, output, settings) if comm.rank == 0 else {}
     r = run.result
-    passes = (f"{r.nfev:g} loss passes, {r.njev} JᵀWJ builds" if "njev" in r
-              else f"{r.nfev:g} loss+gradient passes")
-    print(f"\n{args.optimizer}: {r.message} ({r.nit} iterations, {passes}, "
+    print(f"\n{args.optimizer}: {r.message} ({r.nit} iterations, {passes_summary(r, args.optimizer)}, "
           f"{run.wall_time:.1f} s, final loss {r.fun:.6e})")
     print(format_errors(run.errors["train"], "Training errors"))
     print(format_errors(run.errors["validation"], f"Validation errors ({validation.name})"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 130 if run.interrupted else 0
+
+
+def _pretrain_iter(args) -> int:
+    """The native BFGS's pre-training iterations from --pretrain-iter / --skip-pretrain."""
+    if args.skip_pretrain:
+        if args.pretrain_iter:
+            raise ValueError(f"--skip-pretrain contradicts --pretrain-iter {args.pretrain_iter}")
+        return 0
+    if args.pretrain_iter is None:
+        return NATIVE_PRETRAIN_ITER
+    if args.pretrain_iter < 0:
+        raise ValueError(f"--pretrain-iter must be non-negative, got {args.pretrain_iter}")
+    return args.pretrain_iter
+
+
+def _method_options(args, method: str) -> dict:
+    """Keyword arguments of the full-batch trainer ``method`` from the command line (only those it takes)."""
+    if method == "native-bfgs":
+        return {"pretrain_iter": _pretrain_iter(args)}
+    if method == "LM":
+        return {k: v for k, v in (("geodesic", args.geodesic), ("sketch", args.sketch), ("tau", args.lm_tau)) if v}
+    if method in SCIPY_METHODS:
+        return {"gtol": args.gtol}
+    return {}
+
+
+def _budget(args, first: str, second: str) -> str:
+    """The budget line: iterations (the native BFGS's pre-training on top), epochs, the wall-time budget."""
+
+    def iterations(method: str, n: int) -> str:
+        if method != "native-bfgs":
+            return f"max {n} iterations"
+        pretrain = _pretrain_iter(args)
+        return f"max {pretrain} pre-training + {n} iterations" if pretrain else f"max {n} iterations, no pre-training"
+
+    budget = (iterations(first, args.max_iter) if first in FULL_BATCH_METHODS
+              else f"{args.epochs} epochs of batches of {args.batch_size}")
+    if second:
+        n = args.max_iter if args.refine_iter is None else args.refine_iter
+        budget += f", then {iterations(second, n)} of {second}"
+    if args.max_seconds is not None:
+        budget += f", wall-time budget {args.max_seconds:g} s"
+    return budget
+
+
+def _start(args) -> str:
+    """The starting point from --start, --no-species-fit and --init-potential."""
+    if args.no_species_fit:
+        if args.start not in (None, "none"):
+            raise ValueError(f"--no-species-fit contradicts --start {args.start}")
+        return "none"
+    if args.start is None:
+        return "none" if args.init_potential else default_start(args.optimizer)
+    return args.start
 
 
 def _zoo_optimizer(args, name: str):
@@ -332,7 +400,7 @@ def _train_minibatch(args, objective: Objective, x0, validation: Dataset, output
         raise ValueError(f"{checkpoint} exists: pass --resume to continue that run, or choose another --output")
     result = train_minibatch(objective, optimizer, x0, epochs=args.epochs, batch_size=args.batch_size,
                              seed=args.seed, validation=validation, validate_every=args.validate_every,
-                             patience=args.patience, checkpoint=checkpoint,
+                             patience=args.patience, checkpoint=checkpoint, time_limit=args.max_seconds,
                              progress=None if args.quiet else print)
     return TrainingRun(objective.mtp.copy(result.x), result, result.history, result.wall_time,
                        _errors(objective, validation, result.x))

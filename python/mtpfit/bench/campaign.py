@@ -21,6 +21,9 @@ A campaign is a TOML file::
     max_iter = 300                         # budget: max_iter, epochs (+ batch_size); max_seconds caps wall time;
                                            # refine_iter, refine_seconds: a hybrid's second stage
     init_interval = 1e-3                   # θ₀ uniform in ±a seeded by the run's seed (default: MLIP defaults)
+    start = "resolve"                      # from θ₀: resolve (exact linear coefficients), species (species
+                                           # energies only) or none; default resolve for full batch, species for
+                                           # the mini-batch zoo; older files: species_fit = true/false
     hyper = { gtol = 1e-6 }                # optimizer keywords
     loss = { force_fraction = 0.5 }        # overrides of [loss] for this optimizer's runs
     sweep = { init_interval = [1e-4, 1e-2] }   # any key above, hyper.KEY or loss.KEY: one run per value
@@ -39,7 +42,9 @@ from pathlib import Path
 __all__ = ["Campaign", "load_campaign", "spec_hash"]
 
 _OPTIMIZER_KEYS = {"label", "name", "max_iter", "epochs", "batch_size", "init_interval", "hyper", "loss",
-                   "sweep", "species_fit", "patience", "validate_every", "max_seconds", "refine_iter", "refine_seconds"}
+                   "sweep", "start", "species_fit", "patience", "validate_every", "max_seconds", "refine_iter",
+                   "refine_seconds"}
+_STARTS = ("resolve", "species", "none")  # mtpfit.train.STARTS, not imported: reading a campaign needs no core
 _TOP_KEYS = {"name", "description", "seeds", "threads_per_run", "results", "datasets", "models", "loss",
              "optimizers", "study", "budget_note"}
 
@@ -128,6 +133,9 @@ def load_campaign(path: str | Path, results: str | Path | None = None) -> Campai
         bad = set(opt) - _OPTIMIZER_KEYS
         if bad or "name" not in opt:
             raise ValueError(f"{path}: optimizer {k}: {'unknown keys ' + str(sorted(bad)) if bad else 'needs a name'}")
+        starts = opt.get("sweep", {}).get("start", []) + ([opt["start"]] if "start" in opt else [])
+        if any(v not in _STARTS for v in starts):
+            raise ValueError(f"{path}: optimizer {k}: start is one of {', '.join(_STARTS)}, got {starts}")
     name = config.get("name", path.stem)
     seeds = config.get("seeds", [0])
     threads = int(config.get("threads_per_run", 1))

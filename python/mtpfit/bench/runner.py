@@ -18,11 +18,23 @@ from ..metrics import error_metrics
 from ..objective import Loss, Objective
 from ..optim import make_optimizer
 from ..potential.mtp import MTP
-from ..train import FULL_BATCH_METHODS, fit_species_energies, train_full_batch
+from ..train import FULL_BATCH_METHODS, passes_summary, starting_point, train_full_batch
 from ..train.hybrid import train_hybrid
+from ..train.initial import SELF_STARTING, default_start
 from ..train.minibatch import train_minibatch
 
-__all__ = ["execute", "run_and_save"]
+__all__ = ["execute", "run_and_save", "start_of"]
+
+
+def start_of(opt: dict) -> str:
+    """The starting point of an optimizer entry: its ``start`` (resolve, species or none), or in older campaign
+    files ``species_fit`` (true: species, false: none); by default :func:`~mtpfit.train.initial.default_start` of
+    its trainer (resolve for full batch, species for the mini-batch zoo)."""
+    if "start" in opt:
+        return opt["start"]
+    if "species_fit" in opt:
+        return "species" if opt["species_fit"] else "none"
+    return default_start(opt["name"])
 
 
 @lru_cache(maxsize=8)
@@ -59,7 +71,8 @@ def execute(spec: dict, base: str | Path) -> dict:
     Returns
     -------
     dict
-        ``spec``, ``result`` (errors, wall time, passes, iterations, final loss, scipy's fields),
+        ``spec``, ``result`` (errors, wall time, passes and what they were, iterations, final loss, scipy's
+        fields, the starting point and the seconds it took, not in the wall time),
         ``history`` (loss per iteration or step) and ``machine``.
     """
     opt = spec["optimizer"]
@@ -71,9 +84,12 @@ def execute(spec: dict, base: str | Path) -> dict:
                          max_dist=model.get("max_dist", 5.0), radial_basis_size=model.get("radial_basis_size", 8))
     objective = Objective(mtp, train, Loss(**spec["loss"]), n_threads=spec.get("threads", 1))
     x0 = mtp.init_params(opt["init_interval"], seed) if "init_interval" in opt else mtp.theta
-    name = opt["name"]
-    if opt.get("species_fit", "init_interval" not in opt) and name.partition("+")[0] != "native-bfgs":
-        x0 = fit_species_energies(objective, x0)
+    name, start_kind = opt["name"], start_of(opt)
+    began = time.perf_counter()
+    x0 = starting_point(objective, x0, start_kind, method=name)
+    start_s = time.perf_counter() - began
+    if name.partition("+")[0] in SELF_STARTING:
+        start_kind = "by the trainer"  # the native BFGS re-solves its own start
     start = time.perf_counter()
     try:
         r, history = _train(objective, x0, opt, seed, valid)
@@ -82,14 +98,16 @@ def execute(spec: dict, base: str | Path) -> dict:
         return {"spec": spec,
                 "result": {"wall_time_s": time.perf_counter() - start, "passes": float(objective.passes),
                            "nit": None, "final_loss": None, "success": False, "diverged": True,
-                           "message": f"diverged: {err}", "errors": {"train": {}, "validation": {}}},
+                           "message": f"diverged: {err}", "start": start_kind, "start_s": start_s,
+                           "errors": {"train": {}, "validation": {}}},
                 "history": [], "machine": _machine()}
     errors = {"train": error_metrics(train, objective.predict(r.x))["all"],
               "validation": error_metrics(valid, Objective(mtp, valid, objective.loss, 1).predict(r.x))["all"]}
     clean = lambda v: None if isinstance(v, float) and not np.isfinite(v) else v  # noqa: E731
     return {"spec": spec,
-            "result": {"wall_time_s": float(r.wall_time), "passes": float(r.nfev), "nit": int(r.nit),
-                       "final_loss": float(r.fun),
+            "result": {"wall_time_s": float(r.wall_time), "passes": float(r.nfev),
+                       "passes_summary": passes_summary(r, name), "nit": int(r.nit), "final_loss": float(r.fun),
+                       "start": start_kind, "start_s": start_s,
                        "success": bool(r.success), "diverged": False, "message": str(r.message),
                        "errors": {part: {k: clean(v) for k, v in m.items()} for part, m in errors.items()}},
             "history": [float(v) for v in history],

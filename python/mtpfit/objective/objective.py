@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 
 from ..data.dataset import Dataset
 from ..parallel import SerialCommunicator, balanced_shards, configuration_costs
@@ -62,6 +63,8 @@ class Objective:
         Configurations those evaluations covered; divided by K it gives the equivalent number of full passes.
     n_fun, n_jac : int
         Calls of :meth:`fun` and :meth:`jac` (``fun_and_jac`` counts as both).
+    n_linear_systems : int
+        Passes of :meth:`linear_system`.
 
     Raises
     ------
@@ -85,7 +88,7 @@ class Objective:
         self._local[self.shard] = np.arange(len(self.shard))
         self.penalty_coefficient = self.loss.penalty_coefficient(len(dataset))
         self.n_evaluations = self.n_fun = self.n_jac = self.configurations_evaluated = 0
-        self.n_gauss_newton = self.n_residual_passes = 0
+        self.n_gauss_newton = self.n_residual_passes = self.n_linear_systems = 0
         self._key = None
         self._value = None
         self._hessp_base = None
@@ -204,6 +207,40 @@ class Objective:
             g += self.penalty_coefficient * (J.T @ rho)
         self.n_gauss_newton += 1
         return float(loss), H, g
+
+    def linear_system(self, x) -> np.ndarray:
+        """The weighted linear least-squares system of the species and moment coefficients at x's radial block.
+
+        With the radial coefficients fixed, every prediction is linear in θ_lin = (ξ, c): prediction = A θ_lin
+        (MTP_SPEC §5). The core accumulates, in one pass over the training set and without storing A, the R factor
+        of W^½ [A | y] (y the labels, W the loss's residual weights; rows of zero weight left out) by blocked
+        Householder QR updates (sequential TSQR: Demmel et al., SIAM J. Sci. Comput. 34, A206 (2012)): RᵀR =
+        [A | y]ᵀ W [A | y], and R₁₁ has the singular values of W^½A. The data part of the loss at any θ with this
+        radial block is ‖R₁₁ θ_lin − R₁ₙ‖² + R_nn². Under MPI each rank factors its shard and the ranks' factors
+        are stacked and factored again.
+
+        Cost: per atom one forward pass and one forward-mode pass through the moment products (about 1.5–3.5
+        loss+gradient passes at levels 16–20), plus QR updates of about 2.7 (S + M + 1)² flops per weighted
+        residual. Memory: (S + M + 1)² times a few per thread, whatever the number of residuals. The result is
+        deterministic for a given thread count and agrees across thread counts to round-off.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n_params,)
+            Only the radial block matters.
+
+        Returns
+        -------
+        ndarray, shape (S + M + 1, S + M + 1)
+            Upper triangular; columns: the S species coefficients, the M moment coefficients, the labels.
+        """
+        x = np.asarray(x, dtype=float)
+        R = self.training_set.linear_system(self.mtp.basis.core, x, self.n_threads)
+        if self.comm.size > 1:
+            R = scipy.linalg.qr(np.vstack(self.comm.allgather(R)), mode="r", check_finite=False)[0]
+            R = self.comm.bcast(R[:R.shape[1]])
+        self.n_linear_systems += 1
+        return R
 
     def residuals(self, x) -> tuple[np.ndarray, np.ndarray]:
         """Every weighted residual at x and its weight, so that L = Σ w r² (penalty residuals last, weight κ).

@@ -1,10 +1,14 @@
-"""Exact least-squares re-solve of the coefficients an MTP's predictions are linear in.
+"""Exact least-squares re-solve of the coefficients an MTP's predictions are linear in, and the reduced loss.
 
 With the radial coefficients fixed, the site energy V_i = ξ_{t_i} + Σ_α c_α B_α(i) is linear in the species
 coefficients ξ and the moment coefficients c, and so are the energy, the forces and the PlusStress (MTP_SPEC §5).
 The training loss is then a weighted linear least-squares problem in (ξ, c); MLIP-2 solves it exactly at intervals
-during training (Novikov et al., Mach. Learn.: Sci. Technol. 2, 025002 (2021)). This module builds that system
-from the objective's own predictions and solves it.
+during training (Novikov et al., Mach. Learn.: Sci. Technol. 2, 025002 (2021)), and minimising over (ξ, c) at every
+evaluation leaves the reduced loss of the radial coefficients alone, the variable projection of Golub & Pereyra
+(SIAM J. Numer. Anal. 10, 413 (1973)).
+
+The core accumulates the system in one pass over the training set without storing its design matrix
+(:meth:`mtpfit.Objective.linear_system`): the R factor of the √w-scaled design with the labels as a last column.
 """
 from __future__ import annotations
 
@@ -12,9 +16,8 @@ import numpy as np
 import scipy.linalg
 
 from ..objective.objective import Objective
-from ..objective.training_set import residual_weights
 
-__all__ = ["linear_design", "linear_resolve"]
+__all__ = ["LinearSolution", "ReducedLoss", "linear_resolve", "radial_gauge", "solve_linear"]
 
 
 def _linear_slice(objective: Objective) -> slice:
@@ -25,78 +28,104 @@ def _linear_slice(objective: Objective) -> slice:
     return slice(species.start, moment.stop)
 
 
-def _flatten(predictions) -> np.ndarray:
-    """Energies, forces and PlusStress of a prediction as one vector, in the order of :func:`_labels`."""
-    return np.concatenate([np.ravel(predictions.energies), np.ravel(predictions.forces),
-                           np.ravel(predictions.stresses)])
+class LinearSolution:
+    """The solution of the linear least-squares problem of one R factor.
+
+    Attributes
+    ----------
+    coefficients : ndarray, shape (S + M,)
+        ξ then c.
+    data_loss : float
+        Σ_r w_r (prediction_r − label_r)² at ``coefficients`` (the data part of the loss; the radial
+        orthonormality penalty and the ridge term are not in it).
+    column_norms : ndarray, shape (S + M,)
+        ‖√w a_j‖ of each design column a_j.
+    """
+
+    def __init__(self, coefficients, data_loss, column_norms):
+        self.coefficients = coefficients
+        self.data_loss = data_loss
+        self.column_norms = column_norms
 
 
-def _labels(objective: Objective) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and residual weights, flattened like :func:`_flatten`; a missing label has weight 0."""
-    e_label, e_weight, f_label, f_weight, s_label, s_weight = [], [], [], [], [], []
-    # the same per-residual weights build_training_set hands to the core
-    for config, w in zip(objective.dataset, residual_weights(objective.dataset, objective.loss)):
-        n = config.n_atoms
-        e_label.append(config.energy if config.energy is not None else 0.0)
-        e_weight.append(w.energy)
-        f_label.append(np.zeros((n, 3)) if config.forces is None else np.asarray(config.forces, dtype=float))
-        f_weight.append(np.broadcast_to(np.asarray(w.forces, dtype=float), (n, 3)))
-        s_label.append(np.zeros((3, 3)) if config.plus_stress is None
-                       else np.asarray(config.plus_stress, dtype=float))
-        s_weight.append(np.broadcast_to(np.asarray(w.stress, dtype=float), (3, 3)))
-    labels = np.concatenate([np.array(e_label), np.concatenate(f_label).ravel(), np.ravel(s_label)])
-    weights = np.concatenate([np.array(e_weight), np.concatenate(f_weight).ravel(), np.ravel(s_weight)])
-    # a label that is absent may be stored as NaN: its weight is 0, keep the product finite
-    labels = np.where(weights > 0, labels, 0.0)
-    return labels, weights
-
-
-def linear_design(objective: Objective, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The weighted linear system of the species and moment coefficients at fixed radial coefficients.
+def solve_linear(R: np.ndarray, current: np.ndarray, rcond: float = 1e-12, ridge: float = 0.0,
+                 n_species: int = 0) -> LinearSolution:
+    """Minimise ‖W^½(A x − y)‖² (+ ridge·‖x_moment‖²) from the R factor of W^½ [A | y].
 
     Parameters
     ----------
-    objective : Objective
-    x : ndarray, shape (n_params,)
-        θ; only its radial block is used.
+    R : ndarray, shape (n + 1, n + 1)
+        Upper triangular, as :meth:`mtpfit.Objective.linear_system` returns it: RᵀR = [A | y]ᵀ W [A | y].
+    current : ndarray, shape (n,)
+        The coefficients now; the solve is for the change from them (see *Rank deficiency*).
+    rcond : float
+        Singular values of the column-equilibrated system below ``rcond`` times the largest are treated as zero.
+    ridge : float
+        λ ≥ 0 of a ridge term λ Σ_α c_α² on the moment coefficients (columns ``n_species`` … n − 1), in the
+        loss's units; 0 solves the plain least-squares problem.
+    n_species : int
+        Number of leading columns (the species coefficients) the ridge term leaves alone.
 
     Returns
     -------
-    A : ndarray, shape (n_residuals, S + M)
-        Column j is the prediction (energies, forces, PlusStress, flattened) of the potential whose j-th
-        species/moment coefficient is 1 and every other species/moment coefficient 0, radial block of ``x``.
-        One energy+forces pass per column.
-    labels, weights : ndarray, shape (n_residuals,)
-        The labels in the same order and the loss's weight of each squared residual (0 where unlabelled).
-        The data part of the loss at θ is Σ weights · (A θ_lin − labels)².
+    LinearSolution
+
+    Notes
+    -----
+    *Method.* R₁₁ has the singular values of W^½A, so solving R₁₁ x ≈ R₁ₙ by SVD (LAPACK ``gelsd``, via
+    :func:`scipy.linalg.lstsq`) makes the same rank decisions as an SVD of the whole weighted design matrix, not
+    those of the normal equations (which square the condition number). Columns are first scaled to unit norm
+    (‖R₁₁ e_j‖ = ‖√w a_j‖) so that the rank decision does not depend on their units: MTP columns range from species
+    counts ~N to products of moments orders of magnitude smaller or larger. The residual norm at the minimum is
+    ‖R₁₁ x − R₁ₙ‖² + R_nn².
+
+    *Rank deficiency.* Directions the data do not determine — the ξ of a species absent from the data, a
+    combination of ξ when every configuration has the same composition, a basis function that vanishes on
+    every neighbourhood — give singular values below ``rcond``. The solve is for the *change* of the
+    coefficients, and ``gelsd`` returns the minimum-norm change (in the column-equilibrated units): what the data
+    do not determine keeps its current value instead of jumping to zero. An absent species' ξ (a zero column) is
+    left exactly as it was.
     """
-    x = np.asarray(x, dtype=float)
-    lin = _linear_slice(objective)
-    unit = x.copy()
-    columns = []
-    for j in range(lin.start, lin.stop):
-        unit[lin] = 0.0
-        unit[j] = 1.0
-        columns.append(_flatten(objective.predict(unit)))
-    labels, weights = _labels(objective)
-    return np.column_stack(columns), labels, weights
+    R = np.asarray(R, dtype=float)
+    n = R.shape[0] - 1
+    A, z = np.triu(R[:n, :n]), R[:n, n]
+    current = np.asarray(current, dtype=float)
+    rhs = z - A @ current
+    norms = np.linalg.norm(A, axis=0)
+    active = np.flatnonzero(norms > 0)
+    delta = np.zeros(n)
+    if len(active):
+        system, target = A[:, active] / norms[active], rhs
+        if ridge:
+            # rows √λ e_j for the moment columns: λ (c_j + δ_j)² with δ_j = δ'_j / norm_j
+            moments = active[active >= n_species]
+            rows = np.zeros((len(moments), len(active)))
+            rows[np.arange(len(moments)), np.searchsorted(active, moments)] = np.sqrt(ridge) / norms[moments]
+            system = np.vstack([system, rows])
+            target = np.concatenate([rhs, -np.sqrt(ridge) * current[moments]])
+        scaled, *_ = scipy.linalg.lstsq(system, target, cond=rcond, lapack_driver="gelsd")
+        delta[active] = scaled / norms[active]
+    x = current + delta
+    data_loss = float(np.sum((A @ x - z) ** 2) + R[n, n] ** 2)
+    return LinearSolution(x, data_loss, norms)
 
 
-def linear_resolve(objective: Objective, x, rcond: float = 1e-12) -> np.ndarray:
+def linear_resolve(objective: Objective, x, rcond: float = 1e-12, ridge: float = 0.0) -> np.ndarray:
     """θ with the species and moment coefficients replaced by the exact weighted least-squares solution.
 
     Minimises Σ_r w_r (prediction_r − label_r)² over (ξ, c) with the radial coefficients of ``x`` held fixed,
-    w_r the residual weights of ``objective.loss`` (zero for missing labels). The orthonormality penalty depends
-    on the radial coefficients only, so the result also minimises the full loss over (ξ, c): afterwards
-    ∂L/∂ξ = ∂L/∂c = 0 up to round-off.
+    w_r the residual weights of ``objective.loss`` (zero for missing labels or masked forces). The orthonormality
+    penalty depends on the radial coefficients only, so the result also minimises the full loss over (ξ, c):
+    afterwards ∂L/∂ξ = ∂L/∂c = 0 up to round-off (with ``ridge`` = 0).
 
     Parameters
     ----------
     objective : Objective
     x : ndarray, shape (n_params,)
     rcond : float
-        Singular values of the column-equilibrated, √w-scaled design matrix below ``rcond`` times the largest
-        are treated as zero.
+        Rank threshold of :func:`solve_linear`.
+    ridge : float
+        λ of an optional ridge term λ Σ_α c_α² on the moment coefficients (loss units).
 
     Returns
     -------
@@ -105,35 +134,146 @@ def linear_resolve(objective: Objective, x, rcond: float = 1e-12) -> np.ndarray:
 
     Notes
     -----
-    *Method.* The system is solved as a least-squares problem on the √w-scaled residuals with
-    :func:`scipy.linalg.lstsq` (SVD, LAPACK ``gelsd``), not through the normal equations: these square the
-    condition number, and the columns of an MTP design matrix (species counts ~N next to products of moments that
-    can be orders of magnitude smaller or larger) are badly scaled. Columns are first scaled to unit norm so that
-    the rank decision does not depend on their units.
-
-    *Rank deficiency.* Directions the data do not determine — the ξ of a species absent from the data, a
-    combination of ξ when every configuration has the same composition, a basis function that vanishes on
-    every neighbourhood — give singular values below ``rcond``. The solve is for the *change* of the
-    coefficients from their values in ``x``, and ``gelsd`` returns the minimum-norm change (in the
-    column-equilibrated units): what the data do not determine keeps its current value instead of jumping to
-    zero. An absent species' ξ is left exactly as it was; with one composition n_t for all configurations,
-    only Σ_t n_t ξ_t is fitted and the change is spread as n_t Δξ_t = const.
-
-    Cost: S + M energy+forces passes (one per column) and an SVD of an (n_residuals × (S + M)) matrix.
+    Cost: one pass over the training set (:meth:`mtpfit.Objective.linear_system`, about 2–4 loss+gradient passes
+    at levels 16–20) and an SVD of an (S + M) × (S + M) matrix.
     """
     x = np.array(x, dtype=float)
     lin = _linear_slice(objective)
-    A, labels, weights = linear_design(objective, x)
-    root = np.sqrt(weights)
-    keep = root > 0
-    A = A[keep] * root[keep, None]
-    current = x[lin]
-    rhs = labels[keep] * root[keep] - A @ current      # solve for the change δ: A(current + δ) ≈ labels
-    norms = np.linalg.norm(A, axis=0)
-    active = norms > 0                 # a coefficient whose column vanishes (absent species) stays as it is
-    delta = np.zeros_like(current)
-    if np.any(active):
-        scaled, *_ = scipy.linalg.lstsq(A[:, active] / norms[active], rhs, cond=rcond, lapack_driver="gelsd")
-        delta[active] = scaled / norms[active]
-    x[lin] = current + delta
+    solution = solve_linear(objective.linear_system(x), x[lin], rcond, ridge, objective.mtp.basis.species_count)
+    x[lin] = solution.coefficients
     return x
+
+
+def radial_gauge(objective: Objective, x, R: np.ndarray | None = None) -> float:
+    """The factor λ for the radial block that best balances the linear least-squares system.
+
+    Multiplying every radial coefficient by λ multiplies the design-matrix column of a basis function of
+    degree d (the number of basic moments in its product) by λᵈ and leaves the species columns (d = 0) alone;
+    after a re-solve of the linear coefficients the loss is unchanged (only the orthonormality penalty, 1e-9
+    per configuration, notices). λ is chosen to minimise the spread max_j log‖a_j λ^{d_j}‖ − min_j … of the
+    √w-weighted column norms (a piecewise-linear convex function of log λ, minimised exactly at a crossing),
+    in the spirit of MLIP-2's search of the basis' ``scaling`` by a condition number.
+
+    Parameters
+    ----------
+    objective : Objective
+    x : ndarray, shape (n_params,)
+    R : ndarray, optional
+        The linear system at ``x`` if already built (:meth:`mtpfit.Objective.linear_system`).
+
+    Returns
+    -------
+    float
+        λ > 0 (1 when the spread does not depend on it). Costs one linear-system pass unless ``R`` is given.
+    """
+    if R is None:
+        R = objective.linear_system(x)
+    n = R.shape[0] - 1
+    norms = np.linalg.norm(np.triu(R[:n, :n]), axis=0)
+    degrees = linear_degrees(objective.mtp.basis)
+    used = norms > 0
+    logs, degrees = np.log(norms[used]), degrees[used]
+    if len(set(degrees.tolist())) < 2:
+        return 1.0
+
+    def spread(t):
+        values = logs + degrees * t
+        return values.max() - values.min()
+
+    candidates = [0.0]
+    for i in range(len(logs)):
+        for j in range(i + 1, len(logs)):
+            if degrees[i] != degrees[j]:
+                candidates.append((logs[i] - logs[j]) / (degrees[j] - degrees[i]))
+    candidates = np.unique(candidates)
+    best = min(candidates, key=spread)
+    return float(np.exp(best))
+
+
+def scale_system(R: np.ndarray, degrees: np.ndarray, factor: float) -> np.ndarray:
+    """The R factor after every radial coefficient is multiplied by ``factor``: column j scales by factorᵈʲ
+    (the basis functions are homogeneous in the radial coefficients), the label column stays."""
+    return R * np.concatenate([float(factor) ** degrees, [1.0]])[None, :]
+
+
+def linear_degrees(basis) -> np.ndarray:
+    """Polynomial degree in the radial coefficients of each species (0) and moment coefficient's column."""
+    degree = np.zeros(basis.alpha_moments_count, dtype=int)
+    degree[: len(basis.alpha_index_basic)] = 1
+    for i0, i1, _, t in basis.alpha_index_times:
+        degree[t] = degree[i0] + degree[i1]
+    return np.concatenate([np.zeros(basis.species_count, dtype=int), degree[basis.alpha_moment_mapping]])
+
+
+class ReducedLoss:
+    """The variable-projection loss L̃(u) = min over (ξ, c) of L(θ(u, ξ, c)), θ's radial block = σ·u.
+
+    Golub & Pereyra (1973): the species and moment coefficients enter the predictions linearly, so for every
+    radial point they are solved exactly (:func:`solve_linear` on :meth:`mtpfit.Objective.linear_system`) and only
+    the radial coefficients are left to a non-linear optimizer. By the envelope theorem (∂L/∂(ξ, c) = 0 at the
+    solution) the gradient is ∇L̃(u) = σ ∂L/∂r at the re-solved θ, the exact gradient of L̃ (Golub & Pereyra's
+    full derivative, not an approximation, when the minimiser is unique; with rank deficiency, on the determined
+    subspace).
+
+    :meth:`fun` costs one linear-system pass (the data loss at the minimum comes with the solve); :meth:`jac`
+    adds one loss+gradient pass at the re-solved θ. A line search that rejects a trial point never pays for
+    its gradient.
+
+    Parameters
+    ----------
+    objective : Objective
+    x : ndarray, shape (n_params,)
+        Supplies the starting linear coefficients (the first re-solve is a change from them; later ones start
+        from the last solution).
+    sigma : float
+        Scale of the radial variables: θ_radial = σ·u.
+    rcond, ridge : float
+        Passed to :func:`solve_linear`.
+
+    Attributes
+    ----------
+    n_solves : int
+        Linear systems built and solved.
+    """
+
+    def __init__(self, objective: Objective, x, sigma: float = 1.0, rcond: float = 1e-12, ridge: float = 0.0):
+        self.objective = objective
+        self.sigma = float(sigma)
+        self.rcond, self.ridge = rcond, ridge
+        self.radial = objective.mtp.blocks["radial"]
+        self.linear = _linear_slice(objective)
+        self._template = np.array(x, dtype=float)
+        self._point = None          # (u bytes, θ, L̃)
+        self.n_solves = 0
+
+    def _solve(self, u):
+        u = np.asarray(u, dtype=float)
+        key = u.tobytes()
+        if self._point is None or self._point[0] != key:
+            theta = self._template.copy()
+            theta[self.radial] = self.sigma * u
+            solution = solve_linear(self.objective.linear_system(theta), theta[self.linear], self.rcond,
+                                    self.ridge, self.objective.mtp.basis.species_count)
+            theta[self.linear] = solution.coefficients
+            value = solution.data_loss
+            if self.ridge:
+                value += self.ridge * float(np.sum(theta[self.objective.mtp.blocks["moment"]] ** 2))
+            if self.objective.penalty_coefficient:
+                value += self.objective.penalty_coefficient * self.objective.mtp.penalty(theta)[0]
+            self._template = theta
+            self._point = (key, theta, float(value))
+            self.n_solves += 1
+        return self._point
+
+    def theta(self, u) -> np.ndarray:
+        """The full θ at u: radial σ·u, species and moment coefficients re-solved (a copy)."""
+        return self._solve(u)[1].copy()
+
+    def fun(self, u) -> float:
+        """L̃(u)."""
+        return self._solve(u)[2]
+
+    def jac(self, u) -> np.ndarray:
+        """∇L̃(u) = σ ∂L/∂r at the re-solved θ, shape (n_radial,)."""
+        # the ridge term depends on c only, so it adds nothing to ∂/∂r at the solution
+        return self.sigma * self.objective.jac(self._solve(u)[1])[self.radial]

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Callable
 
 import numpy as np
-import scipy.optimize
 
 from ..objective.objective import Objective
-from .linear import linear_design, linear_resolve
+from .linear import linear_degrees, linear_resolve, radial_gauge, scale_system, solve_linear
+from .bfgs import BFGSRun, dense_bfgs
 from .result import OptimizationResult
+from .varpro import variable_projection_phase
 
-__all__ = ["native_bfgs", "radial_gauge"]
+__all__ = ["native_bfgs", "radial_gauge"]  # radial_gauge re-exported from .linear
 
 
 def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: int = 50, pretrain_iter: int = 75,
@@ -121,8 +121,8 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
         ``x``, ``fun`` (loss at ``x``), ``jac``, ``nit`` (BFGS iterations, both phases), ``nfev``
         (loss+gradient passes, from ``objective.n_evaluations``), ``success``, ``message``, ``history`` (one
         row per iteration: ``iteration``, ``phase``, ``loss``, ``passes``, ``elapsed_s``), ``wall_time`` (s),
-        ``n_resolves`` (linear re-solves) and ``n_predict_passes`` (energy+forces passes of the re-solves and
-        of :func:`radial_gauge`, S + M each; not in ``nfev``).
+        and ``n_resolves`` (linear systems built and solved, one pass over the training set each
+        (:meth:`~mtpfit.Objective.linear_system`); not in ``nfev``).
 
     Raises
     ------
@@ -133,10 +133,9 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
 
     Notes
     -----
-    Cost: a pre-training evaluation is one loss+gradient pass plus S + M energy+forces passes (the re-solve);
-    a training iteration is one or a few loss+gradient passes, and a re-solve S + M energy+forces passes.
-    Pre-training therefore dominates for large M (level 16, M = 92: ~17 000 energy+forces passes for
-    75 + 100 iterations on 20 configurations).
+    Cost: a pre-training evaluation is one linear-system pass (the re-solve, about 1.5–3.5 loss+gradient
+    passes at levels 16–20) plus, where the line search needs the gradient, one loss+gradient pass; a training
+    iteration is one or a few loss+gradient passes, and a periodic re-solve one linear-system pass.
 
     What MLIP-2's log of an untrained potential (``train_det_level06_multi20``) shows, and how it is mirrored:
 
@@ -179,7 +178,7 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
     if stop_window == 0 and stop_tolerance > 0:
         raise ValueError("stop_window must be positive when stop_tolerance is")
 
-    run = _Run(objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search, scale_initial_hessian,
+    run = BFGSRun(objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search, scale_initial_hessian,
                time_limit)
     messages, success = [], True
     if pretrain_iter > 0:
@@ -191,152 +190,48 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
         messages.append(f"main: {message}")
         success = success and ok
     if final_resolve and linear_every and not run.stopped:
-        x = run.resolve(x)
+        x = _resolve(run, x)
     fun, jac = objective.fun_and_jac(x)
     if not np.isfinite(fun):
         raise FloatingPointError(f"training ended with a non-finite loss ({fun})")
     return OptimizationResult(
         x=x, fun=float(fun), jac=jac, nit=run.nit, nfev=objective.n_evaluations - run.passes_before,
         success=success, message="; ".join(messages) if messages else "no iterations requested",
-        history=run.history, wall_time=time.perf_counter() - run.start, n_resolves=run.n_resolves,
-        n_predict_passes=run.n_predict_passes)
+        history=run.history, wall_time=time.perf_counter() - run.start, n_resolves=run.n_resolves)
 
 
-def radial_gauge(objective: Objective, x) -> float:
-    """The factor λ for the radial block that best balances the linear least-squares system.
-
-    Multiplying every radial coefficient by λ multiplies the design-matrix column of a basis function of
-    degree d (the number of basic moments in its product) by λᵈ and leaves the species columns (d = 0) alone;
-    after a re-solve of the linear coefficients the loss is unchanged (only the orthonormality penalty, 1e-9
-    per configuration, notices). λ is chosen to minimise the spread max_j log‖a_j λ^{d_j}‖ − min_j … of the
-    √w-weighted column norms (a piecewise-linear convex function of log λ, minimised exactly at a crossing),
-    in the spirit of MLIP-2's search of the basis' ``scaling`` by a condition number.
-
-    Parameters
-    ----------
-    objective : Objective
-    x : ndarray, shape (n_params,)
-
-    Returns
-    -------
-    float
-        λ > 0 (1 when the spread does not depend on it). Costs S + M energy+forces passes.
-    """
-    A, _, weights = linear_design(objective, x)
-    norms = np.linalg.norm(A * np.sqrt(weights)[:, None], axis=0)
-    degrees = _linear_degrees(objective.mtp.basis)
-    used = norms > 0
-    logs, degrees = np.log(norms[used]), degrees[used]
-    if len(set(degrees.tolist())) < 2:
-        return 1.0
-
-    def spread(t):
-        values = logs + degrees * t
-        return values.max() - values.min()
-
-    candidates = [0.0]
-    for i in range(len(logs)):
-        for j in range(i + 1, len(logs)):
-            if degrees[i] != degrees[j]:
-                candidates.append((logs[i] - logs[j]) / (degrees[j] - degrees[i]))
-    candidates = np.unique(candidates)
-    best = min(candidates, key=spread)
-    return float(np.exp(best))
+def _resolve(run, x):
+    run.n_resolves += 1
+    return linear_resolve(run.objective, x)
 
 
-def _linear_degrees(basis) -> np.ndarray:
-    """Polynomial degree in the radial coefficients of each species (0) and moment coefficient's column."""
-    degree = np.zeros(basis.alpha_moments_count, dtype=int)
-    degree[: len(basis.alpha_index_basic)] = 1
-    for i0, i1, _, t in basis.alpha_index_times:
-        degree[t] = degree[i0] + degree[i1]
-    return np.concatenate([np.zeros(basis.species_count, dtype=int), degree[basis.alpha_moment_mapping]])
-
-
-class _Run:
-    """Settings, counters and history shared by the phases of one run."""
-
-    def __init__(self, objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search,
-                 scale_initial_hessian, time_limit=None):
-        self.objective, self.callback, self.time_limit = objective, callback, time_limit
-        self.scale_initial_hessian = bool(scale_initial_hessian)
-        self.c1, self.c2, self.max_line_search = c1, c2, max_line_search
-        self.stop_window, self.stop_tolerance = stop_window, stop_tolerance
-        self.start = time.perf_counter()
-        self.passes_before = objective.n_evaluations
-        self.nit = self.n_resolves = self.n_predict_passes = 0
-        self.history: list[dict] = []
-        self.stopped = False
-        blocks = objective.mtp.blocks
-        self.radial = blocks["radial"]
-        self.n_linear = blocks["moment"].stop - blocks["species"].start
-
-    def resolve(self, x):
-        self.n_resolves += 1
-        self.n_predict_passes += self.n_linear
-        return linear_resolve(self.objective, x)
-
-    def gauge(self, x):
-        self.n_predict_passes += self.n_linear
-        x = x.copy()
-        x[self.radial] *= radial_gauge(self.objective, x)
-        return x
-
-    def radial_norm(self, x) -> float:
-        """σ: RMS over μ of the norm of radial function μ's coefficients (all species pairs); 1 if zero."""
-        sigma = float(np.sqrt(np.sum(x[self.radial] ** 2) / self.objective.mtp.basis.radial_funcs_count))
-        return sigma if sigma > 0 and np.isfinite(sigma) else 1.0
-
-    def record(self, phase, x, f):
-        self.nit += 1
-        self.history.append({"iteration": self.nit, "phase": phase, "loss": float(f),
-                             "passes": self.objective.n_evaluations - self.passes_before,
-                             "elapsed_s": time.perf_counter() - self.start})
-        if self.callback is not None:
-            try:
-                self.callback(OptimizationResult(x=x.copy(), fun=float(f), nit=self.nit, phase=phase))
-            except StopIteration:
-                self.stopped = True
-        if self.time_limit is not None and self.history[-1]["elapsed_s"] >= self.time_limit:
-            self.stopped = True
+def _gauge_and_resolve(run, x):
+    """x with its radial block multiplied by :func:`radial_gauge`, then re-solved: one linear system (the design's
+    columns scale exactly by λᵈ)."""
+    objective = run.objective
+    run.n_resolves += 1
+    x = x.copy()
+    R = objective.linear_system(x)
+    lam = radial_gauge(objective, x, R)
+    x[run.radial] *= lam
+    lin = slice(objective.mtp.blocks["species"].start, objective.mtp.blocks["moment"].stop)
+    R = scale_system(R, linear_degrees(objective.mtp.basis), lam)
+    x[lin] = solve_linear(R, x[lin], n_species=objective.mtp.basis.species_count).coefficients
+    return x
 
 
 def _pretrain(run, x, n_iter, rescale):
     """BFGS on the radial coefficients of the reduced loss L̃(r) = min over (ξ, c) of L(r, ξ, c)."""
-    objective, radial = run.objective, run.radial
-    x = run.resolve(x)
-    sigma = run.radial_norm(x) if rescale else 1.0
-    cache = {}
-
-    def evaluate(u):
-        key = u.tobytes()
-        if key not in cache:
-            theta = x.copy()
-            theta[radial] = sigma * u
-            theta = run.resolve(theta)
-            f, g = objective.fun_and_jac(theta)
-            # envelope theorem: ∂L/∂(ξ, c) = 0 at the re-solved θ, so ∂L̃/∂r = ∂L/∂r there
-            cache.clear()
-            cache[key] = (f, sigma * g[radial], theta)
-        return cache[key]
-
-    def fun(u):
-        return evaluate(u)[0]
-
-    def jac(u):
-        return evaluate(u)[1].copy()
-
-    u, ok, message = _bfgs(run, "pretrain", fun, jac, x[radial] / sigma, n_iter, lambda u: evaluate(u)[2])
-    return evaluate(u)[2], ok, message
+    return variable_projection_phase(run, "pretrain", x, n_iter, rescale)
 
 
 def _train(run, x, n_iter, linear_every, rescale):
     """BFGS on all of θ, with the linear coefficients re-solved every ``linear_every`` iterations."""
     objective = run.objective
     if rescale:
-        x = run.gauge(x)
-    if rescale or linear_every:
-        x = run.resolve(x)
+        x = _gauge_and_resolve(run, x)
+    elif linear_every:
+        x = _resolve(run, x)
     d = np.ones_like(x)
     if rescale:
         d[run.radial] = run.radial_norm(x)
@@ -349,89 +244,10 @@ def _train(run, x, n_iter, linear_every, rescale):
 
     def refresh(k, u):
         if linear_every and k % linear_every == 0:
-            return run.resolve(d * u) / d
+            return _resolve(run, d * u) / d
         return None
 
-    u, ok, message = _bfgs(run, "main", fun, jac, x / d, n_iter, lambda u: d * u, refresh)
+    u, ok, message = dense_bfgs(run, "main", fun, jac, x / d, n_iter, lambda u: d * u, refresh)
     return d * u, ok, message
 
 
-def _bfgs(run, phase, fun, jac, u, n_iter, to_theta, refresh=None):
-    """Dense BFGS from a fresh inverse Hessian for at most ``n_iter`` iterations; returns (u, ok, message).
-
-    ``refresh(k, u)`` may replace u at the start of iteration k > 0 (a linear re-solve); H is kept.
-    """
-    f, g = fun(u), jac(u)
-    if not np.isfinite(f):
-        raise FloatingPointError(f"{phase}: the loss is {f} at the starting point")
-    H = None                    # None: steepest descent; H_0 is set at the first update
-    losses = []                 # loss at the start of each iteration of this phase
-    k = 0
-    while True:
-        if k > 0 and refresh is not None:
-            new = refresh(k, u)
-            if new is not None:
-                u = new
-                f, g = fun(u), jac(u)
-        losses.append(f)
-        if run.stop_tolerance > 0 and k >= run.stop_window:
-            before = losses[k - run.stop_window]
-            if before - f < run.stop_tolerance * abs(before):
-                return u, True, (f"loss fell by less than {run.stop_tolerance:g} (relative) over "
-                                 f"{run.stop_window} iterations, after {k}")
-        if k >= n_iter:
-            return u, True, f"iteration limit {n_iter} reached"
-        if not np.any(g):
-            return u, True, f"zero gradient after {k} iterations"
-
-        step = _wolfe_step(fun, jac, u, f, g, H, run.c1, run.c2, run.max_line_search)
-        if step is None and H is not None:
-            H = None                                            # restart from steepest descent once
-            step = _wolfe_step(fun, jac, u, f, g, H, run.c1, run.c2, run.max_line_search)
-        if step is None:
-            return u, False, f"line search failed after {k} iterations"
-        u_new, f_new, g_new = step
-        if not np.isfinite(f_new):
-            raise FloatingPointError(f"{phase}: non-finite loss {f_new} at iteration {k + 1}")
-        s, y = u_new - u, g_new - g
-        ys = float(y @ s)
-        if ys > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):
-            if H is None:
-                H = np.eye(len(u)) * (ys / float(y @ y) if run.scale_initial_hessian else 1.0)   # N&W 6.20
-            rho = 1.0 / ys
-            Hy = H @ y
-            # (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ, expanded for symmetric H
-            H = H - rho * (np.outer(s, Hy) + np.outer(Hy, s)) + (rho * rho * float(y @ Hy) + rho) * np.outer(s, s)
-        u, f, g = u_new, f_new, g_new
-        k += 1
-        run.record(phase, to_theta(u), f)
-        if run.stopped:
-            return u, True, f"stopped by the callback after {k} iterations"
-
-
-def _wolfe_step(fun, jac, u, f, g, H, c1, c2, max_line_search, retries: int = 3, shrink: float = 1e-3):
-    """A strong-Wolfe step along −Hg (−g when H is None); None when it fails or −Hg is not a descent direction.
-
-    The first trial step is α = 1 for a quasi-Newton direction and min(1, 1/‖g‖) for steepest descent (as
-    scipy's BFGS starts). scipy's zoom phase bisects at most 10 times, so when the first trial overshoots by
-    more than ~10³ (or the loss overflows there) the search fails; it is then repeated ``retries`` times with
-    the trial step multiplied by ``shrink`` (the bracketing phase can also grow a short trial step by 2 per
-    iteration).
-    """
-    p = -g if H is None else -(H @ g)
-    slope = float(g @ p)
-    if not slope < 0:
-        return None
-    trial = 1.0 if H is not None else min(1.0, 1.0 / float(np.linalg.norm(g)))
-    for _ in range(retries + 1):
-        # scipy's first trial is min(1, 1.01·2(f − f_prev)/slope): choose f_prev to make it `trial`
-        old_old = f - trial * slope / 2.02
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)      # LineSearchWarning is a RuntimeWarning
-            alpha, _, _, f_new, _, _ = scipy.optimize.line_search(
-                fun, jac, u, p, gfk=g, old_fval=f, old_old_fval=old_old, c1=c1, c2=c2, maxiter=max_line_search)
-        if alpha is not None and f_new is not None:
-            u_new = u + alpha * p
-            return u_new, fun(u_new), jac(u_new)     # cached: the line search's last pass is normally at u_new
-        trial *= shrink
-    return None

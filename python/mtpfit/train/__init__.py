@@ -1,8 +1,8 @@
 """Training loops."""
-from .initial import fit_species_energies
-from .output import write_run
+from .initial import STARTS, fit_species_energies, starting_point
+from .output import passes_summary, write_run
 from .scipy_trainer import SCIPY_METHODS, TrainingRun, train_scipy
 from .full_batch import FULL_BATCH_METHODS, train_full_batch
 
 __all__ = ["TrainingRun", "train_scipy", "SCIPY_METHODS", "FULL_BATCH_METHODS", "train_full_batch",
-           "fit_species_energies", "write_run"]
+           "fit_species_energies", "starting_point", "STARTS", "write_run", "passes_summary"]

@@ -12,13 +12,14 @@ from ..metrics import error_metrics
 from ..objective.objective import Objective
 from ..optim.least_squares import LEAST_SQUARES_METHODS
 from ..optim.native_bfgs import native_bfgs
+from ..optim.varpro import varpro
 from .scipy_trainer import SCIPY_METHODS, TrainingRun, finish_run, train_scipy, write_atomically
 
 __all__ = ["FULL_BATCH_METHODS", "train_full_batch"]
 
-#: Names of the full-batch trainers: the reference trainer's BFGS, scipy.optimize.minimize's methods,
+#: Names of the full-batch trainers: variable projection ("varpro"), the reference trainer's BFGS, scipy.optimize.minimize's methods,
 #: Levenberg–Marquardt ("LM") and Gauss–Newton ("GN").
-FULL_BATCH_METHODS = ("native-bfgs",) + SCIPY_METHODS + tuple(LEAST_SQUARES_METHODS)
+FULL_BATCH_METHODS = ("varpro", "native-bfgs") + SCIPY_METHODS + tuple(LEAST_SQUARES_METHODS)
 
 
 def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_iter: int = 1000,
@@ -46,7 +47,7 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
     progress : callable or None
         Receives one line per iteration.
     **options
-        Passed to the method: :func:`~mtpfit.optim.native_bfgs.native_bfgs`,
+        Passed to the method: :func:`~mtpfit.optim.varpro.varpro`, :func:`~mtpfit.optim.native_bfgs.native_bfgs`,
         :func:`~mtpfit.train.train_scipy` (``gtol``),
         :func:`~mtpfit.optim.least_squares.levenberg_marquardt` or
         :func:`~mtpfit.optim.least_squares.gauss_newton`.
@@ -68,6 +69,8 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
                            **options)
     if method == "native-bfgs":
         trainer = native_bfgs
+    elif method == "varpro":
+        trainer = varpro
     elif method in LEAST_SQUARES_METHODS:
         trainer = LEAST_SQUARES_METHODS[method]
     else:

@@ -22,7 +22,8 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
                  batch_size: int = 32, seed: int = 0, validation: Dataset | None = None, patience: int | None = None,
                  max_iter: int = 1000, refine_iter: int | None = None, checkpoint_dir: str | Path | None = None,
                  time_limit: float | None = None, refine_time: float | None = None,
-                 progress: Callable[[str], None] | None = print, **options) -> TrainingRun:
+                 first_options: dict | None = None, progress: Callable[[str], None] | None = print,
+                 **options) -> TrainingRun:
     """``first``, then the full-batch ``method`` for ``refine_iter`` iterations from its θ.
 
     Parameters
@@ -41,13 +42,17 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
     refine_time : float, optional
         With ``time_limit``: the part of it kept for the second stage (the first stops at
         ``time_limit − refine_time``).
+    first_options : dict, optional
+        Passed to a full-batch first stage (e.g. ``pretrain_iter`` for the native BFGS).
     **options
         Passed to the second stage (e.g. ``gtol``, ``geodesic``).
 
     Returns
     -------
     TrainingRun
-        One run: history rows carry ``stage`` (1 or 2); ``result.nit``/``nfev``/``wall_time`` add up both stages.
+        One run: history rows carry ``stage`` (1 or 2); ``result.nit``/``nfev``/``wall_time`` add up both stages,
+        ``result.stages`` holds the two stages' results; ``success`` is the second stage's. When the budget runs
+        out in the second stage, its message names the whole ``time_limit``.
     """
     say = progress or (lambda line: None)
     folder = Path(checkpoint_dir) if checkpoint_dir else None
@@ -56,7 +61,7 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
         first_limit = max(time_limit - refine_time, 0.0)
     if isinstance(first, str):
         run = train_full_batch(objective, x0, first, max_iter=max_iter, time_limit=first_limit, progress=progress,
-                               checkpoint=folder / "stage1.mtp" if folder else None)
+                               checkpoint=folder / "stage1.mtp" if folder else None, **(first_options or {}))
         one, one_history, one_wall, name = run.result, run.history, run.wall_time, first
     else:
         one = train_minibatch(objective, first, x0, epochs=epochs, batch_size=batch_size, seed=seed,
@@ -65,13 +70,18 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
                               progress=progress)
         one_history, one_wall, name = one.history, one.wall_time, first.name
     say(f"{name} stopped ({one.message}); {method} from its θ")
+    remaining = None if time_limit is None else max(time_limit - one_wall, 0.0)
     two = train_full_batch(objective, one.x, method, max_iter=max_iter if refine_iter is None else refine_iter,
                            validation=validation, checkpoint=folder / "checkpoint.mtp" if folder else None,
-                           time_limit=None if time_limit is None else max(time_limit - one_wall, 0.0),
-                           progress=progress, **options)
+                           time_limit=remaining, progress=progress, **options)
     history = [{"stage": 1, **row} for row in one_history] + [{"stage": 2, **row} for row in two.history]
     r = two.result
+    message = str(r.message)
+    if remaining is not None:
+        # the second stage only knows what was left of the budget; name the budget the caller set
+        message = message.replace(f"wall-time budget of {remaining:g} s",
+                                  f"wall-time budget of {time_limit:g} s (both stages)")
     result = OptimizationResult(x=r.x, fun=r.fun, nit=one.nit + r.nit, nfev=one.nfev + r.nfev, success=r.success,
-                                message=f"{name}: {one.message}; {method}: {r.message}", history=history,
-                                wall_time=one_wall + two.wall_time)
+                                message=f"{name}: {one.message}; {method}: {message}", history=history,
+                                wall_time=one_wall + two.wall_time, stages=[one, r])
     return TrainingRun(two.mtp, result, history, result.wall_time, two.errors, two.interrupted)

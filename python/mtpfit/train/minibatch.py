@@ -51,7 +51,8 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
     max_steps : int, optional
         Stop after this many optimizer steps in total (counting those before a resume).
     time_limit : float, optional
-        Wall-time budget (s, counting the time before a resume): stop after the first step that ends past it.
+        Wall-time budget (s, counting the time before a resume): stop after the first step that ends past it
+        (``success`` is then False and the message says "wall-time budget of … s reached").
     progress : callable or None
         Receives one line per epoch and per validation.
 
@@ -59,7 +60,8 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
     -------
     OptimizationResult
         ``x`` the reported θ (best on validation with early stopping), ``fun`` the full training loss there,
-        ``nit`` steps, ``nfev`` equivalent full passes, ``history`` rows per step (``step``, ``epoch``,
+        ``nit`` steps, ``nfev`` equivalent full passes, ``success`` (False when the wall-time budget stopped the
+        run; True when it ran its epochs or steps or stopped early), ``history`` rows per step (``step``, ``epoch``,
         ``batch_loss``, ``elapsed_s``; ``epoch_loss``, the mean batch loss, on an epoch's last step; validation
         errors when computed), ``epochs`` completed, ``state`` the optimizer's final state (its preconditioner
         statistics, for :mod:`mtpfit.analysis.hessian`).
@@ -114,7 +116,7 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         return patience is not None and best["stale"] >= patience
 
     stop_message = f"{epochs} epochs done"
-    stopped = False
+    stopped = out_of_time = False
     while epoch < epochs and not stopped:
         if batch_index == 0:
             order = rng.permutation(n_configs)
@@ -146,7 +148,7 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
             if checkpoint and step % checkpoint_every == 0:
                 save()
             if time_limit is not None and row["elapsed_s"] >= time_limit and not stopped:
-                stop_message, stopped = f"wall-time budget of {time_limit:g} s reached", True
+                stop_message, stopped, out_of_time = f"wall-time budget of {time_limit:g} s reached", True, True
             if stopped:
                 break
         if batch_index == n_batches:
@@ -157,6 +159,6 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
     if checkpoint:
         save()
     x = best["x"] if (patience is not None and best["x"] is not None) else optimizer.eval_params(state, params)
-    return OptimizationResult(x=x, fun=objective.fun(x), nit=step, nfev=objective.passes, success=True,
+    return OptimizationResult(x=x, fun=objective.fun(x), nit=step, nfev=objective.passes, success=not out_of_time,
                               message=stop_message, history=history, wall_time=time.perf_counter() - start,
                               epochs=epoch, state=state)

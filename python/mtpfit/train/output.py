@@ -6,9 +6,42 @@ import json
 import math
 from pathlib import Path
 
+from ..optim.least_squares import LEAST_SQUARES_METHODS
 from .scipy_trainer import TrainingRun
 
-__all__ = ["write_run"]
+__all__ = ["write_run", "passes_summary"]
+
+
+def passes_summary(result, method: str) -> str:
+    """What a run's passes over the training set were, named by kind, e.g. ``"12 loss passes, 5 JᵀWJ builds"``.
+
+    Parameters
+    ----------
+    result : OptimizeResult
+        The trainer's result (``nfev``; ``njev`` for LM/GN, ``n_resolves`` for the native BFGS; a hybrid's
+        ``stages``, the results of its two stages).
+    method : str
+        The trainer's name as given to ``mtpfit train --optimizer`` (``FIRST+SECOND`` for a hybrid).
+
+    Returns
+    -------
+    str
+        LM and GN: "N loss passes, M JᵀWJ builds" (their ``njev`` counts JᵀWJ builds); the native BFGS:
+        "N loss+gradient passes, M linear solves" (exact re-solves of the species and moment coefficients);
+        scipy's methods and the mini-batch zoo: "N loss+gradient passes" (scipy's own ``njev`` counts gradient
+        evaluations, the same passes; mini-batch passes are full-pass equivalents). A hybrid: both stages,
+        "FIRST: …; SECOND: …".
+    """
+    first, plus, second = method.partition("+")
+    if plus and "stages" in result:
+        return "; ".join(f"{name}: {passes_summary(stage, name)}" for name, stage in zip((first, second),
+                                                                                          result.stages))
+    if method in LEAST_SQUARES_METHODS:
+        return f"{result.nfev:g} loss passes, {result.get('njev', 0)} JᵀWJ builds"
+    text = f"{result.nfev:g} loss+gradient passes"
+    if method in ("native-bfgs", "varpro") and "n_resolves" in result:
+        text += f", {result.n_resolves} linear solves"
+    return text
 
 
 def _clean(value):

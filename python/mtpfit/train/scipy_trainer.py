@@ -80,8 +80,8 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
         current θ, so an interrupted run loses at most that much work (restart from it with
         ``MTP.read``).
     time_limit : float, optional
-        Wall-time budget (s): the run stops after the first iteration that ends past it (scipy then reports
-        ``success=False`` and that its callback stopped it).
+        Wall-time budget (s): the run stops after the first iteration that ends past it, with ``success=False``
+        and the message "wall-time budget of … s reached".
     progress : callable or None
         Receives one line per iteration; ``None`` is silent.
 
@@ -121,6 +121,7 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
         if checkpoint and row["iteration"] % checkpoint_every == 0:
             write_atomically(objective.mtp.copy(state["x"]), Path(checkpoint))
         if time_limit is not None and row["elapsed_s"] >= time_limit:
+            state["budget"] = True
             raise StopIteration
 
     options = {"maxiter": int(max_iter), "gtol": gtol}
@@ -138,6 +139,9 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
             x=state["x"], fun=objective.fun(state["x"]), nit=state["iteration"], success=False,
             message="interrupted by the user")
     wall = time.perf_counter() - start
+    if state.get("budget"):
+        # scipy says "`callback` raised `StopIteration`" (and success False): say why
+        result.message, result.success = f"wall-time budget of {time_limit:g} s reached", False
     result.nfev = objective.passes - passes_before
     if not np.isfinite(result.fun):
         raise FloatingPointError(f"training ended with a non-finite loss ({result.fun}); θ is not usable")
