@@ -130,7 +130,7 @@ def _metrics(folder):
 def test_wall_time_budget_stops_every_kind_of_trainer_and_says_so(tmp_path, capsys):
     """--max-seconds: a run stops after its first iteration past the budget, is not reported as converged, and the
     summary names its passes by kind (scipy: loss+gradient passes, never JᵀWJ builds)."""
-    for optimizer in ("BFGS", "GN", "adam", "BFGS+LM"):
+    for optimizer in ("varpro", "native-bfgs", "BFGS", "GN", "adam", "BFGS+LM"):
         out = tmp_path / optimizer
         assert main(["train", "--optimizer", optimizer, "--max-iter", "50", "--epochs", "5", "--batch-size", "4",
                      "--max-seconds", "1e-9", *REF10, "--output", str(out), "--quiet"]) == 0
@@ -144,6 +144,9 @@ def test_wall_time_budget_stops_every_kind_of_trainer_and_says_so(tmp_path, caps
             assert "loss+gradient passes" in summary and "JᵀWJ" not in summary
         elif optimizer == "GN":
             assert " loss passes, " in summary and "JᵀWJ builds" in summary
+        elif optimizer in ("varpro", "native-bfgs"):
+            assert "wall-time budget of 1e-09 s reached after 1 iterations" in summary
+            assert "loss+gradient passes" in summary and "linear solves" in summary
         else:
             # each stage's passes by kind; the second stage names the whole budget
             assert ("BFGS: wall-time budget of 1e-09 s reached; LM: wall-time budget of 1e-09 s (both stages) "

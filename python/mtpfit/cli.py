@@ -28,6 +28,13 @@ from .train.minibatch import train_minibatch
 
 __all__ = ["main"]
 
+#: The trainer of ``mtpfit train`` when --optimizer is not given. Variable projection, chosen by time to
+#: accuracy (benchmarks/RESULTS.md §7): on mlearn Mo at levels 16 and 20 and on the study's Ag–Pd at level 16 it
+#: reaches a given validation error first among varpro, the native BFGS, Levenberg–Marquardt, scipy BFGS and Adam
+#: (its first 75 iterations are the native BFGS's pre-training, the same steps), and it needs no schedule of
+#: linear re-solves or learning rate.
+DEFAULT_TRAINER = "varpro"
+
 #: The native BFGS's pre-training iterations when --pretrain-iter is not given (MLIP-2's 75).
 NATIVE_PRETRAIN_ITER = inspect.signature(native_bfgs).parameters["pretrain_iter"].default
 
@@ -92,12 +99,12 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an MTP and report validation errors",
                        description="Train an MTP. Without --train, trains on the bundled mlearn Mo set "
-                                   "(published train/test split) at level 10. Every option can also be set in "
+                                   "(published train/test split). Every option can also be set in "
                                    "a TOML file (--config) under its long name with '_' for '-'; the command "
                                    "line wins.")
     t.add_argument("--config", metavar="TOML", help="read options from this TOML file")
     model = _data_arguments(t)
-    model.add_argument("--level", type=int, default=10, choices=LEVELS, help="MTP level (default 10)")
+    model.add_argument("--level", type=int, default=16, choices=LEVELS, help="MTP level (default 16)")
     model.add_argument("--radial-basis-size", type=int, default=8)
     model.add_argument("--init-potential", metavar="MTP", help="start from this .mtp file (e.g. a checkpoint)")
     model.add_argument("--init-interval", type=float, metavar="A",
@@ -119,8 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--no-penalty", action="store_true", help="drop the radial orthonormality penalty")
     fit.add_argument("--force-fraction", type=float, default=1.0,
                      help="partial force supervision: fraction of configurations keeping force labels (seeded)")
-    fit.add_argument("--optimizer", default="native-bfgs", metavar="NAME",
-                     help=f"full batch: native-bfgs (the reference trainer's BFGS with linear re-solves), scipy's "
+    fit.add_argument("--optimizer", default=DEFAULT_TRAINER, metavar="NAME",
+                     help=f"full batch: varpro (the default: variable projection, BFGS on the radial coefficients "
+                          f"with the linear ones solved exactly at every step), native-bfgs (the reference "
+                          f"trainer's BFGS: varpro pre-training, then BFGS on all of θ), scipy's "
                           f"{', '.join(SCIPY_METHODS)}, LM (Levenberg-Marquardt) or GN (Gauss-Newton); mini-batch: "
                           f"{', '.join(sorted(OPTIMIZERS))}; or a hybrid FIRST+FULLBATCH such as adam+L-BFGS-B "
                           "(--epochs, then --max-iter) or BFGS+LM (--max-iter, then --refine-iter)")
@@ -138,8 +147,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="iterations of a hybrid's second stage (default: --max-iter)")
     fit.add_argument("--geodesic", action="store_true", help="LM: geodesic acceleration (Transtrum & Sethna 2012)")
     fit.add_argument("--lm-tau", type=float, default=None,
-                     help="LM: initial damping μ₀ = τ·max diag(JᵀWJ) (default 1e-3; 1e-6 wastes fewer early "
-                          "iterations from a random start, benchmarks/RESULTS.md §4)")
+                     help="LM: initial damping λ₀, relative to each diagonal entry of JᵀWJ (default 1e-3)")
     fit.add_argument("--sketch", type=int, default=0,
                      help="LM: random sketch of JᵀWJ with this many rows per configuration (0: exact)")
     fit.add_argument("--gtol", type=float, default=1e-8)

@@ -7,7 +7,8 @@ from .base import Optimizer, Transform, chain
 from .blocks import ParameterBlocks
 from .result import OptimizationResult
 from .schedules import make_schedule
+from .varpro import varpro
 from .zoo import OPTIMIZERS, make_optimizer
 
 __all__ = ["Optimizer", "Transform", "chain", "ParameterBlocks", "OptimizationResult", "make_schedule",
-           "OPTIMIZERS", "make_optimizer"]
+           "OPTIMIZERS", "make_optimizer", "varpro"]

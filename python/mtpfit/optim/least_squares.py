@@ -30,7 +30,10 @@ def levenberg_marquardt(objective, x0, max_iter: int = 100, tau: float = 1e-3, g
     Each iteration solves (H + λD) δ = −g by Cholesky, D the running maximum of diag(H) (Moré 1978), and
     accepts θ + δ when the gain ratio ϱ = (L(θ) − L(θ + δ)) / (L(θ) − L_model(θ + δ)) is positive; then
     λ ← λ·max(1/3, 1 − (2ϱ − 1)³), otherwise λ ← νλ and ν ← 2ν (Madsen, Nielsen & Tingleff 2004,
-    *Methods for non-linear least squares problems*, Alg. 3.16; Nielsen 1999). The start is λ₀ = τ·max diag(H).
+    *Methods for non-linear least squares problems*, Alg. 3.16; Nielsen 1999). The start is λ₀ = τ: with the
+    damping scaled by D, λ is relative to each diagonal entry (Madsen et al.'s λ₀ = τ·max diag(H) belongs to the
+    unscaled damping λI; with D it would damp every direction by up to τ·max diag / diag, which on an MTP — diagonal
+    entries spanning many decades — makes the first steps vanish).
 
     Parameters
     ----------
@@ -41,7 +44,7 @@ def levenberg_marquardt(objective, x0, max_iter: int = 100, tau: float = 1e-3, g
     max_iter : int
         Iterations (accepted or rejected steps; each builds JᵀWJ only after an accepted one).
     tau : float
-        Initial damping relative to the largest diagonal entry of JᵀWJ.
+        Initial damping λ₀, relative to each diagonal entry of JᵀWJ (Marquardt's scaling).
     gtol : float
         Stop when ‖∇L‖_∞ ≤ gtol.
     xtol : float
@@ -111,7 +114,7 @@ class _Damping:
         self.D = diag if self.D is None else np.maximum(self.D, diag)
         D = np.where(self.D > 0, self.D, max(float(self.D.max()), 1.0) * 1e-12)
         if self.lam is None:
-            self.lam = self.tau * float(diag.max() if diag.max() > 0 else 1.0)
+            self.lam = self.tau
         while self.lam <= self.max_lambda:
             try:
                 factor = scipy.linalg.cho_factor(H + self.lam * np.diag(D))

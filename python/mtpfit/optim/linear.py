@@ -134,8 +134,8 @@ def linear_resolve(objective: Objective, x, rcond: float = 1e-12, ridge: float =
 
     Notes
     -----
-    Cost: one pass over the training set (:meth:`mtpfit.Objective.linear_system`, about 2–4 loss+gradient passes
-    at levels 16–20) and an SVD of an (S + M) × (S + M) matrix.
+    Cost: one pass over the training set (:meth:`mtpfit.Objective.linear_system`, about 2 loss+gradient passes
+    at level 16, 4–6 at level 20) and an SVD of an (S + M) × (S + M) matrix.
     """
     x = np.array(x, dtype=float)
     lin = _linear_slice(objective)

@@ -133,9 +133,9 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
 
     Notes
     -----
-    Cost: a pre-training evaluation is one linear-system pass (the re-solve, about 1.5–3.5 loss+gradient
-    passes at levels 16–20) plus, where the line search needs the gradient, one loss+gradient pass; a training
-    iteration is one or a few loss+gradient passes, and a periodic re-solve one linear-system pass.
+    Cost: a pre-training evaluation is one linear-system pass (the re-solve, about 2 loss+gradient passes at
+    level 16, 4–6 at level 20) plus, where the line search needs the gradient, one loss+gradient pass; a
+    training iteration is one or a few loss+gradient passes, and a periodic re-solve one linear-system pass.
 
     What MLIP-2's log of an untrained potential (``train_det_level06_multi20``) shows, and how it is mirrored:
 
