@@ -20,9 +20,13 @@ void RFactor::add_row(const double* x, std::ptrdiff_t stride, double scale) {
     ++cursor_;
 }
 
-void RFactor::add(RFactor& other) {
-    const Eigen::MatrixXd& R = other.R();
+void RFactor::add(const Eigen::MatrixXd& R) {
     for (int r = 0; r < n_; ++r) add_row(R.data() + r, R.rows(), 1.0);
+}
+
+void RFactor::reset() {
+    stack_.topRows(n_).setZero();
+    cursor_ = n_;
 }
 
 void RFactor::reduce() {
@@ -118,15 +122,15 @@ void TrainingSet::linear_system(const Basis& basis, const double* theta, double*
     for (int k = 0, b = 1; k < K && b < blocks; ++k)
         if (residual_offset(k + 1) * blocks >= total * b) bounds[b++] = k + 1;
     const int buffer = std::max(64, 3 * n);
-    std::vector<RFactor> parts;
-    parts.reserve(blocks);
-    for (int b = 0; b < blocks; ++b) parts.emplace_back(n, buffer);
+    std::vector<Eigen::MatrixXd> parts(blocks);  // each block's R; the row buffers are per thread
 #pragma omp parallel num_threads(n_threads)
     {
         SiteKernel kernel(basis, theta);
         std::vector<double> D;
+        RFactor factor(n, buffer);
 #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < blocks; ++t) {
+            factor.reset();
             for (int k = bounds[t]; k < bounds[t + 1]; ++k) {
                 const Structure& s = structures_[k];
                 const Labels& y = labels_[k];
@@ -140,13 +144,15 @@ void TrainingSet::linear_system(const Basis& basis, const double* theta, double*
                 for (int q = 0; q < rows; ++q) {
                     const double w = q == 0 ? y.energy_weight
                                             : (q <= n3 ? y.force_weights[q - 1] : y.stress_weights[q - 1 - n3]);
-                    if (w > 0.0) parts[t].add_row(D.data() + static_cast<std::size_t>(q) * n, 1, std::sqrt(w));
+                    if (w > 0.0) factor.add_row(D.data() + static_cast<std::size_t>(q) * n, 1, std::sqrt(w));
                 }
             }
+            parts[t] = factor.R();
         }
     }
-    for (int t = 1; t < blocks; ++t) parts[0].add(parts[t]);
-    Eigen::Map<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(R_out, n, n) = parts[0].R();
+    RFactor combined(n, buffer);
+    for (const Eigen::MatrixXd& R : parts) combined.add(R);
+    Eigen::Map<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(R_out, n, n) = combined.R();
 }
 
 }  // namespace mtpfit

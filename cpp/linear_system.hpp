@@ -19,8 +19,10 @@ public:
     RFactor(int n_cols, int buffer_rows);
     // Appends the row scale · (x[0], x[stride], …, x[(n − 1)·stride]).
     void add_row(const double* x, std::ptrdiff_t stride, double scale);
-    // Appends the rows of another factor's R.
-    void add(RFactor& other);
+    // Appends the rows of an R factor (n × n).
+    void add(const Eigen::MatrixXd& R);
+    // Back to no rows.
+    void reset();
     // The current R (n × n, upper triangular).
     const Eigen::MatrixXd& R();
     int cols() const { return n_; }
