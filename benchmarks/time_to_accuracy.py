@@ -157,12 +157,8 @@ def main():
     label = f"{args.dataset} L{args.level} {args.trainer}"
     clock = Clock(objective, valid, args.seconds, args.every, label)
     clock.check(x0, objective.fun(x0), force=True)
-    try:
-        x = run(args.trainer, objective, x0, clock, args.seed)
-    except StopIteration:       # raised outside a trainer's callback (none here), kept for safety
-        x = None
-    if x is not None:
-        clock.check(x, objective.fun(x), force=True)
+    x = run(args.trainer, objective, x0, clock, args.seed)
+    clock.check(x, objective.fun(x), force=True)
     record = {"dataset": args.dataset, "level": args.level, "min_dist": min_dist, "max_dist": max_dist,
               "trainer": args.trainer, "budget_s": args.seconds, "threads": args.threads, "seed": args.seed,
               "n_params": mtp.n_params, "n_train": len(train), "n_validation": len(valid),

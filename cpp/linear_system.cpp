@@ -43,9 +43,9 @@ const Eigen::MatrixXd& RFactor::R() {
     return R_;
 }
 
-void structure_linear_design(SiteKernel& kernel, const Structure& s, int species_count, double* D, int ld) {
+void structure_linear_design(SiteKernel& kernel, const Structure& s, double* D, int ld) {
     const Basis& basis = kernel.basis();
-    const int S = species_count, M = static_cast<int>(basis.mapping.size()), n3 = 3 * s.n_atoms;
+    const int S = basis.species_count, M = static_cast<int>(basis.mapping.size()), n3 = 3 * s.n_atoms;
     for (int q = 0; q < n3 + 10; ++q) std::fill_n(D + static_cast<std::size_t>(q) * ld, S + M, 0.0);
     double V[SiteKernel::kLanes];
     std::vector<int> atom;
@@ -137,7 +137,7 @@ void TrainingSet::linear_system(const Basis& basis, const double* theta, double*
                 const int rows = n_residuals(k), n3 = 3 * s.n_atoms;
                 // row-major: the design's n − 1 columns, then the label
                 D.resize(static_cast<std::size_t>(rows) * n);
-                structure_linear_design(kernel, s, S, D.data(), n);
+                structure_linear_design(kernel, s, D.data(), n);
                 D[n - 1] = y.energy;
                 for (int c = 0; c < n3; ++c) D[static_cast<std::size_t>(1 + c) * n + n - 1] = y.forces[c];
                 for (int c = 0; c < 9; ++c) D[static_cast<std::size_t>(1 + n3 + c) * n + n - 1] = y.stress[c];

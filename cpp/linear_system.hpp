@@ -39,6 +39,6 @@ private:
 // rows 1 + 3N + 3a + b the PlusStress S_ab; column t < S the number of atoms of species t (the derivative by
 // ξ_t), column S + α the derivative by the moment coefficient c_α. One forward pass and one forward-mode pass
 // through the products per atom.
-void structure_linear_design(SiteKernel& kernel, const Structure& s, int species_count, double* D, int ld);
+void structure_linear_design(SiteKernel& kernel, const Structure& s, double* D, int ld);
 
 }  // namespace mtpfit

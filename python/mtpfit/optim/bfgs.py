@@ -34,11 +34,6 @@ class BFGSRun:
         blocks = objective.mtp.blocks
         self.radial = blocks["radial"]
 
-    def radial_norm(self, x) -> float:
-        """σ: RMS over μ of the norm of radial function μ's coefficients (all species pairs); 1 if zero."""
-        sigma = float(np.sqrt(np.sum(x[self.radial] ** 2) / self.objective.mtp.basis.radial_funcs_count))
-        return sigma if sigma > 0 and np.isfinite(sigma) else 1.0
-
     def record(self, phase, x, f):
         self.nit += 1
         self.history.append({"iteration": self.nit, "phase": phase, "loss": float(f),

@@ -17,7 +17,7 @@ import scipy.linalg
 
 from ..objective.objective import Objective
 
-__all__ = ["LinearSolution", "ReducedLoss", "linear_resolve", "radial_gauge", "solve_linear"]
+__all__ = ["LinearSolution", "ReducedLoss", "linear_resolve", "radial_gauge", "radial_scale", "solve_linear"]
 
 
 def _linear_slice(objective: Objective) -> slice:
@@ -26,6 +26,19 @@ def _linear_slice(objective: Objective) -> slice:
     if species.stop != moment.start:
         raise ValueError("the species and moment blocks of θ are expected to be adjacent")
     return slice(species.start, moment.stop)
+
+
+def radial_scale(mtp, x) -> float:
+    """σ: the RMS over the radial functions μ of the norm of their coefficients (all species pairs), 1 if zero.
+
+    MLIP-2 keeps its radial functions at unit norm (their size is in the basis' ``scaling``); dividing the radial
+    block by σ does the same. Every basis function is homogeneous in the radial coefficients, so after a re-solve
+    of the linear coefficients the model does not depend on σ (the orthonormality penalty aside), but the size of
+    the re-solved moment coefficients and the conditioning of an optimizer's variables do.
+    """
+    radial = np.asarray(x, dtype=float)[mtp.blocks["radial"]]
+    sigma = float(np.sqrt(np.sum(radial ** 2) / mtp.basis.radial_funcs_count))
+    return sigma if sigma > 0 and np.isfinite(sigma) else 1.0
 
 
 class LinearSolution:

@@ -7,7 +7,8 @@ from typing import Callable
 import numpy as np
 
 from ..objective.objective import Objective
-from .linear import linear_degrees, linear_resolve, radial_gauge, scale_system, solve_linear
+from .linear import (_linear_slice, linear_degrees, linear_resolve, radial_gauge, radial_scale, scale_system,
+                     solve_linear)
 from .bfgs import BFGSRun, dense_bfgs
 from .result import OptimizationResult
 from .varpro import variable_projection_phase
@@ -214,7 +215,7 @@ def _gauge_and_resolve(run, x):
     R = objective.linear_system(x)
     lam = radial_gauge(objective, x, R)
     x[run.radial] *= lam
-    lin = slice(objective.mtp.blocks["species"].start, objective.mtp.blocks["moment"].stop)
+    lin = _linear_slice(objective)
     R = scale_system(R, linear_degrees(objective.mtp.basis), lam)
     x[lin] = solve_linear(R, x[lin], n_species=objective.mtp.basis.species_count).coefficients
     return x
@@ -234,7 +235,7 @@ def _train(run, x, n_iter, linear_every, rescale):
         x = _resolve(run, x)
     d = np.ones_like(x)
     if rescale:
-        d[run.radial] = run.radial_norm(x)
+        d[run.radial] = radial_scale(objective.mtp, x)
 
     def fun(u):
         return objective.fun(d * u)

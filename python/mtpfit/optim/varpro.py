@@ -8,7 +8,7 @@ import numpy as np
 
 from ..objective.objective import Objective
 from .bfgs import BFGSRun, dense_bfgs
-from .linear import ReducedLoss
+from .linear import ReducedLoss, radial_scale
 from .result import OptimizationResult
 
 __all__ = ["varpro", "variable_projection_phase"]
@@ -109,7 +109,7 @@ def variable_projection_phase(run: BFGSRun, phase: str, x, n_iter: int, rescale:
 
     Returns (θ re-solved at the last iterate, ok, message); adds its linear solves to ``run.n_resolves``.
     """
-    sigma = run.radial_norm(x) if rescale else 1.0
+    sigma = radial_scale(run.objective.mtp, x) if rescale else 1.0
     reduced = ReducedLoss(run.objective, x, sigma, ridge=ridge)
     u, ok, message = dense_bfgs(run, phase, reduced.fun, reduced.jac, x[run.radial] / sigma, n_iter, reduced.theta)
     x = reduced.theta(u)

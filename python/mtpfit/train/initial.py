@@ -5,7 +5,7 @@ import numpy as np
 
 from ..objective.objective import Objective
 from ..optim import OPTIMIZERS
-from ..optim.linear import linear_resolve
+from ..optim.linear import linear_resolve, radial_scale
 
 __all__ = ["STARTS", "SELF_STARTING", "default_start", "starting_point", "unit_radial", "fit_species_energies"]
 
@@ -38,11 +38,8 @@ def unit_radial(objective: Objective, x: np.ndarray) -> np.ndarray:
     ~1e6 on mlearn Mo at level 10 (1.2 after scaling), and on the 3-species level-6 test set Levenberg–Marquardt then
     stops after one iteration on its relative step test.
     """
-    radial = objective.mtp.blocks["radial"]
-    sigma = float(np.sqrt(np.sum(x[radial] ** 2) / objective.mtp.basis.radial_funcs_count))
     out = np.array(x, dtype=float)
-    if sigma > 0 and np.isfinite(sigma):
-        out[radial] /= sigma
+    out[objective.mtp.blocks["radial"]] /= radial_scale(objective.mtp, out)
     return out
 
 

@@ -26,7 +26,7 @@ def passes_summary(result, method: str) -> str:
     Returns
     -------
     str
-        LM and GN: "N loss passes, M JᵀWJ builds" (their ``njev`` counts JᵀWJ builds); the native BFGS:
+        LM and GN: "N loss passes, M JᵀWJ builds" (their ``njev`` counts JᵀWJ builds); varpro and the native BFGS:
         "N loss+gradient passes, M linear solves" (exact re-solves of the species and moment coefficients);
         scipy's methods and the mini-batch zoo: "N loss+gradient passes" (scipy's own ``njev`` counts gradient
         evaluations, the same passes; mini-batch passes are full-pass equivalents). A hybrid: both stages,
@@ -39,7 +39,7 @@ def passes_summary(result, method: str) -> str:
     if method in LEAST_SQUARES_METHODS:
         return f"{result.nfev:g} loss passes, {result.get('njev', 0)} JᵀWJ builds"
     text = f"{result.nfev:g} loss+gradient passes"
-    if method in ("native-bfgs", "varpro") and "n_resolves" in result:
+    if "n_resolves" in result:
         text += f", {result.n_resolves} linear solves"
     return text
 
