@@ -12,7 +12,8 @@ trainer gets the same training time. Datasets (all read from ../shared, never sh
 * ``agpd``: the optimizer study's Ag–Pd train/validation JSON with the file's weights as they are (plain sums,
   no penalty: the study's loss), θ₀ uniform in ±0.1 from ``--seed`` (the study's protocol: seed 43).
 
-Trainers: ``varpro`` (``varpro-scaled``: BFGS from N&W's scaled H₀), ``native-bfgs`` (75 pre-training iterations, then BFGS on θ), ``lm`` (Levenberg–Marquardt,
+Trainers: ``varpro`` (``varpro-scaled``: BFGS from N&W's scaled H₀), ``varpro-lm`` (Kaufman's Levenberg–Marquardt on the
+radial block, JᵀWJ sketched with 8 rows per configuration), ``native-bfgs`` (75 pre-training iterations, then BFGS on θ), ``lm`` (Levenberg–Marquardt,
 JᵀWJ sketched with 8 rows per configuration), ``bfgs`` (scipy), ``adam`` (lr 1e-3, batches of 32, clipping 1);
 all but varpro and the native BFGS start from the exact linear re-solve (adam from the species fit, the CLI's
 default for mini-batch optimizers).
@@ -35,6 +36,7 @@ from mtpfit.optim import ParameterBlocks, make_optimizer
 from mtpfit.optim.least_squares import levenberg_marquardt
 from mtpfit.optim.native_bfgs import native_bfgs
 from mtpfit.optim.varpro import varpro
+from mtpfit.optim.varpro_lm import varpro_lm
 from mtpfit.train.initial import starting_point
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -98,6 +100,8 @@ def run(trainer, objective, x0, clock, seed):
         return varpro(objective, x0, max_iter=big, stop_tolerance=0, callback=callback).x
     if trainer == "varpro-scaled":
         return varpro(objective, x0, max_iter=big, stop_tolerance=0, scale_initial_hessian=True, callback=callback).x
+    if trainer == "varpro-lm":
+        return varpro_lm(objective, x0, max_iter=big, sketch=8, callback=callback).x
     if trainer == "native-bfgs":
         return native_bfgs(objective, x0, max_iter=big, stop_tolerance=0, callback=callback).x
     if trainer == "lm":
@@ -138,7 +142,7 @@ def main():
     parser.add_argument("--level", type=int, required=True)
     parser.add_argument("--min-dist", type=float)
     parser.add_argument("--max-dist", type=float)
-    parser.add_argument("--trainer", required=True, choices=("varpro", "varpro-scaled", "native-bfgs", "lm", "bfgs", "adam"))
+    parser.add_argument("--trainer", required=True, choices=("varpro", "varpro-scaled", "varpro-lm", "native-bfgs", "lm", "bfgs", "adam"))
     parser.add_argument("--seconds", type=float, required=True, help="training wall-time budget")
     parser.add_argument("--every", type=float, default=10.0, help="validate every this many training seconds")
     parser.add_argument("--threads", type=int, default=2)

@@ -239,3 +239,13 @@ def test_starting_point_and_passes_summary_functions():
         "40 loss+gradient passes, 3 linear solves"
     hybrid = OptimizeResult(nfev=19, stages=[OptimizeResult(nfev=12.5), OptimizeResult(nfev=7, njev=5)])
     assert passes_summary(hybrid, "adam+GN") == "adam: 12.5 loss+gradient passes; GN: 7 loss passes, 5 JᵀWJ builds"
+
+
+def test_integer_species_in_a_config_file(tmp_path):
+    """TOML gives `species = [0, 1, 2]` as integers: the .cfg type indices, not a crash."""
+    config = tmp_path / "run.toml"
+    config.write_text('species = [0, 1, 2]\nlevel = 6\nmax_iter = 2\n')
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--train", str(LEVEL08 / "train100.cfg"), "--output", str(out),
+                 "--threads", "1", "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["optimizer"]["nit"] == 2

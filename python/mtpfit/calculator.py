@@ -37,7 +37,13 @@ class MTPCalculator(Calculator):
     Raises
     ------
     ValueError
-        From :meth:`calculate`, for an element the potential does not know or overlapping atoms.
+        From :meth:`calculate`, for an element the potential does not know, overlapping atoms, or a geometry
+        the neighbour list refuses (coordinates beyond 1e6 Å, a degenerate cell, a neighbour list past
+        :data:`mtpfit.data.neighbors.MAX_PAIRS`).
+    FloatingPointError
+        From :meth:`calculate`, when the prediction is not finite.
+
+    Warns as :meth:`mtpfit.MTP.evaluate` does: atoms closer than ``min_dist``, absurd site energies.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -52,7 +58,8 @@ class MTPCalculator(Calculator):
         has_cell = bool(np.any(self.atoms.cell.array != 0.0))
         config = Configuration(positions=self.atoms.positions, species=np.array(self.atoms.get_chemical_symbols()),
                                cell=self.atoms.cell.array if has_cell else None,
-                               pbc=self.atoms.pbc if has_cell else None, source="ase.Atoms")
+                               pbc=self.atoms.pbc if has_cell else None,
+                               source=f"ase.Atoms ({len(self.atoms)} atoms)")
         prediction = self.mtp.evaluate(config)
         self.results = {"energy": prediction.energy, "free_energy": prediction.energy,
                         "forces": prediction.forces, "energies": prediction.site_energies}

@@ -17,10 +17,11 @@ from .datasets import BUNDLED, load_bundled
 from .io import FormatError, read_configurations
 from .metrics import error_metrics, format_errors
 from .objective import Loss, Objective
-from .potential.mtp import LEVELS, MTP
+from .potential.mtp import LEVELS, MTP, species_labels
 from .optim import OPTIMIZERS, make_optimizer
 from .optim.native_bfgs import native_bfgs
 from .train import STARTS, SCIPY_METHODS, TrainingRun, passes_summary, starting_point, write_run
+from .train.output import check_output, start_run
 from .train.full_batch import FULL_BATCH_METHODS, train_full_batch
 from .train.hybrid import train_hybrid
 from .train.initial import SELF_STARTING, default_start
@@ -48,10 +49,9 @@ def _read_all(paths: list[str], fmt: str | None, stress_order: str) -> Dataset:
     return total
 
 
-def _species_arg(values: list[str] | None) -> list | None:
-    if values is None:
-        return None
-    return [int(v) if v.lstrip("-").isdigit() else v for v in values]
+def _species_arg(values: list | None) -> list | None:
+    """--species (strings) or a config's ``species`` (strings or integers) as species labels."""
+    return None if values is None else species_labels(values)
 
 
 def _data_arguments(parser: argparse.ArgumentParser):
@@ -130,7 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--optimizer", default=DEFAULT_TRAINER, metavar="NAME",
                      help=f"full batch: varpro (the default: variable projection, BFGS on the radial coefficients "
                           f"with the linear ones solved exactly at every step), native-bfgs (the reference "
-                          f"trainer's BFGS: varpro pre-training, then BFGS on all of θ), scipy's "
+                          f"trainer's BFGS: varpro pre-training, then BFGS on all of θ), varpro-LM (variable "
+                          f"projection with Levenberg-Marquardt steps on the radial coefficients), scipy's "
                           f"{', '.join(SCIPY_METHODS)}, LM (Levenberg-Marquardt) or GN (Gauss-Newton); mini-batch: "
                           f"{', '.join(sorted(OPTIMIZERS))}; or a hybrid FIRST+FULLBATCH such as adam+L-BFGS-B "
                           "(--epochs, then --max-iter) or BFGS+LM (--max-iter, then --refine-iter)")
@@ -148,9 +149,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="iterations of a hybrid's second stage (default: --max-iter)")
     fit.add_argument("--geodesic", action="store_true", help="LM: geodesic acceleration (Transtrum & Sethna 2012)")
     fit.add_argument("--lm-tau", type=float, default=None,
-                     help="LM: initial damping λ₀, relative to each diagonal entry of JᵀWJ (default 1e-3)")
-    fit.add_argument("--sketch", type=int, default=0,
-                     help="LM: random sketch of JᵀWJ with this many rows per configuration (0: exact)")
+                     help="LM and varpro-LM: initial damping λ₀, relative to each diagonal entry of JᵀWJ (default 1e-3)")
+    fit.add_argument("--sketch", type=int, default=None,
+                     help="LM and varpro-LM: random sketch of JᵀWJ with this many rows per configuration (0: exact; "
+                          "default 0 for LM, 8 for varpro-LM)")
     fit.add_argument("--gtol", type=float, default=1e-8)
     fit.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
     fit.add_argument("--clip", type=float, help="gradient clipping by global norm (default: the optimizer's)")
@@ -160,23 +162,33 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--epochs", type=int, default=100, help="epochs of a mini-batch optimizer (default 100)")
     fit.add_argument("--validate-every", type=int, help="validate every N steps (default: every epoch)")
     fit.add_argument("--patience", type=int, help="early stopping after N validations without improvement")
-    fit.add_argument("--resume", action="store_true", help="continue the run checkpointed in --output")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue the run checkpointed in --output on the same trajectory (every trainer; only "
+                          "budgets, reporting and --threads may change)")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="replace an earlier run in --output (without it, or --resume, an earlier run is refused)")
     fit.add_argument("--seed", type=int, default=0, help="seeds the validation split and --init-interval")
     run = t.add_argument_group("run")
     run.add_argument("--threads", type=int, default=0, help="OpenMP threads (default: all cores)")
     run.add_argument("--log-every", type=int, default=10, help="print train errors every N iterations")
+    run.add_argument("--checkpoint-every", type=int, metavar="N",
+                     help="checkpoint every N iterations (default 10) or mini-batch steps (default 100), and at "
+                          "the end or a stop")
     run.add_argument("--output", default="mtpfit-run", help="output folder (default ./mtpfit-run)")
     run.add_argument("--quiet", action="store_true", help="no per-iteration lines")
 
     b = sub.add_parser("bench", help="run optimizer-study campaigns (resumable)",
                        description="Run every unfinished run of the campaigns: grids of datasets x models x "
-                                   "optimizers x seeds, one result file per run named by its hash.")
+                                   "optimizers x seeds, one result file per run named by its hash, with a "
+                                   "checksum. A damaged result file (truncated by a kill, edited) is named and "
+                                   "run again. Workers end with this process, even when it is killed.")
     b.add_argument("campaigns", nargs="+", metavar="CAMPAIGN.toml")
     b.add_argument("--workers", type=int, help="parallel runs (default: cores / threads_per_run)")
     b.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local",
                    help="run on Dask: a scheduler address, or nothing (or 'local') for a local cluster")
     b.add_argument("--results", help="results folder (default: the campaign file's `results`)")
-    b.add_argument("--list", action="store_true", help="only list the runs and whether they are done")
+    b.add_argument("--list", action="store_true",
+                   help="only list the runs: done, todo, or damaged (named by a warning; bench runs it again)")
     b.add_argument("--prune", action="store_true",
                    help="delete result files that belong to no run of the campaign as it now reads, then run")
 
@@ -270,17 +282,34 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args) -> int:
     from .parallel import world
     from .train.checkpoint import set_file_writer
+    from .train.signals import StopSignals
 
     comm = world()
-    if comm.rank != 0:
-        # every rank trains the same θ; rank 0 alone prints and writes (the others read its checkpoints)
-        set_file_writer(False)
-        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            return _train_ranks(args, comm)
-    return _train_ranks(args, comm)
+    with StopSignals(comm) as signals:
+        try:
+            if comm.rank != 0:
+                # every rank trains the same θ; rank 0 alone prints and writes (the others read its checkpoints)
+                set_file_writer(False)
+                with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                    return _train_ranks(args, comm, signals)
+            return _train_ranks(args, comm, signals)
+        except KeyboardInterrupt:
+            if signals.received:
+                print(f"mtpfit: stopped at once by a second signal after {signals.received}; the last checkpoint in "
+                      f"{args.output} is kept (continue with --resume)", file=sys.stderr)
+            else:
+                print("mtpfit: interrupted before training started; nothing was trained", file=sys.stderr)
+            return 130
 
 
-def _train_ranks(args, comm) -> int:
+def _train_ranks(args, comm, signals) -> int:
+    first, _, second = args.optimizer.partition("+")
+    args.start = _start(args)
+    output = Path(args.output)
+    settings = {k: v for k, v in vars(args).items() if k != "command"}
+    check_output(output, args.resume, args.overwrite, "stage1.npz" if second else "checkpoint.npz")
+    if args.resume:
+        start_run(output, settings, resume=True)
     train, validation, species, min_dist, max_dist = _load_data(args)
     if args.init_potential:
         mtp = MTP.read(args.init_potential, species=species)
@@ -290,46 +319,52 @@ def _train_ranks(args, comm) -> int:
     loss = Loss(kind=args.loss, energy=args.energy_weight, forces=args.force_weight, stress=args.stress_weight,
                 penalty=not args.no_penalty, force_fraction=args.force_fraction, force_seed=args.seed)
     print(f"mtpfit {__version__}: {train} / validation {validation}")
-    first, _, second = args.optimizer.partition("+")
     print(f"{mtp}, {args.optimizer}, {_budget(args, first, second)}")
     start = time.perf_counter()
     objective = Objective(mtp, train, loss, n_threads=args.threads, comm=comm)
     shard = f" ({comm.size} MPI ranks, {len(objective.shard)} configurations on rank 0)" if comm.size > 1 else ""
     print(f"training-set representation built in {time.perf_counter() - start:.1f} s{shard}")
     x0 = mtp.theta if args.init_interval is None else mtp.init_params(args.init_interval, args.seed)
-    args.start = _start(args)
     if args.start != "none" and first not in SELF_STARTING:
         began = time.perf_counter()
         x0 = starting_point(objective, x0, args.start, method=args.optimizer)
         what = ("exact linear re-solve of the species and moment coefficients" if args.start == "resolve"
                 else "species energies fitted to the energies")
         print(f"starting point: {what} ({time.perf_counter() - began:.1f} s)")
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        start_run(output, settings, resume=False)
+    comm.bcast(None)  # no rank reads the folder before rank 0 has cleared it
     progress = None if args.quiet else print
-    if second:
-        run = train_hybrid(objective, first if first in FULL_BATCH_METHODS else _zoo_optimizer(args, first), second,
-                           x0, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, validation=validation,
-                           patience=args.patience, max_iter=args.max_iter, refine_iter=args.refine_iter,
-                           checkpoint_dir=output, time_limit=args.max_seconds, progress=progress,
-                           first_options=_method_options(args, first), **_method_options(args, second))
-    elif first in FULL_BATCH_METHODS:
-        run = train_full_batch(objective, x0, first, max_iter=args.max_iter, validation=validation,
-                               log_every=args.log_every, checkpoint=output / "checkpoint.mtp",
-                               time_limit=args.max_seconds, progress=progress, **_method_options(args, first))
-    else:
-        run = _train_minibatch(args, objective, x0, validation, output)
-    settings = {k: v for k, v in vars(args).items() if k != "command"}
-    settings.update(species=[str(s) for s in species], n_params=mtp.n_params, min_dist=min_dist,
-                    max_dist=max_dist, train=str(train.name), validation=str(validation.name))
-    paths = write_run(run, output, settings) if comm.rank == 0 else {}
+    every = {} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}
+    with signals.training():
+        if second:
+            run = train_hybrid(objective, first if first in FULL_BATCH_METHODS else _zoo_optimizer(args, first),
+                               second, x0, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                               validation=validation, patience=args.patience, max_iter=args.max_iter,
+                               refine_iter=args.refine_iter, checkpoint_dir=output, time_limit=args.max_seconds,
+                               stop=signals, progress=progress, first_options=_method_options(args, first),
+                               **every, **_method_options(args, second))
+        elif first in FULL_BATCH_METHODS:
+            run = train_full_batch(objective, x0, first, max_iter=args.max_iter, validation=validation,
+                                   log_every=args.log_every, checkpoint=output / "checkpoint.npz",
+                                   time_limit=args.max_seconds, stop=signals, progress=progress, **every,
+                                   **_method_options(args, first))
+        else:
+            run = _train_minibatch(args, objective, x0, validation, output, signals)
+        settings.update(species=[str(s) for s in species], n_params=mtp.n_params, min_dist=min_dist,
+                        max_dist=max_dist, train=str(train.name), validation=str(validation.name))
+        paths = write_run(run, output, settings) if comm.rank == 0 else {}
     r = run.result
     print(f"\n{args.optimizer}: {r.message} ({r.nit} iterations, {passes_summary(r, args.optimizer)}, "
           f"{run.wall_time:.1f} s, final loss {r.fun:.6e})")
     print(format_errors(run.errors["train"], "Training errors"))
     print(format_errors(run.errors["validation"], f"Validation errors ({validation.name})"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 130 if run.interrupted else 0
+    if run.interrupted:
+        print(f"mtpfit: {r.message}; the outputs and the checkpoint of that point are written in {output} "
+              "(continue with --resume)", file=sys.stderr)
+        return 130
+    return 0
 
 
 def _pretrain_iter(args) -> int:
@@ -351,6 +386,8 @@ def _method_options(args, method: str) -> dict:
         return {"pretrain_iter": _pretrain_iter(args)}
     if method == "LM":
         return {k: v for k, v in (("geodesic", args.geodesic), ("sketch", args.sketch), ("tau", args.lm_tau)) if v}
+    if method == "varpro-LM":
+        return {k: v for k, v in (("sketch", args.sketch), ("tau", args.lm_tau)) if v is not None}
     if method in SCIPY_METHODS:
         return {"gtol": args.gtol}
     return {}
@@ -402,17 +439,16 @@ def _check_optimizer_name(name: str) -> None:
         make_optimizer(first)
 
 
-def _train_minibatch(args, objective: Objective, x0, validation: Dataset, output: Path) -> TrainingRun:
+def _train_minibatch(args, objective: Objective, x0, validation: Dataset, output: Path, stop) -> TrainingRun:
     optimizer = _zoo_optimizer(args, args.optimizer)
-    checkpoint = output / "checkpoint.npz"
-    if checkpoint.exists() and not args.resume:
-        raise ValueError(f"{checkpoint} exists: pass --resume to continue that run, or choose another --output")
+    every = {} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}
     result = train_minibatch(objective, optimizer, x0, epochs=args.epochs, batch_size=args.batch_size,
                              seed=args.seed, validation=validation, validate_every=args.validate_every,
-                             patience=args.patience, checkpoint=checkpoint, time_limit=args.max_seconds,
-                             progress=None if args.quiet else print)
+                             patience=args.patience, checkpoint=output / "checkpoint.npz",
+                             time_limit=args.max_seconds, stop=stop, progress=None if args.quiet else print,
+                             **every)
     return TrainingRun(objective.mtp.copy(result.x), result, result.history, result.wall_time,
-                       _errors(objective, validation, result.x))
+                       _errors(objective, validation, result.x), result.interrupted)
 
 
 def _errors(objective: Objective, validation: Dataset, x) -> dict:
@@ -429,51 +465,118 @@ def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> arg
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
             import tomli as tomllib
+        import math
+
         path = Path(args.config)
         try:
-            config = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as err:
+            config = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, RecursionError, tomllib.TOMLDecodeError) as err:
             raise ValueError(f"{path}: {err}") from err
-        known = set(vars(args)) | {"schedule_options"}
+        known = set(vars(args)) - {"command", "config"} | {"schedule_options"}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"{path}: unknown option(s) {unknown}")
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        # argparse neither converts nor checks defaults that are not strings: check TOML values as the command
+        # line's would be (species may also be integer type indices, as in `species = [0, 1]`)
+        actions = {a.dest: a for a in sub.choices[args.command]._actions}
+
+        def fits(action, v) -> bool:
+            kind = {int: int, float: (int, float)}.get(action.type, (str, int) if action.dest == "species" else str)
+            return (isinstance(v, kind) and not isinstance(v, bool)
+                    and not (isinstance(v, float) and not math.isfinite(v))
+                    and (action.choices is None or v in action.choices))
+
+        for key, value in config.items():
+            action = actions.get(key)
+            if action is None:  # schedule_options: the schedule's keywords
+                ok, wanted = isinstance(value, dict), "a table"
+            elif action.nargs == 0:
+                ok, wanted = isinstance(value, bool), "true or false"
+            else:
+                wanted = {int: "an integer", float: "a finite number"}.get(action.type, "a string")
+                if action.choices is not None:
+                    wanted += f" among {', '.join(map(str, action.choices))}"
+                if action.nargs == "+":
+                    ok = isinstance(value, list) and bool(value) and all(fits(action, v) for v in value)
+                    wanted = f"a non-empty list, each {wanted}"
+                else:
+                    ok = fits(action, value)
+            if not ok:
+                raise ValueError(f"{path}: {key} must be {wanted}, found {value!r:.100}")
         sub.choices[args.command].set_defaults(**config)
         args = parser.parse_args(argv)
         args.schedule_options = config.get("schedule_options")
     return args
 
 
-def _bench(args) -> int:
-    from .bench import load_campaign, run_campaign
+#: Top-level modules of the ``bench`` extra (pyproject.toml), needed by ``mtpfit bench`` and ``mtpfit report``.
+_BENCH_EXTRA = {"pandas", "matplotlib", "dask", "distributed", "tqdm"}
 
-    for path in args.campaigns:
-        campaign = load_campaign(path, args.results)
-        stale = campaign.stale()
-        if stale and args.prune:
-            for file in stale:
-                file.unlink()
-            print(f"campaign {campaign.name}: removed {len(stale)} stale result file(s)")
-        elif stale:
-            print(f"campaign {campaign.name}: {len(stale)} result file(s) belong to no current run (a report would "
-                  "include them); --prune removes them")
-        if args.list:
-            for spec in campaign.runs:
-                done = "done" if campaign.result_path(spec).exists() else "todo"
-                opt = spec["optimizer"]
-                print(f"{done}  {campaign.result_path(spec).name}  {spec['dataset']['name']}  {spec['model']['name']}"
-                      f"  {opt.get('label', opt['name'])}  {opt.get('swept', {})}  seed {spec['seed']}")
-            continue
-        run_campaign(campaign, workers=args.workers, dask=args.dask)
+
+@contextlib.contextmanager
+def _bench_extra(command: str):
+    """Turn a missing module of the bench extra into an error that says what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as err:
+        if (err.name or "").partition(".")[0] not in _BENCH_EXTRA:
+            raise
+        raise ValueError(f"mtpfit {command} needs {err.name}, which is not installed: "
+                         'pip install "mtpfit[bench]"') from None
+
+
+def _bench(args) -> int:
+    with _bench_extra("bench"):
+        from .bench import load_campaign, run_campaign
+
+        for path in args.campaigns:
+            campaign = load_campaign(path, args.results)
+            stale = campaign.stale()
+            if stale and args.prune:
+                for file in stale:
+                    file.unlink()
+                print(f"campaign {campaign.name}: removed {len(stale)} stale result file(s)")
+            elif stale:
+                print(f"campaign {campaign.name}: {len(stale)} result file(s) belong to no current run (a report "
+                      "would include them); --prune removes them")
+            if args.list:
+                _list_runs(campaign)
+                continue
+            try:
+                run_campaign(campaign, workers=args.workers, dask=args.dask)
+            except KeyboardInterrupt:
+                print(f"mtpfit bench: interrupted; the finished runs are saved in {campaign.results}, the others run "
+                      "when the campaign is run again", file=sys.stderr)
+                return 130
     return 0
 
 
-def _report(args) -> int:
-    from .bench import write_report
+def _list_runs(campaign) -> None:
+    """``bench --list``: each run, done, todo or damaged (a damaged file is named by a warning and counts as
+    todo: ``bench`` runs it again)."""
+    import warnings
 
-    campaigns = args.campaigns if Path(args.campaigns).is_dir() else None
-    print(f"wrote {write_report(args.results, campaigns, args.out)}")
+    from .bench import DamagedResultWarning
+
+    print(f"campaign {campaign.name}: results in {campaign.results}")
+    for spec in campaign.runs:
+        path, problem = campaign.result_path(spec), campaign.problem(spec)
+        state = "done" if problem is None else "todo" if not path.exists() else "damaged"
+        if state == "damaged":
+            warnings.warn(f"{path}: damaged result file ({problem}); `mtpfit bench` runs it again",
+                          DamagedResultWarning, stacklevel=2)
+        opt = spec["optimizer"]
+        print(f"{state:<7}  {path.name}  {spec['dataset']['name']}  {spec['model']['name']}"
+              f"  {opt.get('label', opt['name'])}  {opt.get('swept', {})}  seed {spec['seed']}")
+
+
+def _report(args) -> int:
+    with _bench_extra("report"):
+        from .bench import write_report
+
+        campaigns = args.campaigns if Path(args.campaigns).is_dir() else None
+        print(f"wrote {write_report(args.results, campaigns, args.out)}")
     return 0
 
 

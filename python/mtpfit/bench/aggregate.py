@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .results import RESULT_NAME, DamagedResultWarning, ResultFileError, read_result
 
 __all__ = ["load_results", "summarize", "markdown_table", "METRICS"]
 
@@ -18,11 +21,20 @@ METRICS = {"val_epa_rmse": "meV/atom", "val_epa_mae": "meV/atom", "val_force_rms
 def load_results(folder: str | Path) -> pd.DataFrame:
     """One row per result file under ``folder`` (recursively): the cell keys, the seed, every metric
     (energies in meV/atom, forces in eV/Å per component as MLIP-2 prints them, stresses in GPa per component; NaN
-    where a set has no stresses) and the file it came from."""
-    rows = []
-    for path in sorted(Path(folder).rglob("*.json")):
-        record = json.loads(path.read_text())
-        if "spec" not in record:
+    where a set has no stresses) and the file it came from.
+
+    Result files are the JSON files named by a run's hash (other JSON files, such as checkpoints, are not
+    read). A damaged one is left out with a :class:`~mtpfit.bench.results.DamagedResultWarning` naming it; the
+    frame's ``attrs["damaged"]`` maps each such path to what is wrong with it.
+    """
+    rows, damaged = [], {}
+    for path in sorted(p for p in Path(folder).rglob("*.json") if RESULT_NAME.fullmatch(p.name)):
+        try:
+            record = read_result(path)
+        except ResultFileError as err:
+            warnings.warn(f"{err}; left out of the results (`mtpfit bench` runs it again)", DamagedResultWarning,
+                          stacklevel=2)
+            damaged[str(path)] = err.reason
             continue
         spec, result = record["spec"], record["result"]
         opt = spec["optimizer"]
@@ -39,7 +51,9 @@ def load_results(folder: str | Path) -> pd.DataFrame:
                      "message": result["message"],
                      "history": record["history"], "finished": record.get("machine", {}).get("finished"),
                      "file": str(path)})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["damaged"] = damaged
+    return frame
 
 
 def _number(metrics: dict, key: str, scale: float = 1.0) -> float:

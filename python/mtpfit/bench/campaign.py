@@ -28,16 +28,17 @@ A campaign is a TOML file::
     loss = { force_fraction = 0.5 }        # overrides of [loss] for this optimizer's runs
     sweep = { init_interval = [1e-4, 1e-2] }   # any key above, hyper.KEY or loss.KEY: one run per value
 
-Every run is identified by the SHA-256 of its full specification; its result file is named by that hash.
+Every run is identified by the SHA-256 of its full specification; its result file is named by that hash and
+checked whenever it is read (:mod:`mtpfit.bench.results`): a run whose file is damaged is run again.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from .results import ResultFileError, read_result, result_name, spec_hash
 
 __all__ = ["Campaign", "load_campaign", "spec_hash"]
 
@@ -47,11 +48,6 @@ _OPTIMIZER_KEYS = {"label", "name", "max_iter", "epochs", "batch_size", "init_in
 _STARTS = ("resolve", "species", "none")  # mtpfit.train.STARTS, not imported: reading a campaign needs no core
 _TOP_KEYS = {"name", "description", "seeds", "threads_per_run", "results", "datasets", "models", "loss",
              "optimizers", "study", "budget_note"}
-
-
-def spec_hash(spec: dict) -> str:
-    """SHA-256 of the canonical JSON of a run specification (its result file's name)."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass
@@ -67,11 +63,28 @@ class Campaign:
 
     def result_path(self, spec: dict) -> Path:
         """The result file of a run."""
-        return self.results / f"{spec_hash(spec)[:20]}.json"
+        return self.results / result_name(spec)
+
+    def problem(self, spec: dict) -> str | None:
+        """Why a run is to be run: None when it has a valid result file, else ``"no result file"`` or what is
+        wrong with its file (see :mod:`mtpfit.bench.results`)."""
+        path = self.result_path(spec)
+        if not path.exists():
+            return "no result file"
+        try:
+            read_result(path)
+        except ResultFileError as err:
+            return err.reason
+        return None
 
     def pending(self) -> list[dict]:
-        """Runs without a result file."""
-        return [spec for spec in self.runs if not self.result_path(spec).exists()]
+        """Runs without a valid result file: never run, unfinished, or with a damaged file."""
+        return [spec for spec in self.runs if self.problem(spec) is not None]
+
+    def damaged(self) -> dict[Path, str]:
+        """Result files of the campaign's runs that fail validation, with what is wrong with each."""
+        problems = {self.result_path(spec): self.problem(spec) for spec in self.runs}
+        return {path: why for path, why in problems.items() if why not in (None, "no result file")}
 
     def stale(self) -> list[Path]:
         """Result files in :attr:`results` that belong to no run of the campaign as it now reads (runs whose
@@ -112,16 +125,22 @@ def load_campaign(path: str | Path, results: str | Path | None = None) -> Campai
     Raises
     ------
     ValueError
-        Unknown keys, missing sections, or an empty grid, naming the file.
+        Naming the file: text that is not UTF-8 TOML; unknown keys or missing sections; a value of the wrong
+        type (seeds are integers, each optimizer a table whose keys have the types of the module docstring, each
+        swept key a non-empty list), dates, times, NaN or infinity anywhere; an empty grid or one of more than
+        100000 runs.
     """
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
+    import json
+    import math
+
     path = Path(path)
     try:
-        config = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, RecursionError, tomllib.TOMLDecodeError) as err:
         raise ValueError(f"{path}: {err}") from err
     unknown = set(config) - _TOP_KEYS
     if unknown:
@@ -129,13 +148,57 @@ def load_campaign(path: str | Path, results: str | Path | None = None) -> Campai
     for section in ("datasets", "models", "optimizers"):
         if not config.get(section):
             raise ValueError(f"{path}: the campaign needs a non-empty [{section}]")
+    # TOML's types, checked here so that expanding the grid, hashing the runs and running them cannot fail on them
+    try:
+        json.dumps(config, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: dates, times, NaN and infinity are not campaign values") from None
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a non-empty list",
+             dict: "a table"}
+
+    def fits(value, kind) -> bool:  # bool is no int here, int is a float, lists are non-empty
+        return (isinstance(value, bool) == (kind is bool) and isinstance(value, (int, float) if kind is float else kind)
+                and (kind is not list or bool(value)))
+
+    top = {"name": str, "description": str, "budget_note": str, "results": str, "seeds": list, "threads_per_run": int,
+           "datasets": dict, "models": dict, "loss": dict, "study": dict, "optimizers": list}
+    for key, kind in top.items():
+        if key in config and not fits(config[key], kind):
+            raise ValueError(f"{path}: {key} must be {names[kind]}")
+    if not all(fits(seed, int) for seed in config.get("seeds", [])) or config.get("threads_per_run", 1) < 1:
+        raise ValueError(f"{path}: seeds must be integers and threads_per_run a positive integer")
+    for section in ("datasets", "models"):
+        if not all(isinstance(entry, dict) for entry in config[section].values()):
+            raise ValueError(f"{path}: every entry of [{section}] must be a table")
+    options = {"label": str, "name": str, "start": str, "species_fit": bool, "hyper": dict, "loss": dict, "sweep": dict,
+               **dict.fromkeys(("max_iter", "epochs", "batch_size", "patience", "validate_every", "refine_iter"), int),
+               **dict.fromkeys(("init_interval", "max_seconds", "refine_seconds"), float)}
+    n_runs = 0
     for k, opt in enumerate(config["optimizers"]):
+        if not isinstance(opt, dict):
+            raise ValueError(f"{path}: optimizer {k} must be a table ([[optimizers]])")
         bad = set(opt) - _OPTIMIZER_KEYS
         if bad or "name" not in opt:
             raise ValueError(f"{path}: optimizer {k}: {'unknown keys ' + str(sorted(bad)) if bad else 'needs a name'}")
-        starts = opt.get("sweep", {}).get("start", []) + ([opt["start"]] if "start" in opt else [])
+        sweep = opt.get("sweep", {})
+        values = list(opt.items()) + [
+            (key, v) for key, swept in (sweep.items() if isinstance(sweep, dict) else []) if isinstance(swept, list)
+            for v in swept]
+        wrong = next((key for key, value in values if key in options and not fits(value, options[key])), None)
+        if wrong is not None:
+            raise ValueError(f"{path}: optimizer {k}: {wrong} must be {names[options[wrong]]}")
+        for key, swept in sweep.items():
+            section, _, sub = key.partition(".")
+            if not (key in options and key != "sweep" or sub and section in ("hyper", "loss")) or not fits(swept, list):
+                raise ValueError(f"{path}: optimizer {k}: sweep.{key} must be a non-empty list of values of an "
+                                 "optimizer key, hyper.KEY or loss.KEY")
+        starts = sweep.get("start", []) + ([opt["start"]] if "start" in opt else [])
         if any(v not in _STARTS for v in starts):
             raise ValueError(f"{path}: optimizer {k}: start is one of {', '.join(_STARTS)}, got {starts}")
+        n_runs += math.prod(len(v) for v in sweep.values())
+    n_runs *= len(config["datasets"]) * len(config["models"]) * len(config.get("seeds", [0]))
+    if n_runs > 100_000:  # a typo, not a study, and expanding it would take minutes
+        raise ValueError(f"{path}: the grid has {n_runs} runs, more than 100000")
     name = config.get("name", path.stem)
     seeds = config.get("seeds", [0])
     threads = int(config.get("threads_per_run", 1))

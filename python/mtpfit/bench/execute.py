@@ -1,15 +1,52 @@
 """Running a campaign's unfinished runs on a local process pool or a Dask cluster."""
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable
 
 from .campaign import Campaign
+from .results import DamagedResultWarning
 from .runner import run_and_save
 
 __all__ = ["run_campaign"]
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """Initializer of the pool's workers: a worker ends when the process that started it ends, even by SIGKILL,
+    and leaves Ctrl-C to that process (which then ends the workers itself).
+
+    On Linux the kernel sends the worker SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``): at once, with
+    no Python thread that would need the interpreter. Elsewhere a daemon thread polls the parent's pid. SIGKILL,
+    not SIGTERM, and SIGINT ignored: a trainer that stops cleanly on a signal would return early, and the worker
+    would save the unfinished run as a result.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        # the signal comes when the *thread* that started the worker ends: ProcessPoolExecutor starts workers
+        # from the thread that submits runs, the one in run_campaign, which outlives the pool
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the lifeline was set
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _line(summary: dict) -> str:
@@ -22,7 +59,12 @@ def _line(summary: dict) -> str:
 
 def run_campaign(campaign: Campaign, workers: int | None = None, dask: str | None = None,
                  progress: Callable[[str], None] | None = print) -> list[dict]:
-    """Run every run of ``campaign`` that has no result file yet.
+    """Run every run of ``campaign`` that has no valid result file yet: never run, unfinished when a campaign was
+    killed, or with a damaged file (each named by a :class:`~mtpfit.bench.results.DamagedResultWarning`).
+
+    Workers of the local process pool end with the process that runs the campaign, even when it is killed
+    (SIGKILL); so do the workers of a local Dask cluster (Dask's own lifeline). On Ctrl-C the runs in progress
+    are stopped, not saved: they run again next time.
 
     Parameters
     ----------
@@ -44,12 +86,17 @@ def run_campaign(campaign: Campaign, workers: int | None = None, dask: str | Non
     Exception
         The first failing run's error, after the other submitted runs have finished and been saved.
     """
+    damaged = campaign.damaged()
+    for path, why in damaged.items():
+        warnings.warn(f"{path}: damaged result file ({why}); its run is done again", DamagedResultWarning,
+                      stacklevel=2)
     pending = campaign.pending()
     say = progress or (lambda line: None)
     threads = max(1, int(campaign.runs[0].get("threads", 1))) if campaign.runs else 1
     workers = workers or max(1, (os.cpu_count() or 1) // threads)
     say(f"campaign {campaign.name}: {len(campaign.runs)} runs, {len(campaign.runs) - len(pending)} done, "
-        f"{len(pending)} to run on {workers} worker(s) ({'dask ' + dask if dask else 'process pool'})")
+        f"{len(pending)} to run{f' ({len(damaged)} damaged)' if damaged else ''} on {workers} worker(s) "
+        f"({'dask ' + dask if dask else 'process pool'}); results in {campaign.results}")
     if not pending:
         return []
     jobs = [(spec, str(campaign.path.parent), str(campaign.result_path(spec))) for spec in pending]
@@ -74,23 +121,38 @@ def run_campaign(campaign: Campaign, workers: int | None = None, dask: str | Non
 
     if dask:
         from distributed import Client, LocalCluster
+        from distributed import as_completed as dask_completed
 
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) if dask == "local" else None
-        with Client(cluster if cluster else dask) as client:
-            futures = [client.submit(run_and_save, *job, pure=False) for job in jobs]
-            from distributed import as_completed as dask_completed
-
-            for future in dask_completed(futures):
-                collect(future.result)
-        if cluster:
-            cluster.close()
+        try:
+            with Client(cluster if cluster else dask) as client:
+                for future in dask_completed([client.submit(run_and_save, *job, pure=False) for job in jobs]):
+                    collect(future.result)
+        finally:
+            if cluster:
+                cluster.close()
     else:
-        # spawn: an OpenMP runtime does not survive fork()
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(run_and_save, *job) for job in jobs]):
-                collect(future.result)
+        _run_on_pool(jobs, workers, collect)
     if bar is not None:
         bar.close()
     if failure:
         raise failure
     return summaries
+
+
+def _run_on_pool(jobs: list[tuple], workers: int, collect: Callable) -> None:
+    """The jobs on a local process pool whose workers die with this process; on any exception here (Ctrl-C),
+    the workers are killed at once instead of finishing their runs (and, since they ignore SIGINT, the rest)."""
+    before = set(multiprocessing.active_children())
+    # spawn: an OpenMP runtime does not survive fork()
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
+    try:
+        for future in as_completed([pool.submit(run_and_save, *job) for job in jobs]):
+            collect(future.result)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in set(multiprocessing.active_children()) - before:
+            worker.kill()
+        raise
+    pool.shutdown()

@@ -109,15 +109,19 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
     out : path, optional
         Report file; default ``results/REPORT.md``.
 
+    Damaged result files are left out, each named by a :class:`~mtpfit.bench.results.DamagedResultWarning` and
+    listed at the top of the report.
+
     Raises
     ------
     ValueError
-        If there are no result files.
+        If there are no valid result files.
     """
     results = Path(results)
     runs = load_results(results)
+    damaged = runs.attrs["damaged"]
     if runs.empty:
-        raise ValueError(f"{results}: no result files")
+        raise ValueError(f"{results}: no valid result files" + (f" ({len(damaged)} damaged)" if damaged else ""))
     cells = summarize(runs)
     cells.to_csv(results / "summary.csv", index=False)
     runs.drop(columns=["history"]).to_csv(results / "runs.csv", index=False)
@@ -130,6 +134,10 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
              "number below is in `summary.csv` (per cell) and `runs.csv` (per run, with the result file it came "
              "from). EPA RMSE in meV/atom; force RMSE in eV/Å per component (MLIP-2's convention); times are wall "
              "seconds on this machine.", ""]
+    if damaged:
+        lines += [f"{len(damaged)} damaged result file(s) are left out (`mtpfit bench` runs them again): "
+                  + "; ".join(f"`{Path(path).relative_to(results)}` ({why})" for path, why in damaged.items()) + ".",
+                  ""]
     table_columns = {"dataset": "dataset", "model": "model", "label": "optimizer", "swept": "sweep", "n": "runs",
                      "val_epa_rmse_median": "val EPA median", "val_epa_rmse_min": "min", "val_epa_rmse_max": "max",
                      "val_epa_mae_median": "val EPA MAE",

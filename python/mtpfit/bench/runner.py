@@ -22,6 +22,7 @@ from ..train import FULL_BATCH_METHODS, passes_summary, starting_point, train_fu
 from ..train.hybrid import train_hybrid
 from ..train.initial import SELF_STARTING, default_start
 from ..train.minibatch import train_minibatch
+from .results import write_result
 
 __all__ = ["execute", "run_and_save", "start_of"]
 
@@ -146,13 +147,10 @@ def _train(objective: Objective, x0: np.ndarray, opt: dict, seed: int, valid: Da
 
 
 def run_and_save(spec: dict, base: str, path: str) -> dict:
-    """:func:`execute` and write the record to ``path`` atomically; returns a one-line summary."""
+    """:func:`execute` and write the record to ``path`` atomically, with its checksum
+    (:func:`~mtpfit.bench.results.write_result`); returns a one-line summary."""
     record = execute(spec, base)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, target)
+    target = write_result(path, record)
     v = record["result"]["errors"]["validation"]
     return {"path": str(target), "label": spec["optimizer"].get("label", spec["optimizer"]["name"]),
             "seed": spec["seed"], "wall_time_s": record["result"]["wall_time_s"], "val_epa_rmse": v.get("epa_rmse"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -10,7 +11,18 @@ import numpy as np
 from ..data.configuration import Configuration
 from .errors import FormatError
 
-__all__ = ["read_cfg", "write_cfg"]
+__all__ = ["read_cfg", "write_cfg", "MAX_TYPE"]
+
+#: Largest ``type`` a file may give. A type indexes the potential's species, of which an ``.mtp`` file holds at
+#: most ``mtpfit.potential.mtp_file.MAX_SPECIES`` (128); a larger type is a corrupt file, refused here rather than
+#: turned into a species no potential can have.
+MAX_TYPE = 127
+# ``id`` is not used, only checked: it must be an integer that fits the int64 column it is read into.
+_ID_RANGE = (-2**63, 2**63 - 1)
+# What MLIP's reader takes as numbers (ASCII, no digit separators); float() alone also takes "1_0" and "infinity".
+_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?(?:nan|inf(?:inity)?)",
+                    re.IGNORECASE)
+_INT = re.compile(r"[-+]?[0-9]+")
 
 _COORDINATES = {"cartes": ("cartes_x", "cartes_y", "cartes_z"),
                 "direct": ("direct_x", "direct_y", "direct_z")}
@@ -169,19 +181,22 @@ class _CfgReader:
     # -- values
 
     def float_(self, token: str, line: int, what: str) -> float:
-        try:
-            value = float(token)
-        except ValueError:
-            raise self.error(f"{what}: {token!r} is not a number", line) from None
+        if not _FLOAT.fullmatch(token):
+            raise self.error(f"{what}: {token[:40]!r} is not a number", line)
+        value = float(token)
         if not math.isfinite(value):
             raise self.error(f"{what}: {token!r} is not finite", line)
         return value
 
-    def int_(self, token: str, line: int, what: str) -> int:
-        try:
-            return int(token)
-        except ValueError:
-            raise self.error(f"{what}: {token!r} is not an integer", line) from None
+    def int_(self, token: str, line: int, what: str, low: int, high: int) -> int:
+        if not _INT.fullmatch(token):
+            raise self.error(f"{what}: {token[:40]!r} is not an integer", line)
+        # past 20 characters a token is beyond int64 (unless zero-padded, which no writer does); checked before
+        # int() so that a long token cannot reach int()'s own digit limit
+        value = int(token) if len(token) <= 20 else high + 1
+        if not low <= value <= high:
+            raise self.error(f"{what}: {token[:40]} is out of range {low}…{high}", line)
+        return value
 
     def floats(self, tokens: list[str], count: int, line: int, what: str) -> list[float]:
         if len(tokens) != count:
@@ -223,10 +238,7 @@ class _CfgReader:
 
     def read_size(self, block: "_Block", line: int, tokens: list[str]) -> None:
         value_line, values = self.take_value_line(line, "Size")
-        try:
-            size = int(values[0]) if len(values) == 1 else 0
-        except ValueError:
-            size = 0
+        size = int(values[0]) if len(values) == 1 and _INT.fullmatch(values[0]) and len(values[0]) <= 20 else 0
         if size <= 0:
             raise self.error(f"Size must be a positive integer, found {' '.join(values)!r}",
                              value_line)
@@ -282,12 +294,9 @@ class _CfgReader:
 
     def column(self, name: str, cells: list[tuple[int, str]]) -> np.ndarray:
         if name in ("id", "type"):
-            values = [self.int_(token, ln, name) for ln, token in cells]
-            if name == "type":
-                negative = [ln for (ln, _), v in zip(cells, values) if v < 0]
-                if negative:
-                    raise self.error("type must be a non-negative species index", negative[0])
-            return np.array(values, dtype=np.int64)
+            low, high = (0, MAX_TYPE) if name == "type" else _ID_RANGE
+            what = "type (a non-negative species index)" if name == "type" else name
+            return np.array([self.int_(token, ln, what, low, high) for ln, token in cells], dtype=np.int64)
         return np.array([self.float_(token, ln, name) for ln, token in cells])
 
     def read_energy(self, block: "_Block", line: int, tokens: list[str]) -> None:
@@ -332,7 +341,8 @@ class _CfgReader:
             raise self.error("direct coordinates need a Supercell with 3 rows",
                              block.atoms_line)
         else:
-            positions = np.column_stack([atoms[n] for n in _COORDINATES["direct"]]) @ cell
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, as non-finite
+                positions = np.column_stack([atoms[n] for n in _COORDINATES["direct"]]) @ cell
         forces = np.column_stack([atoms[n] for n in _FORCES]) if "fx" in atoms else None
         species = atoms.get("type", np.zeros(block.size, dtype=np.int64))
         group = next((block.features[k] for k in _GROUP_FEATURES if k in block.features), None)

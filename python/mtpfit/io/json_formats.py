@@ -13,8 +13,10 @@ import zlib
 from collections.abc import Callable
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from ..data.configuration import Configuration
+from .cfg import MAX_TYPE
 from .errors import FormatError
 
 __all__ = ["read_mlearn_json", "read_study_json", "read_json", "KBAR_PER_EV_PER_A3",
@@ -29,6 +31,8 @@ _COMPONENT = {"xx": (0, 0), "yy": (1, 1), "zz": (2, 2), "yz": (1, 2), "xz": (0, 
 _VASP_TO_VOIGT = [0, 1, 2, 4, 5, 3]
 # mlearn entries that are data or derived from it rather than metadata.
 _MLEARN_NOT_FEATURES = {"structure", "outputs", "num_atoms"}
+# Element symbols; index 0 of ASE's list is the dummy "X", not an element.
+_ELEMENTS = frozenset(chemical_symbols[1:])
 
 
 def read_mlearn_json(path: str | os.PathLike,
@@ -59,9 +63,13 @@ def read_mlearn_json(path: str | os.PathLike,
     FileNotFoundError
         If ``path`` does not exist.
     FormatError
-        On invalid JSON (naming the line), a top level that is not a non-empty list, or
-        a malformed entry — missing keys, wrong lengths, non-finite numbers, disordered
-        sites, a stress without a cell volume — naming the configuration index.
+        On invalid or too deeply nested JSON (naming the line), a top level that is not a
+        non-empty list, or a malformed entry — missing keys, wrong lengths, values that are
+        not JSON numbers (``true``, ``null`` or strings inside an array), non-finite
+        numbers, an element that is not an element symbol, partially occupied or
+        disordered sites, a ``num_atoms`` other than the number of sites, a ``pbc`` other
+        than three booleans, a stress without a cell volume — naming the configuration
+        index.
     ValueError
         If ``stress_order`` is not a permutation of xx yy zz yz xz xy.
 
@@ -107,10 +115,12 @@ def read_study_json(path: str | os.PathLike) -> list[Configuration]:
     FileNotFoundError
         If ``path`` does not exist.
     FormatError
-        On invalid JSON (naming the line), a top level that is not a non-empty list, or
-        a malformed entry — missing keys, wrong lengths (``weights`` must hold exactly
-        1 + 6 + 3N numbers), non-integer types, non-finite or negative values — naming
-        the file and the configuration index.
+        On invalid or too deeply nested JSON (naming the line), a top level that is not a
+        non-empty list, or a malformed entry — missing keys, wrong lengths (``weights``
+        must hold exactly 1 + 6 + 3N numbers), types that are not integers in
+        0…:data:`~mtpfit.io.cfg.MAX_TYPE`, values that are not JSON numbers (``true`` is
+        not 1), non-finite or negative values — naming the file and the configuration
+        index.
 
     Notes
     -----
@@ -161,6 +171,10 @@ def _load_json(path: str | os.PathLike) -> list:
         raise FormatError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
     except UnicodeDecodeError as exc:
         raise FormatError(path, f"not a text file ({exc.reason})") from None
+    except RecursionError:
+        raise FormatError(path, "invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more digits than int() converts
+        raise FormatError(path, f"invalid JSON: {exc}") from None
     if not isinstance(data, list):
         raise FormatError(path, f"expected a JSON list of configurations, found "
                                 f"{type(data).__name__}")
@@ -195,16 +209,48 @@ def _field(obj, *keys: str):
     return obj
 
 
+def _show(value) -> str:
+    return json.dumps(value)[:40]
+
+
+def _is_number(value) -> bool:
+    """A JSON number: ``true`` is not 1 and ``"1.5"`` is not 1.5 (numpy takes both)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _array(value, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """``value`` as a float array of ``shape`` (-1 for any length), else a ValueError."""
+    """``value`` as a finite float array of ``shape`` (-1 for any length), else a ValueError."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif not _is_number(item):
+            raise ValueError(f"{name} holds {_show(item)}, not a number")
     try:
         array = np.array(value, dtype=float)
-    except (ValueError, TypeError):
+    except OverflowError:  # an integer beyond the float range
+        raise ValueError(f"{name} holds a number beyond the float range") from None
+    except ValueError:  # ragged
         raise ValueError(f"{name} is not an array of numbers") from None
     if array.ndim != len(shape) or any(s not in (-1, n) for s, n in zip(shape, array.shape)):
         wanted = " × ".join("N" if s == -1 else str(s) for s in shape)
         raise ValueError(f"{name} has shape {array.shape}, expected {wanted}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinity")
     return array
+
+
+def _scalar(value, name: str) -> float | None:
+    """A label that is a number or absent (``null``)."""
+    if value is None:
+        return None
+    if not _is_number(value):
+        raise ValueError(f"{name} is {_show(value)}, not a number")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is beyond the float range") from None
 
 
 def _label(value):
@@ -221,13 +267,15 @@ def _parse_order(order: str) -> list[tuple[int, int]]:
 
 def _plus_stress(stress_kbar, cell: np.ndarray, order: list[tuple[int, int]], name: str):
     values = _array(stress_kbar, (6,), name)
-    volume = abs(np.linalg.det(cell))
+    with np.errstate(over="ignore", invalid="ignore"):
+        volume = abs(np.linalg.det(cell))
     if not volume > 0.0:
         raise ValueError(f"{name} given but the cell has no volume")
     tensor = np.zeros((3, 3))
     for (i, j), value in zip(order, values):
         tensor[i, j] = tensor[j, i] = value
-    return tensor * (volume / KBAR_PER_EV_PER_A3)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused as non-finite by Configuration
+        return tensor * (volume / KBAR_PER_EV_PER_A3)
 
 
 def _mlearn_configuration(entry, source: str, order: list[tuple[int, int]]) -> Configuration:
@@ -236,17 +284,18 @@ def _mlearn_configuration(entry, source: str, order: list[tuple[int, int]]) -> C
     sites = _field(entry, "structure", "sites")
     if not isinstance(sites, list):
         raise ValueError("structure.sites is not a list")
-    species = []
-    for k, site in enumerate(sites):
-        occupants = _field(site, "species")
-        if not isinstance(occupants, list) or len(occupants) != 1:
-            raise ValueError(f"structure.sites[{k}] is not occupied by exactly one species")
-        species.append(str(_field(occupants[0], "element")))
+    if "num_atoms" in entry and (not _is_number(entry["num_atoms"]) or entry["num_atoms"] != len(sites)):
+        raise ValueError(f"num_atoms is {_show(entry['num_atoms'])} but structure.sites has {len(sites)} sites")
+    species = [_site_element(site, k) for k, site in enumerate(sites)]
     positions = _array([_field(site, "xyz") for site in sites], (-1, 3), "structure.sites.xyz")
-    outputs = entry.get("outputs") or {}
+    pbc = lattice.get("pbc", [True, True, True])
+    if not (isinstance(pbc, list) and len(pbc) == 3 and all(isinstance(p, bool) for p in pbc)):
+        raise ValueError(f"structure.lattice.pbc is {_show(pbc)}, not 3 booleans")
+    outputs = entry.get("outputs")
+    outputs = {} if outputs is None else outputs
     if not isinstance(outputs, dict):
         raise ValueError("outputs is not a JSON object")
-    stress_key = next((k for k in ("virial_stress", "stress") if _label(outputs.get(k))), None)
+    stress_key = next((k for k in ("virial_stress", "stress") if _label(outputs.get(k)) is not None), None)
     stress = (None if stress_key is None else
               _plus_stress(outputs[stress_key], cell, order, f"outputs.{stress_key}"))
     forces = _label(outputs.get("forces"))
@@ -254,20 +303,36 @@ def _mlearn_configuration(entry, source: str, order: list[tuple[int, int]]) -> C
     features = {k: v for k, v in entry.items() if k not in _MLEARN_NOT_FEATURES
                 and isinstance(v, (str, int, float)) and not isinstance(v, bool)}
     return Configuration(
-        positions=positions, species=np.array(species), cell=cell,
-        pbc=lattice.get("pbc", (True, True, True)), energy=outputs.get("energy"),
+        positions=positions, species=np.array(species), cell=cell, pbc=pbc,
+        energy=_scalar(outputs.get("energy"), "outputs.energy"),
         forces=None if forces is None else _array(forces, (len(sites), 3), "outputs.forces"),
         plus_stress=stress, group=None if group is None else str(group), source=source,
         features=features)
+
+
+def _site_element(site, k: int) -> str:
+    occupants = _field(site, "species")
+    if not isinstance(occupants, list) or len(occupants) != 1:
+        raise ValueError(f"structure.sites[{k}] is not occupied by exactly one species")
+    element = _field(occupants[0], "element")
+    if not isinstance(element, str) or element not in _ELEMENTS:  # null and 0 were species "None", "0"
+        raise ValueError(f"structure.sites[{k}] has element {_show(element)}, not an element symbol")
+    occupancy = occupants[0].get("occu", 1)
+    if not _is_number(occupancy) or occupancy != 1:
+        raise ValueError(f"structure.sites[{k}] has occupancy {_show(occupancy)}: only fully occupied sites "
+                         "are atoms")
+    return element
 
 
 def _study_configuration(entry, source: str) -> Configuration:
     cell = _array(_field(entry, "sim", "cfg", "cell"), (3, 3), "sim.cfg.cell")
     positions = _array(_field(entry, "sim", "cfg", "pos"), (-1, 3), "sim.cfg.pos")
     n = len(positions)
-    types = np.array(_field(entry, "sim", "cfg", "types"))
-    if types.shape != (n,) or types.dtype.kind != "i" or np.any(types < 0):
-        raise ValueError(f"sim.cfg.types must be {n} non-negative integers")
+    types = _field(entry, "sim", "cfg", "types")
+    if not (isinstance(types, list) and len(types) == n and all(
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_TYPE for t in types)):
+        raise ValueError(f"sim.cfg.types must be {n} non-negative integers (at most {MAX_TYPE}), "
+                         f"found {_show(types)}")
     sim = entry["sim"]
     forces, stress = _label(sim.get("forces")), _label(sim.get("stress"))
     vasp_order = _parse_order(VASP_STRESS_ORDER)
@@ -280,7 +345,8 @@ def _study_configuration(entry, source: str) -> Configuration:
         weights = {"energy": w[0], "stress": w[1:7][_VASP_TO_VOIGT],
                    "forces": w[7:].reshape(n, 3)}
     return Configuration(
-        positions=positions, species=types, cell=cell, energy=sim.get("energy"),
+        positions=positions, species=np.array(types, dtype=np.int64), cell=cell,
+        energy=_scalar(sim.get("energy"), "sim.energy"),
         forces=None if forces is None else _array(forces, (n, 3), "sim.forces"),
         plus_stress=None if stress is None else _plus_stress(stress, cell, vasp_order,
                                                              "sim.stress"),

@@ -39,6 +39,14 @@ class Objective:
     Mini-batches: ``fun_and_jac(x, batch=indices)`` evaluates the data term over those configurations only,
     scaled by K/B so that it estimates the full loss without bias (the penalty term is not scaled).
 
+    Overflow: at a finite x where the loss overflows (θ near 1e308, say), ``fun`` is +inf, never NaN, and the
+    gradient there is not meaningful. +inf is what a line search steps back from: scipy's strong-Wolfe search
+    (the BFGS trainers') bisects back from it, whereas a NaN compares as neither worse nor better and was
+    accepted as a step (α = 1024 with L = NaN; ``tests/test_boundaries.py``). The trainers refuse a non-finite
+    loss at their start and at an accepted step (``FloatingPointError``), the mini-batch loop at every step;
+    Levenberg–Marquardt and Gauss–Newton reject non-finite trial points through :meth:`residuals`. A
+    non-finite x is refused (``ValueError``).
+
     Parameters
     ----------
     mtp : MTP
@@ -69,7 +77,8 @@ class Objective:
     Raises
     ------
     ValueError
-        Unknown species or overlapping atoms (naming the configuration), an empty dataset.
+        Unknown species, overlapping atoms or a geometry the neighbour list refuses (naming the configuration),
+        an empty dataset.
     """
 
     def __init__(self, mtp: MTP, dataset: Dataset, loss: Loss | None = None, n_threads: int | None = None,
@@ -107,12 +116,23 @@ class Objective:
         """Equivalent full loss+gradient passes: configurations evaluated / K."""
         return self.configurations_evaluated / len(self.dataset)
 
+    def _checked_batch(self, batch) -> np.ndarray:
+        """``batch`` as int32 configuration indices, refusing what is not a non-empty 1-D array of integers in
+        [0, K) (a negative index would silently take configurations from the end)."""
+        array = np.asarray(batch)
+        if array.ndim != 1 or len(array) == 0 or array.dtype.kind not in "iu":
+            raise ValueError(f"a mini-batch is a non-empty 1-D array of integer configuration indices, got {batch!r}")
+        K = len(self.dataset)
+        outside = (array < 0) | (array >= K)
+        if outside.any():
+            raise IndexError(f"mini-batch index {array[outside][0]} is outside the {K} configurations of "
+                             f"{self.dataset.name} (valid: 0 … {K - 1})")
+        return array.astype(np.int32)
+
     def _evaluate(self, x, batch=None) -> tuple[float, np.ndarray]:
         x = np.asarray(x, dtype=float)
         if batch is not None:
-            batch = np.asarray(batch, dtype=np.int32)
-            if batch.ndim != 1 or len(batch) == 0:
-                raise ValueError("a mini-batch is a non-empty 1-D array of configuration indices")
+            batch = self._checked_batch(batch)
         key = self._key
         if key is None or not np.array_equal(x, key[0]) or not (
                 (batch is None and key[1] is None) or (batch is not None and key[1] is not None
@@ -130,17 +150,26 @@ class Objective:
                 scale = len(self.dataset) / len(batch)
                 loss, grad = loss * scale, grad * scale
             if self.penalty_coefficient:
-                p, dp = self.mtp.penalty(x)
-                loss += self.penalty_coefficient * p
-                grad += self.penalty_coefficient * dp
+                with np.errstate(over="ignore", invalid="ignore"):    # an overflow is reported as L = +inf
+                    p, dp = self.mtp.penalty(x)
+                    loss += self.penalty_coefficient * p
+                    grad += self.penalty_coefficient * dp
             self._key = (x.copy(), None if batch is None else batch.copy())
-            self._value = (float(loss), grad, per_config)
+            # a sum of squares that overflows is +inf, never NaN (inf − inf, 0·inf inside the core): line
+            # searches and trust regions then reject the point instead of comparing NaN as neither worse nor better
+            self._value = (float(loss) if np.isfinite(loss) else np.inf, grad, per_config)
             self.n_evaluations += 1
             self.configurations_evaluated += len(self.dataset) if batch is None else len(batch)
         return self._value[0], self._value[1]
 
     def fun(self, x) -> float:
-        """L(x)."""
+        """L(x); +inf where it overflows (see the class notes).
+
+        Raises
+        ------
+        ValueError
+            If x is not finite.
+        """
         self.n_fun += 1
         return self._evaluate(x)[0]
 
@@ -151,7 +180,15 @@ class Objective:
 
     def fun_and_jac(self, x, batch=None) -> tuple[float, np.ndarray]:
         """(L(x), ∂L/∂θ(x)) from one pass, for ``minimize(..., jac=True)``; over a mini-batch of
-        configuration indices when ``batch`` is given (see the class notes)."""
+        configuration indices when ``batch`` is given (see the class notes).
+
+        Raises
+        ------
+        ValueError
+            If x is not finite, or ``batch`` is not a non-empty 1-D array of integers.
+        IndexError
+            If an index of ``batch`` is outside 0 … K − 1 (negative ones included), naming the valid range.
+        """
         self.n_fun += 1
         self.n_jac += 1
         value, grad = self._evaluate(x, batch)
@@ -294,12 +331,25 @@ class Objective:
         return self.comm.allreduce(values) if self.comm.size > 1 else values
 
     def predict(self, x=None) -> Predictions:
-        """Energies, forces and PlusStress of every configuration at x (default: the potential's θ)."""
+        """Energies, forces and PlusStress of every configuration at x (default: the potential's θ).
+
+        Raises
+        ------
+        FloatingPointError
+            If a prediction is not finite, naming the first such configuration.
+        """
         x = self.mtp.theta if x is None else np.asarray(x, dtype=float)
         e, f, s = self.training_set.predict(self.mtp.basis.core, x, self.n_threads)
         ones = np.ones(len(self.dataset), dtype=np.int64)
-        return Predictions(self._gather(e, ones), self._gather(f.reshape(-1, 3), self._atoms),
-                           self._gather(s.reshape(-1, 3, 3), ones), self._atoms)
+        out = Predictions(self._gather(e, ones), self._gather(f.reshape(-1, 3), self._atoms),
+                          self._gather(s.reshape(-1, 3, 3), ones), self._atoms)
+        finite = (np.isfinite(out.energies) & np.isfinite(out.stresses).all(axis=(1, 2))
+                  & np.logical_and.reduceat(np.isfinite(out.forces).all(axis=1), out.offsets[:-1]))
+        if not finite.all():
+            k = int(np.argmin(finite))
+            raise FloatingPointError(f"{self.dataset[k].source}: the prediction is not finite (energy "
+                                     f"{out.energies[k]}); the potential's coefficients or scaling overflow")
+        return out
 
     def energy_gradients(self, x=None) -> np.ndarray:
         """dE_k/dθ for every configuration, shape (K, n_params)."""

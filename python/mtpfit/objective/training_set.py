@@ -1,15 +1,22 @@
 """Build the core's training-set representation once: neighbour geometry, labels, weights."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..data.neighbors import ShortDistanceWarning, estimated_pairs
 from ..potential.mtp import MTP
 from .loss import Loss
 
-__all__ = ["build_training_set", "residual_weights"]
+__all__ = ["build_training_set", "residual_weights", "MAX_TRAINING_PAIRS"]
+
+#: Largest training set loaded, in neighbour pairs summed over its configurations, estimated before any list is
+#: built (:func:`~mtpfit.data.neighbors.estimated_pairs`): the core keeps ~29 bytes per pair (measured on mlearn
+#: Mo), ~6 GB here, and building takes ~1 µs per pair. Read at every call; raise it for larger sets.
+MAX_TRAINING_PAIRS = 2e8
 
 
 def residual_weights(dataset: Dataset, loss: Loss) -> list:
@@ -38,20 +45,44 @@ def build_training_set(mtp: MTP, dataset: Dataset, loss: Loss, indices=None):
     configurations are loaded (a shard), with the weights they have in the whole dataset and their dataset
     index as their id, so that the shards of a dataset sum to its loss.
 
+    Warns once, with a :class:`~mtpfit.data.neighbors.ShortDistanceWarning` that counts them and names the
+    closest, when configurations have atoms closer than the potential's ``min_dist``.
+
     Raises
     ------
     ValueError
-        Unknown species or overlapping atoms, naming the configuration.
+        Unknown species, overlapping atoms or a geometry the neighbour list refuses, naming the configuration;
+        a set estimated at more than :data:`MAX_TRAINING_PAIRS` neighbour pairs, naming the dataset.
     """
     from .. import _core
 
+    chosen = range(len(dataset)) if indices is None else indices
+    pairs = [estimated_pairs(dataset[k], mtp.basis.max_dist) for k in chosen]
+    if not sum(pairs) <= MAX_TRAINING_PAIRS:
+        largest = int(np.argmax(pairs))
+        raise ValueError(f"{dataset.name}: at max_dist = {mtp.basis.max_dist:g} Å its {len(pairs)} configurations "
+                         f"would hold about {sum(pairs):.3g} neighbour pairs, more than MAX_TRAINING_PAIRS = "
+                         f"{MAX_TRAINING_PAIRS:.3g} (~{29 * MAX_TRAINING_PAIRS / 1e9:.0f} GB; the largest, "
+                         f"{dataset[chosen[largest]].source}, about {pairs[largest]:.3g}); lower max_dist, or raise "
+                         "mtpfit.objective.training_set.MAX_TRAINING_PAIRS")
     ts = _core.TrainingSet()
     weights = residual_weights(dataset, loss)
-    for k in range(len(dataset)) if indices is None else indices:
-        config, w = dataset[k], weights[k]
-        n = config.n_atoms
-        ts.add(mtp.structure(config),
-               config.energy if config.energy is not None else 0.0, w.energy,
-               config.forces if config.forces is not None else np.zeros((n, 3)), w.forces,
-               config.plus_stress if config.plus_stress is not None else np.zeros((3, 3)), w.stress, int(k))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ShortDistanceWarning)
+        for k in chosen:
+            config, w = dataset[k], weights[k]
+            n = config.n_atoms
+            ts.add(mtp.structure(config),
+                   config.energy if config.energy is not None else 0.0, w.energy,
+                   config.forces if config.forces is not None else np.zeros((n, 3)), w.forces,
+                   config.plus_stress if config.plus_stress is not None else np.zeros((3, 3)), w.stress, int(k))
+    short = [w for w in caught if issubclass(w.category, ShortDistanceWarning)]
+    for other in caught:
+        if other not in short:
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    if short:
+        closest = min(short, key=lambda w: w.message.distance)
+        warnings.warn(f"{len(short)} of {len(chosen)} configurations of "
+                      f"{dataset.name} have atoms closer than the potential's min_dist = {mtp.basis.min_dist:g} Å; "
+                      f"the closest: {closest.message}", ShortDistanceWarning, stacklevel=3)
     return ts

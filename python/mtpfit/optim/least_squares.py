@@ -16,6 +16,7 @@ import numpy as np
 import scipy.linalg
 
 from .result import OptimizationResult
+from .state import ResumeError, check_resume
 
 __all__ = ["levenberg_marquardt", "gauss_newton", "LEAST_SQUARES_METHODS"]
 
@@ -24,7 +25,7 @@ def levenberg_marquardt(objective, x0, max_iter: int = 100, tau: float = 1e-3, g
                         xtol: float = 1e-12, ftol: float = 1e-10, geodesic: bool = False,
                         geodesic_alpha: float = 0.75, geodesic_h: float = 0.1, max_lambda: float = 1e16,
                         sketch: int = 0, time_limit: float | None = None,
-                        callback: Callable | None = None) -> OptimizationResult:
+                        callback: Callable | None = None, resume: dict | None = None) -> OptimizationResult:
     r"""Levenberg–Marquardt with Marquardt's scaling and Nielsen's damping update.
 
     Each iteration solves (H + λD) δ = −g by Cholesky, D the running maximum of diag(H) (Moré 1978), and
@@ -65,9 +66,14 @@ def levenberg_marquardt(objective, x0, max_iter: int = 100, tau: float = 1e-3, g
         convergence near a minimum becomes linear (exact: quadratic on zero-residual problems), so a sketched run
         suits large sets and early iterations, followed by exact ones if needed.
     time_limit : float, optional
-        Wall-time budget (s), checked after every iteration.
+        Wall-time budget (s, counting the time before a resume), checked after every iteration.
     callback : callable, optional
-        ``callback(intermediate_result)`` after every iteration; raising StopIteration stops the run.
+        ``callback(intermediate_result)`` after every iteration (``x``, ``fun``, ``nit`` and ``state``, a
+        function returning the run's resumable state); raising StopIteration stops the run.
+    resume : dict, optional
+        A ``state`` from the callback: the run continues from that iteration (θ, JᵀWJ and gradient, damping,
+        sketch seed, counters, history) on the trajectory of an uninterrupted run with the same settings;
+        ``max_iter`` may be larger than the saved run's.
 
     Returns
     -------
@@ -80,14 +86,16 @@ def levenberg_marquardt(objective, x0, max_iter: int = 100, tau: float = 1e-3, g
     ------
     ValueError
         If x0 has the wrong shape or the loss at x0 is not finite.
+    ResumeError
+        If ``resume`` does not fit (shapes, an iteration beyond ``max_iter``).
     """
-    return _run(objective, x0, max_iter, gtol, xtol, ftol, time_limit, callback,
-                _Damping(tau, max_lambda, geodesic, geodesic_alpha, geodesic_h), sketch)
+    return _run(_FullLoss(objective, sketch), x0, max_iter, gtol, xtol, ftol, time_limit, callback,
+                _Damping(tau, max_lambda, geodesic, geodesic_alpha, geodesic_h), resume)
 
 
 def gauss_newton(objective, x0, max_iter: int = 100, gtol: float = 1e-10, xtol: float = 1e-12, ftol: float = 1e-10,
                  rcond: float = 1e-12, c1: float = 1e-4, max_backtrack: int = 30, time_limit: float | None = None,
-                 callback: Callable | None = None) -> OptimizationResult:
+                 callback: Callable | None = None, resume: dict | None = None) -> OptimizationResult:
     r"""Gauss–Newton with a backtracking (Armijo) line search.
 
     The direction solves H δ = −g in the least-squares sense (eigenvalues of H below ``rcond``·max are dropped:
@@ -96,8 +104,8 @@ def gauss_newton(objective, x0, max_iter: int = 100, gtol: float = 1e-10, xtol: 
 
     Parameters and the result are those of :func:`levenberg_marquardt` (``history`` rows carry ``alpha``).
     """
-    return _run(objective, x0, max_iter, gtol, xtol, ftol, time_limit, callback, _LineSearch(rcond, c1, max_backtrack),
-                0)
+    return _run(_FullLoss(objective, 0), x0, max_iter, gtol, xtol, ftol, time_limit, callback,
+                _LineSearch(rcond, c1, max_backtrack), resume)
 
 
 class _Damping:
@@ -148,6 +156,13 @@ class _Damping:
         self.lam *= self.nu
         self.nu *= 2.0
 
+    def state(self) -> dict:
+        return {"lam": self.lam, "nu": self.nu, "D": self.D}
+
+    def restore(self, state: dict) -> None:
+        check_resume(state, {"lam": None, "nu": None, "D": None}, "Levenberg-Marquardt damping")
+        self.lam, self.nu, self.D = state["lam"], float(state["nu"]), state["D"]
+
     def _acceleration(self, objective, x, delta, factor):
         h = self.h
         r0, w = objective.residuals(x)
@@ -182,28 +197,71 @@ class _LineSearch:
     def stop_message(self):
         return f"line search failed after {self.max_backtrack} halvings"
 
+    def state(self) -> dict:
+        return {}
 
-def _run(objective, x0, max_iter, gtol, xtol, ftol, time_limit, callback, rule, sketch) -> OptimizationResult:
-    start = time.perf_counter()
-    x = np.array(x0, dtype=float)
-    if x.shape != (objective.n_params,):
-        raise ValueError(f"x0 has shape {x.shape}, expected ({objective.n_params},)")
-    nfev_before, njev_before = objective.n_residual_passes, objective.n_gauss_newton
+    def restore(self, state: dict) -> None:
+        pass
 
-    def loss_at(theta):
-        r, w = objective.residuals(theta)
+
+class _FullLoss:
+    """The least-squares model of the loss over all of θ: JᵀWJ from the core, the loss from one residual pass."""
+
+    def __init__(self, objective, sketch):
+        self.objective, self.sketch = objective, sketch
+        self.n_variables = objective.n_params
+        self.builds = 0
+        self._counts = objective.n_residual_passes, objective.n_gauss_newton
+
+    def build(self, x):
+        """(L, JᵀWJ, JᵀWr) at x; a sketched JᵀWJ is redrawn at every build."""
+        self.builds += 1
+        return self.objective.gauss_newton(x, sketch=self.sketch, seed=self.builds)
+
+    def loss(self, x) -> float:
+        r, w = self.objective.residuals(x)
         return float(np.sum(w * r * r))
 
-    builds = [0]
+    def theta(self, x):
+        return x.copy()
 
-    def build(theta):
-        builds[0] += 1
-        return objective.gauss_newton(theta, sketch=sketch, seed=builds[0])
+    def state(self) -> dict:
+        """The sketch seed and the pass counts, for a resume."""
+        return {"builds": self.builds, "nfev": self.objective.n_residual_passes - self._counts[0],
+                "njev": self.objective.n_gauss_newton - self._counts[1]}
 
-    loss, H, g = build(x)
-    if not np.isfinite(loss):
-        raise ValueError(f"the loss at x0 is {loss}")
-    history, message, success, nit = [], f"max_iter = {max_iter} reached", False, 0
+    def restore(self, state: dict) -> None:
+        check_resume(state, {"builds": None, "nfev": None, "njev": None}, "least-squares model")
+        self.builds = int(state["builds"])
+        self._counts = (self.objective.n_residual_passes - int(state["nfev"]),
+                        self.objective.n_gauss_newton - int(state["njev"]))
+
+    def result(self, x, fun, jac, **fields) -> OptimizationResult:
+        return OptimizationResult(x=x, fun=fun, jac=jac, nfev=self.objective.n_residual_passes - self._counts[0],
+                                  njev=self.objective.n_gauss_newton - self._counts[1], **fields)
+
+
+def _run(model, x0, max_iter, gtol, xtol, ftol, time_limit, callback, rule, resume=None) -> OptimizationResult:
+    """The iteration shared by every least-squares trainer: ``model.build(x)`` gives (L, H, g) of the Gauss–Newton
+    model L(x + δ) ≈ L + 2gᵀδ + δᵀHδ, ``model.loss(x)`` the loss at a trial point, ``rule`` the step rule.
+
+    The callback's ``state`` holds the iterate, H, g, counters, history and ``rule.state()`` and
+    ``model.state()``; ``resume`` (such a state) continues from it through ``rule.restore`` and
+    ``model.restore``."""
+    start = time.perf_counter()
+    x = np.array(x0, dtype=float)
+    if x.shape != (model.n_variables,):
+        raise ValueError(f"x0 has shape {x.shape}, expected ({model.n_variables},)")
+    objective, build, loss_at = model.objective, model.build, model.loss
+    if resume is None:
+        loss, H, g = build(x)
+        if not np.isfinite(loss):
+            raise ValueError(f"the loss at x0 is {loss}")
+        history, nit = [], 0
+    else:
+        x, loss, H, g, history, nit, elapsed = _resumed(resume, model, rule, max_iter)
+        start -= elapsed
+    message, success = f"max_iter = {max_iter} reached", False
     while nit < max_iter:
         if np.max(np.abs(2.0 * g)) <= gtol:
             message, success = f"gradient ‖∇L‖∞ ≤ {gtol:g}", True
@@ -229,17 +287,37 @@ def _run(objective, x0, max_iter, gtol, xtol, ftol, time_limit, callback, rule, 
             break
         stop = False
         if callback is not None:
+            fields = {}
+            if hasattr(model, "state"):     # a model without state()/restore() gives a run that cannot resume
+                # H, g and x are replaced, never modified, by the loop: the snapshot holds references
+                snapshot = {"nit": nit, "history": list(history), "elapsed_s": history[-1]["elapsed_s"], "x": x,
+                            "loss": float(loss), "H": H, "g": g, "rule": rule.state(), "model": model.state()}
+                fields["state"] = lambda: snapshot
             try:
-                callback(OptimizationResult(x=x.copy(), fun=loss, nit=nit))
+                callback(OptimizationResult(x=model.theta(x), fun=loss, nit=nit, **fields))
             except StopIteration:
                 stop, message = True, "stopped by the callback"
         if time_limit is not None and history[-1]["elapsed_s"] >= time_limit:
             stop, message = True, f"wall-time budget of {time_limit:g} s reached"
         if stop:
             break
-    return OptimizationResult(x=x, fun=loss, jac=2.0 * g, nit=nit, nfev=objective.n_residual_passes - nfev_before,
-                              njev=objective.n_gauss_newton - njev_before, success=success, message=message,
-                              history=history, wall_time=time.perf_counter() - start)
+    return model.result(x, loss, 2.0 * g, nit=nit, success=success, message=message, history=history,
+                        wall_time=time.perf_counter() - start)
+
+
+def _resumed(state, model, rule, max_iter):
+    """(x, loss, H, g, history, nit, elapsed) of a saved least-squares iterate, with the rule and model restored."""
+    n = model.n_variables
+    check_resume(state, {"x": (n,), "loss": None, "H": (n, n), "g": (n,), "nit": None, "history": None,
+                         "elapsed_s": None, "rule": None, "model": None}, "least squares")
+    nit, history = state["nit"], list(state["history"])
+    if not isinstance(nit, int) or not 0 <= nit <= max_iter or len(history) != nit:
+        raise ResumeError(f"least squares: the saved run is at iteration {nit!r} (with {len(history)} history rows), "
+                          f"outside the {max_iter} iterations of this run")
+    rule.restore(state["rule"])
+    model.restore(state["model"])
+    return (np.array(state["x"], dtype=float), float(state["loss"]), np.array(state["H"]), np.array(state["g"]),
+            history, nit, float(state["elapsed_s"]))
 
 
 #: Second-order trainers by the names the command line and campaigns use.

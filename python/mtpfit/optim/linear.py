@@ -278,6 +278,20 @@ class ReducedLoss:
             self.n_solves += 1
         return self._point
 
+    def state(self) -> dict:
+        """What the next solves depend on: the reference θ of the next re-solve and the cached last point."""
+        point = self._point
+        return {"reference": self._template,
+                "point": None if point is None else {"u": np.frombuffer(point[0]), "theta": point[1],
+                                                     "value": point[2]}}
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`state` (for a resumed run: the same solves as an uninterrupted one)."""
+        self._template = np.array(state["reference"], dtype=float)
+        point = state["point"]
+        self._point = None if point is None else (np.asarray(point["u"], dtype=float).tobytes(),
+                                                  np.array(point["theta"], dtype=float), float(point["value"]))
+
     def theta(self, u) -> np.ndarray:
         """The full θ at u: radial σ·u, species and moment coefficients re-solved (a copy)."""
         return self._solve(u)[1].copy()

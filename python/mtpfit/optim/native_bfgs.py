@@ -11,6 +11,7 @@ from .linear import (_linear_slice, linear_degrees, linear_resolve, radial_gauge
                      solve_linear)
 from .bfgs import BFGSRun, dense_bfgs
 from .result import OptimizationResult
+from .state import ResumeError, check_resume
 from .varpro import variable_projection_phase
 
 __all__ = ["native_bfgs", "radial_gauge"]  # radial_gauge re-exported from .linear
@@ -20,7 +21,7 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
                 c1: float = 0.1, c2: float = 0.5, stop_window: int = 50, stop_tolerance: float = 1e-3,
                 callback: Callable | None = None, rescale: bool = True, final_resolve: bool = True,
                 scale_initial_hessian: bool = False, max_line_search: int = 20,
-                time_limit: float | None = None) -> OptimizationResult:
+                time_limit: float | None = None, resume: dict | None = None) -> OptimizationResult:
     r"""Train like MLIP-2's ``mlp train``: BFGS with exact solves of the linear coefficients.
 
     The run has two phases, each a fresh BFGS run (new inverse Hessian, new iteration counter), as MLIP-2
@@ -92,7 +93,8 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
         Relative decrease below which a phase stops; 0 disables the test.
     callback : callable, optional
         ``callback(intermediate_result)`` after every iteration with an :class:`OptimizationResult` holding
-        ``x``, ``fun``, ``nit`` and ``phase``; raising :class:`StopIteration` ends the run.
+        ``x``, ``fun``, ``nit``, ``phase`` and ``state`` (a function returning the run's resumable state at that
+        iteration); raising :class:`StopIteration` ends the run.
     rescale : bool
         Work in MLIP-2's parametrisation. BFGS runs on u with θ = D u, D = σ on the radial block and 1
         elsewhere, σ the RMS norm of the radial functions μ (coefficients concatenated over species pairs) at
@@ -113,8 +115,12 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
     max_line_search : int
         Iterations of one line search.
     time_limit : float, optional
-        Wall-time budget (s): the run stops after the first iteration that ends past it, as if the callback had
-        stopped it.
+        Wall-time budget (s, counting the time before a resume): the run stops after the first iteration that ends
+        past it, as if the callback had stopped it.
+    resume : dict, optional
+        A ``state`` from the callback: the run continues from that iteration (phase, inverse Hessian, iterate,
+        scaling, re-solve reference, counters, history) on the trajectory of an uninterrupted run with the same
+        objective, ``x0`` and settings; ``max_iter`` may be larger than the saved run's.
 
     Returns
     -------
@@ -129,6 +135,8 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
     ------
     ValueError
         For invalid settings.
+    ResumeError
+        If ``resume`` does not fit this run (a phase it does not have, an iteration beyond its budget).
     FloatingPointError
         When the loss becomes non-finite (the run diverged).
 
@@ -180,18 +188,26 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
         raise ValueError("stop_window must be positive when stop_tolerance is")
 
     run = BFGSRun(objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search, scale_initial_hessian,
-               time_limit)
-    messages, success = [], True
-    if pretrain_iter > 0:
-        x, ok, message = _pretrain(run, x, int(pretrain_iter), rescale)
-        messages.append(f"pretrain: {message}")
-        success = success and ok
-    if max_iter > 0 and not run.stopped:
-        x, ok, message = _train(run, x, int(max_iter), linear_every, rescale)
-        messages.append(f"main: {message}")
-        success = success and ok
+                  time_limit)
+    phases = ["pretrain"] * (pretrain_iter > 0) + ["main"] * (max_iter > 0)
+    phase = None
+    if resume is not None:
+        run.restore(resume)
+        phase = resume["phase"]
+        if phase not in phases:
+            raise ResumeError(f"native BFGS: the saved run is in phase {phase!r}, which this run (pretrain_iter = "
+                              f"{pretrain_iter}, max_iter = {max_iter}) does not have")
+    if "pretrain" in phases and phase in (None, "pretrain"):
+        x, ok, message = variable_projection_phase(run, "pretrain", x, int(pretrain_iter), rescale,
+                                                   resume=resume if phase == "pretrain" else None)
+        run.outcomes.append((f"pretrain: {message}", ok))
+    if "main" in phases and not run.stopped:
+        x, ok, message = _train(run, x, int(max_iter), linear_every, rescale, resume if phase == "main" else None)
+        run.outcomes.append((f"main: {message}", ok))
     if final_resolve and linear_every and not run.stopped:
         x = _resolve(run, x)
+    messages = [m for m, _ in run.outcomes]
+    success = all(ok for _, ok in run.outcomes)
     fun, jac = objective.fun_and_jac(x)
     if not np.isfinite(fun):
         raise FloatingPointError(f"training ended with a non-finite loss ({fun})")
@@ -221,21 +237,24 @@ def _gauge_and_resolve(run, x):
     return x
 
 
-def _pretrain(run, x, n_iter, rescale):
-    """BFGS on the radial coefficients of the reduced loss L̃(r) = min over (ξ, c) of L(r, ξ, c)."""
-    return variable_projection_phase(run, "pretrain", x, n_iter, rescale)
-
-
-def _train(run, x, n_iter, linear_every, rescale):
-    """BFGS on all of θ, with the linear coefficients re-solved every ``linear_every`` iterations."""
+def _train(run, x, n_iter, linear_every, rescale, resume=None):
+    """BFGS on all of θ, with the linear coefficients re-solved every ``linear_every`` iterations; from the saved
+    state ``resume`` of this phase when given."""
     objective = run.objective
-    if rescale:
-        x = _gauge_and_resolve(run, x)
-    elif linear_every:
-        x = _resolve(run, x)
-    d = np.ones_like(x)
-    if rescale:
-        d[run.radial] = radial_scale(objective.mtp, x)
+    if resume is None:
+        if rescale:
+            x = _gauge_and_resolve(run, x)
+        elif linear_every:
+            x = _resolve(run, x)
+        d = np.ones_like(x)
+        if rescale:
+            d[run.radial] = radial_scale(objective.mtp, x)
+        u0 = x / d
+    else:
+        check_resume(resume["context"], {"d": x.shape}, "main")
+        d = np.asarray(resume["context"]["d"], dtype=float)
+        u0 = x / d
+    run.context = lambda: {"d": d}
 
     def fun(u):
         return objective.fun(d * u)
@@ -248,7 +267,8 @@ def _train(run, x, n_iter, linear_every, rescale):
             return _resolve(run, d * u) / d
         return None
 
-    u, ok, message = dense_bfgs(run, "main", fun, jac, x / d, n_iter, lambda u: d * u, refresh)
+    u, ok, message = dense_bfgs(run, "main", fun, jac, u0, n_iter, lambda u: d * u, refresh,
+                                None if resume is None else resume["loop"])
     return d * u, ok, message
 
 

@@ -10,6 +10,7 @@ from ..objective.objective import Objective
 from .bfgs import BFGSRun, dense_bfgs
 from .linear import ReducedLoss, radial_scale
 from .result import OptimizationResult
+from .state import ResumeError, check_resume
 
 __all__ = ["varpro", "variable_projection_phase"]
 
@@ -17,7 +18,7 @@ __all__ = ["varpro", "variable_projection_phase"]
 def varpro(objective: Objective, x0, max_iter: int = 1000, rescale: bool = True, c1: float = 0.1, c2: float = 0.5,
            stop_window: int = 50, stop_tolerance: float = 1e-3, max_line_search: int = 20, ridge: float = 0.0,
            scale_initial_hessian: bool = False, callback: Callable | None = None,
-           time_limit: float | None = None) -> OptimizationResult:
+           time_limit: float | None = None, resume: dict | None = None) -> OptimizationResult:
     r"""Train by variable projection: BFGS on the reduced loss of the radial coefficients alone.
 
     The species coefficients ξ and the moment coefficients c enter every prediction linearly (MTP_SPEC §5), so
@@ -64,10 +65,16 @@ def varpro(objective: Objective, x0, max_iter: int = 1000, rescale: bool = True,
     scale_initial_hessian : bool
         Start BFGS from H₀ = (yᵀs/yᵀy) I after the first step (Nocedal & Wright eq. 6.20) instead of H₀ = I.
     callback : callable, optional
-        ``callback(intermediate_result)`` after every iteration (``x``, ``fun``, ``nit``, ``phase``);
-        raising :class:`StopIteration` ends the run.
+        ``callback(intermediate_result)`` after every iteration (``x``, ``fun``, ``nit``, ``phase``, and ``state``:
+        a function returning the run's resumable state at that iteration); raising :class:`StopIteration` ends
+        the run.
     time_limit : float, optional
-        Wall-time budget (s): the run stops after the first iteration that ends past it.
+        Wall-time budget (s, counting the time before a resume): the run stops after the first iteration that
+        ends past it.
+    resume : dict, optional
+        A ``state`` from the callback: the run continues from that iteration on the trajectory of an
+        uninterrupted run (inverse Hessian, line-search iterate, re-solve reference, counters and history are
+        restored), given the same objective, ``x0`` and settings.
 
     Returns
     -------
@@ -80,6 +87,8 @@ def varpro(objective: Objective, x0, max_iter: int = 1000, rescale: bool = True,
     ------
     ValueError
         For invalid settings.
+    ResumeError
+        If ``resume`` does not fit this run (another trainer's state, an iteration beyond ``max_iter``).
     FloatingPointError
         When the loss becomes non-finite.
     """
@@ -95,7 +104,11 @@ def varpro(objective: Objective, x0, max_iter: int = 1000, rescale: bool = True,
         raise ValueError(f"ridge must be >= 0, got {ridge}")
     run = BFGSRun(objective, callback, c1, c2, stop_window, stop_tolerance, max_line_search, scale_initial_hessian,
                   time_limit)
-    x, ok, message = variable_projection_phase(run, "varpro", x, int(max_iter), rescale, ridge)
+    if resume is not None:
+        run.restore(resume)
+        if resume["phase"] != "varpro":
+            raise ResumeError(f"varpro: the saved state is of phase {resume['phase']!r} (another trainer)")
+    x, ok, message = variable_projection_phase(run, "varpro", x, int(max_iter), rescale, ridge, resume)
     fun, jac = objective.fun_and_jac(x)
     if not np.isfinite(fun):
         raise FloatingPointError(f"training ended with a non-finite loss ({fun})")
@@ -104,14 +117,28 @@ def varpro(objective: Objective, x0, max_iter: int = 1000, rescale: bool = True,
         message=message, history=run.history, wall_time=time.perf_counter() - run.start, n_resolves=run.n_resolves)
 
 
-def variable_projection_phase(run: BFGSRun, phase: str, x, n_iter: int, rescale: bool, ridge: float = 0.0):
-    """BFGS on the reduced loss of ``run.objective`` from x's radial block for at most ``n_iter`` iterations.
+def variable_projection_phase(run: BFGSRun, phase: str, x, n_iter: int, rescale: bool, ridge: float = 0.0,
+                              resume: dict | None = None):
+    """BFGS on the reduced loss of ``run.objective`` from x's radial block for at most ``n_iter`` iterations, or
+    from the saved state ``resume`` of this phase.
 
     Returns (θ re-solved at the last iterate, ok, message); adds its linear solves to ``run.n_resolves``.
     """
-    sigma = radial_scale(run.objective.mtp, x) if rescale else 1.0
-    reduced = ReducedLoss(run.objective, x, sigma, ridge=ridge)
-    u, ok, message = dense_bfgs(run, phase, reduced.fun, reduced.jac, x[run.radial] / sigma, n_iter, reduced.theta)
+    if resume is None:
+        sigma = radial_scale(run.objective.mtp, x) if rescale else 1.0
+        reduced = ReducedLoss(run.objective, x, sigma, ridge=ridge)
+        u0 = x[run.radial] / sigma
+    else:
+        context = resume["context"]
+        check_resume(context, {"sigma": None, "reduced": None, "n_solves": None}, phase)
+        sigma = float(context["sigma"])
+        reduced = ReducedLoss(run.objective, x, sigma, ridge=ridge)
+        u0 = x[run.radial] / sigma
+        reduced.restore(context["reduced"])
+        reduced.n_solves = int(context["n_solves"])
+    run.context = lambda: {"sigma": sigma, "reduced": reduced.state(), "n_solves": reduced.n_solves}
+    u, ok, message = dense_bfgs(run, phase, reduced.fun, reduced.jac, u0, n_iter, reduced.theta,
+                                resume=None if resume is None else resume["loop"])
     x = reduced.theta(u)
     run.n_resolves += reduced.n_solves
     return x, ok, message

@@ -1,6 +1,8 @@
 """The Moment Tensor Potential: a basis, its species and the parameter vector θ."""
 from __future__ import annotations
 
+import numbers
+import warnings
 from importlib import resources
 from typing import NamedTuple, Sequence
 
@@ -11,13 +13,50 @@ from ..data.neighbors import build_structure
 from .basis import MTPBasis
 from .mtp_file import read_mtp, write_mtp
 
-__all__ = ["MTP", "Prediction", "LEVELS"]
+__all__ = ["MTP", "Prediction", "LEVELS", "MAX_SITE_INTERACTION", "AbsurdEnergyWarning", "species_labels"]
 
 #: Levels with a shipped untrained template (MLIP's ``untrained_mtps``).
 LEVELS = (6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28)
 
 #: Coefficient of the radial orthonormality penalty the reference trainer adds per configuration.
 PENALTY_PER_CONFIGURATION = 1e-9
+
+#: Largest |E_i − ξ_s| (eV) taken as physics: a site energy's distance from that of the isolated atom of its
+#: species (ξ_s, the species coefficient), whatever the energy reference of the training data. Binding energies
+#: are ≤ ~10 eV per atom and stay below ~1e2 eV under extreme compression; past 1e3 eV the potential is
+#: extrapolating (two atoms 0.5 Å apart give 5e8 eV with the level-8 test potential, min_dist = 2 Å).
+MAX_SITE_INTERACTION = 1e3
+
+
+class AbsurdEnergyWarning(UserWarning):
+    """A predicted site energy further than :data:`MAX_SITE_INTERACTION` from its isolated-atom value."""
+
+
+def species_labels(labels: Sequence) -> list:
+    """Species labels as the potential and the data compare them: integers (Python ``int``, also when given as
+    numpy integers or as decimal strings such as ``"0"``, the ``.cfg`` type indices) or element symbols
+    (stripped ``str``).
+
+    Raises
+    ------
+    TypeError
+        For a label that is neither (``None``, a float, a bool).
+    ValueError
+        For an empty label.
+    """
+    out = []
+    for label in labels:
+        if isinstance(label, (bool, np.bool_)) or not isinstance(label, (numbers.Integral, str)):
+            raise TypeError(f"a species label is an element symbol or an integer type index, got {label!r} "
+                            f"({type(label).__name__})")
+        if isinstance(label, str):
+            label = label.strip()
+            if not label:
+                raise ValueError("a species label is empty")
+            digits = label[1:] if label[0] in "+-" else label
+            label = int(label) if digits.isdecimal() else label
+        out.append(int(label) if isinstance(label, numbers.Integral) else label)
+    return out
 
 
 class Prediction(NamedTuple):
@@ -41,18 +80,21 @@ class MTP:
     theta : ndarray, shape (n_params,), optional
         Coefficients; the MLIP defaults (:meth:`init_params`) when omitted.
     species : sequence, optional
-        The species label of each type 0 … S−1: element symbols (``["Mo"]``) or integers.
-        Defaults to ``[0, 1, …, S−1]``, which matches ``.cfg`` type indices.
+        The species label of each type 0 … S−1: element symbols (``["Mo"]``) or integers (also as strings,
+        ``"0"``; see :func:`species_labels`). Defaults to ``[0, 1, …, S−1]``, which matches ``.cfg`` type
+        indices.
 
     Raises
     ------
     ValueError
-        If ``theta`` has the wrong length or non-finite values, or ``species`` has the wrong length.
+        If ``theta`` has the wrong length or non-finite values, or ``species`` has the wrong length or repeats.
+    TypeError
+        For a species label that is neither a symbol nor an integer.
     """
 
     def __init__(self, basis: MTPBasis, theta: np.ndarray | None = None, species: Sequence | None = None):
         self.basis = basis
-        self.species = list(range(basis.species_count)) if species is None else list(species)
+        self.species = list(range(basis.species_count)) if species is None else species_labels(species)
         if len(self.species) != basis.species_count or len(set(self.species)) != len(self.species):
             raise ValueError(f"need {basis.species_count} distinct species labels, got {self.species}")
         self.theta = self.init_params() if theta is None else self._checked(theta)
@@ -225,16 +267,61 @@ class MTP:
                              f"species {self.species}") from None
 
     def structure(self, config: Configuration):
-        """The core's neighbour representation of ``config`` at this potential's cutoff."""
-        return build_structure(config, self.types_of(config), self.basis.max_dist, self.basis.species_count)
+        """The core's neighbour representation of ``config`` at this potential's cutoff.
+
+        Warns (:class:`~mtpfit.data.neighbors.ShortDistanceWarning`) when two atoms are closer than ``min_dist``.
+
+        Raises
+        ------
+        ValueError
+            Naming the configuration: unknown species, a geometry or neighbour-list size the neighbour list
+            refuses (:func:`~mtpfit.data.neighbors.neighbor_pairs`), overlapping atoms.
+        """
+        return self._structure(config, self.types_of(config))
+
+    def _structure(self, config: Configuration, types: np.ndarray):
+        b = self.basis
+        return build_structure(config, types, b.max_dist, b.species_count, b.min_dist)
 
     def evaluate(self, config: Configuration, theta: np.ndarray | None = None) -> Prediction:
-        """Energy, site energies, forces and PlusStress of one configuration."""
+        """Energy, site energies, forces and PlusStress of one configuration.
+
+        Warns (:class:`AbsurdEnergyWarning`) when a site energy is further than :data:`MAX_SITE_INTERACTION`
+        from its isolated-atom value, and as :meth:`structure` does.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`structure`, or for a non-finite θ.
+        FloatingPointError
+            If the prediction is not finite (coefficients or scaling that overflow), naming the configuration.
+        """
         from .. import _core
 
-        site, forces, stress = _core.evaluate(self.basis.core, self.theta if theta is None else theta,
-                                              self.structure(config))
-        return Prediction(float(site.sum()), site, forces, stress)
+        theta = self.theta if theta is None else theta
+        types = self.types_of(config)
+        site, forces, stress = _core.evaluate(self.basis.core, theta, self._structure(config, types))
+        prediction = Prediction(float(site.sum()), site, forces, stress)
+        self._check_prediction(config, theta, types, prediction)
+        return prediction
+
+    def _check_prediction(self, config: Configuration, theta, types, prediction: Prediction) -> None:
+        """Refuse a non-finite prediction of ``config`` and warn about absurd site energies (see
+        :meth:`evaluate`)."""
+        parts = (("energy", prediction.energy), ("site energies", prediction.site_energies),
+                 ("forces", prediction.forces), ("stress", prediction.plus_stress))
+        bad = [name for name, values in parts if not np.isfinite(values).all()]
+        if bad:
+            raise FloatingPointError(f"{config.source}: the predicted {', '.join(bad)} are not finite; the "
+                                     "potential's coefficients or scaling overflow")
+        site = prediction.site_energies
+        interaction = np.abs(site - np.asarray(theta)[self.blocks["species"]][types])
+        k = int(np.argmax(interaction))
+        if interaction[k] > MAX_SITE_INTERACTION:
+            warnings.warn(f"{config.source}: the site energy of atom {k} is {site[k]:.6g} eV, {interaction[k]:.3g} "
+                          f"eV from its isolated-atom value (more than MAX_SITE_INTERACTION = "
+                          f"{MAX_SITE_INTERACTION:g} eV): the potential is extrapolating", AbsurdEnergyWarning,
+                          stacklevel=3)
 
     def energy_gradient(self, config: Configuration, theta: np.ndarray | None = None) -> np.ndarray:
         """dE/dθ for one configuration, shape (n_params,), eV per unit of each coefficient."""

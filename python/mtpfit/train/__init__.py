@@ -1,8 +1,8 @@
 """Training loops."""
 from .initial import STARTS, fit_species_energies, starting_point
 from .output import passes_summary, write_run
-from .scipy_trainer import SCIPY_METHODS, TrainingRun, train_scipy
-from .full_batch import FULL_BATCH_METHODS, train_full_batch
+from .scipy_trainer import SCIPY_METHODS, TrainingRun
+from .full_batch import FULL_BATCH_METHODS, train_full_batch, train_scipy
 
 __all__ = ["TrainingRun", "train_scipy", "SCIPY_METHODS", "FULL_BATCH_METHODS", "train_full_batch",
            "fit_species_energies", "starting_point", "STARTS", "write_run", "passes_summary"]

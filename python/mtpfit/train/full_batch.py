@@ -1,6 +1,10 @@
-"""One entry point for every full-batch trainer: the native BFGS, scipy's methods and the least-squares ones."""
+"""One entry point for every full-batch trainer (the native BFGS, varpro, scipy's methods, the least-squares ones),
+with progress, history, checkpoints, resume and clean stops."""
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -12,19 +16,34 @@ from ..metrics import error_metrics
 from ..objective.objective import Objective
 from ..optim.least_squares import LEAST_SQUARES_METHODS
 from ..optim.native_bfgs import native_bfgs
+from ..optim.result import OptimizationResult
+from ..optim.state import ResumeError
 from ..optim.varpro import varpro
-from .scipy_trainer import SCIPY_METHODS, TrainingRun, finish_run, train_scipy, write_atomically
+from ..optim.varpro_lm import varpro_lm
+from ..potential.mtp import MTP
+from .checkpoint import (CheckpointError, check_position, load_checkpoint, save_checkpoint, write_atomically,
+                         writes_files)
+from .scipy_trainer import SCIPY_METHODS, TrainingRun, scipy_minimize
 
-__all__ = ["FULL_BATCH_METHODS", "train_full_batch"]
+__all__ = ["FULL_BATCH_METHODS", "train_full_batch", "train_scipy", "finish_run"]
 
-#: Names of the full-batch trainers: variable projection ("varpro"), the reference trainer's BFGS, scipy.optimize.minimize's methods,
-#: Levenberg–Marquardt ("LM") and Gauss–Newton ("GN").
-FULL_BATCH_METHODS = ("varpro", "native-bfgs") + SCIPY_METHODS + tuple(LEAST_SQUARES_METHODS)
+#: The full-batch trainers by name. Each is ``trainer(objective, x0, max_iter=, time_limit=, callback=, **options)``
+#: returning an OptimizationResult with ``history`` and ``wall_time``; a resumable one also takes ``resume=`` and puts
+#: ``state`` in the results it gives its callback: a function returning a dict of arrays and JSON values with at least
+#: ``nit``, ``history`` and ``elapsed_s``, from which ``resume`` continues. That is the one protocol by which
+#: :func:`train_full_batch` checkpoints and resumes every trainer.
+TRAINERS = {"varpro": varpro, "varpro-LM": varpro_lm, "native-bfgs": native_bfgs,
+            **{m: functools.partial(scipy_minimize, method=m) for m in SCIPY_METHODS}, **LEAST_SQUARES_METHODS}
+
+#: Names of the full-batch trainers: variable projection with BFGS ("varpro") or Levenberg–Marquardt ("varpro-LM") steps,
+#: the reference trainer's BFGS, scipy.optimize.minimize's methods, Levenberg–Marquardt ("LM") and Gauss–Newton ("GN").
+FULL_BATCH_METHODS = ("varpro", "varpro-LM", "native-bfgs") + SCIPY_METHODS + tuple(LEAST_SQUARES_METHODS)
 
 
 def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_iter: int = 1000,
                      validation: Dataset | None = None, log_every: int = 10, checkpoint: str | Path | None = None,
-                     time_limit: float | None = None, progress: Callable[[str], None] | None = print,
+                     checkpoint_every: int = 10, time_limit: float | None = None,
+                     stop: Callable[[], str | None] | None = None, progress: Callable[[str], None] | None = print,
                      **options) -> TrainingRun:
     """Train with the full-batch method ``method`` and report errors.
 
@@ -39,16 +58,30 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
     validation : Dataset, optional
         Evaluated once at the end.
     log_every : int
-        Train errors are printed every this many iterations (one energy+forces pass each).
+        Train errors are printed and added to the history every this many iterations (one energy+forces pass
+        each).
     checkpoint : path, optional
-        ``.mtp`` file rewritten atomically at every logged iteration and at the end.
+        An ``.npz`` written atomically every ``checkpoint_every`` iterations and when the run ends or is stopped:
+        θ, the trainer's state (inverse Hessian, damping, iterate, …), history. If it exists when the run starts,
+        the run resumes from it and continues the trajectory of an uninterrupted run (bit for bit, given the
+        same objective, ``x0``, options and thread count; ``max_iter`` and ``time_limit`` may differ). The
+        potential at the checkpointed θ is written next to it (same name, ``.mtp``), and at the end the trained
+        one.
+    checkpoint_every : int
+        Iterations between checkpoints.
     time_limit : float, optional
-        Wall-time budget (s).
+        Wall-time budget (s, counting the time before a resume).
+    stop : callable, optional
+        Asked after every iteration; a non-empty return value (the name of a signal, see
+        :class:`~mtpfit.train.signals.StopSignals`) ends the run there, with the checkpoint and the outputs of
+        the last iterate, ``success`` False and ``interrupted`` True. Ctrl-C (KeyboardInterrupt) in an iteration
+        ends it at the previous one in the same way.
     progress : callable or None
         Receives one line per iteration.
     **options
-        Passed to the method: :func:`~mtpfit.optim.varpro.varpro`, :func:`~mtpfit.optim.native_bfgs.native_bfgs`,
-        :func:`~mtpfit.train.train_scipy` (``gtol``),
+        Passed to the method: :func:`~mtpfit.optim.varpro.varpro`, :func:`~mtpfit.optim.varpro_lm.varpro_lm`,
+        :func:`~mtpfit.optim.native_bfgs.native_bfgs`,
+        :func:`~mtpfit.train.scipy_trainer.scipy_minimize` (``gtol``),
         :func:`~mtpfit.optim.least_squares.levenberg_marquardt` or
         :func:`~mtpfit.optim.least_squares.gauss_newton`.
 
@@ -60,34 +93,133 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
     ------
     ValueError
         For an unknown method.
+    CheckpointError
+        If ``checkpoint`` exists but cannot be resumed from (damaged, another run's, beyond ``max_iter``, or a
+        trainer that cannot resume), naming the file.
     FloatingPointError
         When the loss becomes non-finite (the run diverged).
     """
-    if method in SCIPY_METHODS:
-        return train_scipy(objective, x0, method=method, max_iter=max_iter, validation=validation,
-                           log_every=log_every, checkpoint=checkpoint, time_limit=time_limit, progress=progress,
-                           **options)
-    if method == "native-bfgs":
-        trainer = native_bfgs
-    elif method == "varpro":
-        trainer = varpro
-    elif method in LEAST_SQUARES_METHODS:
-        trainer = LEAST_SQUARES_METHODS[method]
-    else:
+    if method not in TRAINERS:
         raise ValueError(f"unknown full-batch method {method!r}; choose from {', '.join(FULL_BATCH_METHODS)}")
+    trainer = TRAINERS[method]
     say = progress or (lambda line: None)
+    file = Path(checkpoint) if checkpoint else None
+    identity = {"kind": "full-batch", "method": method, "options": json.loads(json.dumps(options)),
+                "n_params": objective.n_params}
+    resume, logged = None, {}
+    if file is not None and writes_files():
+        file.parent.mkdir(parents=True, exist_ok=True)
+    if file is not None and file.exists():
+        resume, logged = _load(file, identity, trainer)
+        say(f"resumed from {file} at iteration {resume['nit']}")
+    latest: dict = {"result": None}
     start = time.perf_counter()
+    passes_before = objective.passes
 
     def report(r):
+        latest["result"] = r
         phase = f"{r.phase:<8} " if "phase" in r else ""
         line = f"iter {r.nit:5d}  {phase}loss {r.fun:.6e}  {time.perf_counter() - start:8.1f} s"
         if log_every and r.nit % log_every == 0:
             m = error_metrics(objective.dataset, objective.predict(r.x))["all"]
+            logged[r.nit] = {"train_epa_rmse": m["epa_rmse"], "train_force_rmse": m["force_rmse"]}
             line += f"  train EPA RMSE {1e3 * m['epa_rmse']:.3f} meV/atom  force RMSE {m['force_rmse']:.4f} eV/Å"
-            if checkpoint:
-                write_atomically(objective.mtp.copy(r.x), Path(checkpoint))
         say(line)
+        if file is not None and checkpoint_every and r.nit % checkpoint_every == 0:
+            _save(file, r, identity, logged, objective.mtp)
+        signal = stop() if stop is not None else None
+        if signal:
+            latest["signal"] = signal
+            raise StopIteration
 
-    result = trainer(objective, x0, max_iter=max_iter, time_limit=time_limit,
-                     callback=report if progress or checkpoint else None, **options)
-    return finish_run(objective, result, result.history, result.wall_time, validation, checkpoint)
+    kwargs = {"resume": resume} if resume is not None else {}
+    try:
+        result = trainer(objective, x0, max_iter=max_iter, time_limit=time_limit, callback=report, **kwargs,
+                         **options)
+    except ResumeError as err:
+        raise CheckpointError(f"{file}: {err}") from None
+    except KeyboardInterrupt:
+        result = _aborted(latest, objective.passes - passes_before, (stop() if stop is not None else None) or "SIGINT")
+    last = latest["result"]
+    if "signal" in latest:
+        result.message = f"interrupted by {latest['signal']} after {result.nit} iterations"
+        result.success = False
+    if file is not None and last is not None:
+        _save(file, last, identity, logged, objective.mtp)
+    history = [{**row, **logged.get(row.get("iteration"), {})} for row in result.history]
+    return finish_run(objective, result, history, result.wall_time, validation,
+                      file.with_suffix(".mtp") if file is not None else None, "signal" in latest)
+
+
+def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_iter: int = 1000,
+                gtol: float = 1e-8, validation: Dataset | None = None, log_every: int = 10,
+                checkpoint: str | Path | None = None, checkpoint_every: int = 50, time_limit: float | None = None,
+                progress: Callable[[str], None] | None = print) -> TrainingRun:
+    """Minimise the objective with :func:`scipy.optimize.minimize`: :func:`train_full_batch` with one of
+    :data:`~mtpfit.train.scipy_trainer.SCIPY_METHODS` (resumable bit for bit, see
+    :func:`~mtpfit.train.scipy_trainer.scipy_minimize`).
+
+    Raises
+    ------
+    ValueError
+        For an unsupported method.
+    """
+    if method not in SCIPY_METHODS:
+        raise ValueError(f"unknown scipy method {method!r}; choose from {SCIPY_METHODS}")
+    return train_full_batch(objective, x0, method, max_iter=max_iter, validation=validation, log_every=log_every,
+                            checkpoint=checkpoint, checkpoint_every=checkpoint_every, time_limit=time_limit,
+                            progress=progress, gtol=gtol)
+
+
+def finish_run(objective: Objective, result, history: list, wall: float, validation: Dataset | None,
+               potential: str | Path | None, interrupted: bool = False) -> TrainingRun:
+    """The :class:`TrainingRun` of a finished full-batch run: the trained potential (also written to
+    ``potential`` when given), train and validation errors."""
+    mtp = objective.mtp.copy(result.x)
+    errors = {"train": error_metrics(objective.dataset, objective.predict(result.x))}
+    if validation is not None:
+        errors["validation"] = error_metrics(validation, Objective(mtp, validation, objective.loss,
+                                                                   objective.n_threads, objective.comm)
+                                             .predict(result.x))
+    if potential:
+        write_atomically(mtp, Path(potential))
+    return TrainingRun(mtp, result, history, wall, errors, interrupted)
+
+
+def _load(file: Path, identity: dict, trainer) -> tuple[dict, dict]:
+    """The trainer state and the logged train errors of checkpoint ``file``, checked against this run."""
+    params, state, meta = load_checkpoint(file)
+    if "resume" not in inspect.signature(trainer).parameters:
+        raise CheckpointError(f"{file}: {identity['method']} cannot resume from a checkpoint; start over "
+                              "(delete the file) or use a resumable trainer")
+    differs = {k: (meta.get(k), v) for k, v in identity.items() if meta.get(k) != v}
+    if differs:
+        text = "; ".join(f"{k}: saved {saved!r}, now {now!r}" for k, (saved, now) in differs.items())
+        raise CheckpointError(f"{file}: written by another run ({text})")
+    if params.shape != (identity["n_params"],):
+        raise CheckpointError(f"{file}: θ has {params.size} entries, the model {identity['n_params']}")
+    check_position(file, state.get("nit"), state.get("history", []), None, "iteration", "max_iter")
+    logged = meta.get("train_errors")
+    if not isinstance(logged, dict):
+        raise CheckpointError(f"{file}: no train_errors record")
+    return state, {int(k): v for k, v in logged.items()}
+
+
+def _save(file: Path, r, identity: dict, logged: dict, mtp: MTP) -> None:
+    """The checkpoint of iterate ``r`` (a trainer that gives no state gets only the potential)."""
+    if "state" in r:
+        save_checkpoint(file, r.x, r.state(), {**identity, "nit": r.nit,
+                                               "train_errors": {str(k): v for k, v in logged.items()}})
+    write_atomically(mtp.copy(r.x), file.with_suffix(".mtp"))
+
+
+def _aborted(latest: dict, passes: float, signal: str) -> OptimizationResult:
+    """The result of a run interrupted inside an iteration (KeyboardInterrupt after ``signal``): its last completed
+    iterate."""
+    r = latest["result"]
+    if r is None:
+        raise KeyboardInterrupt      # not one iteration done: nothing to keep
+    latest["signal"] = signal
+    state = r.state() if "state" in r else {"history": [], "elapsed_s": float("nan")}
+    return OptimizationResult(x=r.x, fun=r.fun, nit=r.nit, nfev=passes, success=False, message="",
+                              history=state["history"], wall_time=state["elapsed_s"])

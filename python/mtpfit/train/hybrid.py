@@ -8,9 +8,11 @@ from typing import Callable
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..metrics import error_metrics
 from ..objective.objective import Objective
 from ..optim.base import Optimizer
 from ..optim.result import OptimizationResult
+from .checkpoint import writes_files
 from .full_batch import train_full_batch
 from .minibatch import train_minibatch
 from .scipy_trainer import TrainingRun
@@ -22,7 +24,8 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
                  batch_size: int = 32, seed: int = 0, validation: Dataset | None = None, patience: int | None = None,
                  max_iter: int = 1000, refine_iter: int | None = None, checkpoint_dir: str | Path | None = None,
                  time_limit: float | None = None, refine_time: float | None = None,
-                 first_options: dict | None = None, progress: Callable[[str], None] | None = print,
+                 first_options: dict | None = None, checkpoint_every: int | None = None,
+                 stop: Callable[[], str | None] | None = None, progress: Callable[[str], None] | None = print,
                  **options) -> TrainingRun:
     """``first``, then the full-batch ``method`` for ``refine_iter`` iterations from its θ.
 
@@ -44,6 +47,15 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
         ``time_limit − refine_time``).
     first_options : dict, optional
         Passed to a full-batch first stage (e.g. ``pretrain_iter`` for the native BFGS).
+    checkpoint_dir : path, optional
+        Each stage checkpoints to ``stage1.npz`` and ``stage2.npz`` there (the potentials next to them); a rerun
+        with the same folder resumes: a finished first stage is retraced from its last checkpoint, then the second
+        continues from its own.
+    checkpoint_every : int, optional
+        Steps or iterations between checkpoints (default: each trainer's).
+    stop : callable, optional
+        Asked after every step of either stage (see :func:`~mtpfit.train.train_full_batch`); a stopped first
+        stage ends the run without a second.
     **options
         Passed to the second stage (e.g. ``gtol``, ``geodesic``).
 
@@ -56,24 +68,32 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
     """
     say = progress or (lambda line: None)
     folder = Path(checkpoint_dir) if checkpoint_dir else None
+    if folder is not None and writes_files():
+        folder.mkdir(parents=True, exist_ok=True)
+    every = {} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}
     first_limit = time_limit
     if time_limit is not None and refine_time is not None:
         first_limit = max(time_limit - refine_time, 0.0)
     if isinstance(first, str):
         run = train_full_batch(objective, x0, first, max_iter=max_iter, time_limit=first_limit, progress=progress,
-                               checkpoint=folder / "stage1.mtp" if folder else None, **(first_options or {}))
-        one, one_history, one_wall, name = run.result, run.history, run.wall_time, first
+                               checkpoint=folder / "stage1.npz" if folder else None, stop=stop, **every,
+                               **(first_options or {}))
+        one, one_history, one_wall, name, stopped = run.result, run.history, run.wall_time, first, run.interrupted
     else:
         one = train_minibatch(objective, first, x0, epochs=epochs, batch_size=batch_size, seed=seed,
                               validation=validation, patience=patience,
-                              checkpoint=folder / "checkpoint.npz" if folder else None, time_limit=first_limit,
-                              progress=progress)
-        one_history, one_wall, name = one.history, one.wall_time, first.name
+                              checkpoint=folder / "stage1.npz" if folder else None, time_limit=first_limit,
+                              stop=stop, progress=progress, **every)
+        one_history, one_wall, name, stopped = one.history, one.wall_time, first.name, one.interrupted
+    if stopped:
+        one.message = f"{name}: {one.message}; {method}: not started"
+        return TrainingRun(objective.mtp.copy(one.x), one, [{"stage": 1, **row} for row in one_history], one_wall,
+                           _errors(objective, validation, one.x), True)
     say(f"{name} stopped ({one.message}); {method} from its θ")
     remaining = None if time_limit is None else max(time_limit - one_wall, 0.0)
     two = train_full_batch(objective, one.x, method, max_iter=max_iter if refine_iter is None else refine_iter,
-                           validation=validation, checkpoint=folder / "checkpoint.mtp" if folder else None,
-                           time_limit=remaining, progress=progress, **options)
+                           validation=validation, checkpoint=folder / "stage2.npz" if folder else None,
+                           time_limit=remaining, stop=stop, progress=progress, **every, **options)
     history = [{"stage": 1, **row} for row in one_history] + [{"stage": 2, **row} for row in two.history]
     r = two.result
     message = str(r.message)
@@ -85,3 +105,11 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
                                 message=f"{name}: {one.message}; {method}: {message}", history=history,
                                 wall_time=one_wall + two.wall_time, stages=[one, r])
     return TrainingRun(two.mtp, result, history, result.wall_time, two.errors, two.interrupted)
+
+
+def _errors(objective: Objective, validation: Dataset | None, x) -> dict:
+    errors = {"train": error_metrics(objective.dataset, objective.predict(x))}
+    if validation is not None:
+        errors["validation"] = error_metrics(validation, Objective(objective.mtp, validation, objective.loss,
+                                                                   objective.n_threads, objective.comm).predict(x))
+    return errors

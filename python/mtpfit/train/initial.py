@@ -14,7 +14,7 @@ STARTS = ("resolve", "species", "none")
 
 #: Trainers that solve the linear coefficients of their starting point themselves: :func:`starting_point` leaves
 #: their x0 alone.
-SELF_STARTING = frozenset({"native-bfgs", "varpro"})
+SELF_STARTING = frozenset({"native-bfgs", "varpro", "varpro-LM"})
 
 
 def default_start(method: str | None = None) -> str:

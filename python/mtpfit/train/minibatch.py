@@ -14,7 +14,8 @@ from ..objective.objective import Objective
 from ..optim.base import Optimizer
 from ..optim.blocks import ParameterBlocks
 from ..optim.result import OptimizationResult
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, check_position, load_checkpoint, save_checkpoint, write_atomically,
+                         writes_files)
 
 __all__ = ["train_minibatch"]
 
@@ -24,6 +25,7 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
                     validate_every: int | None = None, patience: int | None = None,
                     monitor: str = "force_rmse", checkpoint: str | Path | None = None, checkpoint_every: int = 100,
                     max_steps: int | None = None, time_limit: float | None = None,
+                    stop: Callable[[], str | None] | None = None,
                     progress: Callable[[str], None] | None = print) -> OptimizationResult:
     """Train with mini-batches of configurations, shuffled every epoch from ``seed``.
 
@@ -45,14 +47,18 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         Early stopping: stop after this many validations without improvement of ``monitor`` (a key of
         :func:`mtpfit.metrics.error_metrics`, e.g. ``force_rmse`` or ``epa_rmse``); the result is then the best θ.
     checkpoint : path, optional
-        An ``.npz`` written atomically every ``checkpoint_every`` steps and at the end. If it exists when the run
-        starts, the run resumes from it and continues the same trajectory as an uninterrupted run (same θ,
-        optimizer state, shuffling and history).
+        An ``.npz`` written atomically every ``checkpoint_every`` steps and at the end (the potential at the
+        reported θ next to it, same name, ``.mtp``). If it exists when the run starts, the run resumes from it and
+        continues the same trajectory as an uninterrupted run (same θ, optimizer state, shuffling and history);
+        ``epochs``, ``max_steps`` and ``time_limit`` may differ from the saved run's.
     max_steps : int, optional
         Stop after this many optimizer steps in total (counting those before a resume).
     time_limit : float, optional
         Wall-time budget (s, counting the time before a resume): stop after the first step that ends past it
         (``success`` is then False and the message says "wall-time budget of … s reached").
+    stop : callable, optional
+        Asked after every step; a non-empty return value (the name of a signal) ends the run there, checkpointed,
+        with ``interrupted`` True. Ctrl-C (KeyboardInterrupt) inside a step ends it at the previous step.
     progress : callable or None
         Receives one line per epoch and per validation.
 
@@ -64,10 +70,13 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         run; True when it ran its epochs or steps or stopped early), ``history`` rows per step (``step``, ``epoch``,
         ``batch_loss``, ``elapsed_s``; ``epoch_loss``, the mean batch loss, on an epoch's last step; validation
         errors when computed), ``epochs`` completed, ``state`` the optimizer's final state (its preconditioner
-        statistics, for :mod:`mtpfit.analysis.hessian`).
+        statistics, for :mod:`mtpfit.analysis.hessian`), ``interrupted`` (stopped by ``stop`` or Ctrl-C).
 
     Raises
     ------
+    CheckpointError
+        If ``checkpoint`` exists but is damaged, of another run (optimizer, model, batches) or already past
+        ``epochs`` or ``max_steps``.
     FloatingPointError
         If a step produces NaN or infinity (naming the optimizer and step); the last checkpoint stays valid.
     """
@@ -83,21 +92,33 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
     order = None
     history: list[dict] = []
     best = {"value": np.inf, "x": None, "step": 0, "stale": 0}
-    elapsed_before = 0.0
+    elapsed_before = passes_before = 0.0
+    identity = {"kind": "mini-batch", "optimizer": optimizer.name, "n_params": objective.n_params,
+                "n_configurations": n_configs, "batch_size": batch_size}
+    budget = epochs * n_batches if max_steps is None else min(max_steps, epochs * n_batches)
+    if checkpoint and writes_files():
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
     if checkpoint and Path(checkpoint).exists():
         params, state, meta = load_checkpoint(checkpoint)
-        rng.bit_generator.state = meta["rng"]
+        _check_saved(checkpoint, params, meta, identity, n_batches, budget)
+        try:
+            rng.bit_generator.state = meta["rng"]
+        except (TypeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{checkpoint}: invalid random-generator state ({err})") from None
         step, epoch, batch_index = meta["step"], meta["epoch"], meta["batch_index"]
         order = np.array(meta["order"], dtype=np.int64) if meta["order"] is not None else None
-        history, elapsed_before = meta["history"], meta["elapsed_s"]
+        history, elapsed_before, passes_before = meta["history"], meta["elapsed_s"], meta["passes"]
         best = {**meta["best"], "x": None if meta["best"]["x"] is None else np.array(meta["best"]["x"])}
         say(f"resumed from {checkpoint} at step {step} (epoch {epoch})")
+        if step == budget:
+            say(f"the checkpoint is at the end of this run's {budget} steps: nothing left to train")
     start = time.perf_counter() - elapsed_before
+    passes_start = objective.passes - passes_before
 
     def save():
-        meta = {"rng": rng.bit_generator.state, "step": step, "epoch": epoch, "batch_index": batch_index,
-                "order": None if order is None else order.tolist(), "history": history,
-                "elapsed_s": time.perf_counter() - start,
+        meta = {**identity, "rng": rng.bit_generator.state, "step": step, "epoch": epoch,
+                "batch_index": batch_index, "order": None if order is None else order.tolist(), "history": history,
+                "elapsed_s": time.perf_counter() - start, "passes": objective.passes - passes_start,
                 "best": {**best, "x": None if best["x"] is None else best["x"].tolist()}}
         save_checkpoint(checkpoint, params, state, meta)
 
@@ -116,22 +137,32 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         return patience is not None and best["stale"] >= patience
 
     stop_message = f"{epochs} epochs done"
-    stopped = out_of_time = False
+    stopped = out_of_time = interrupted = False
     while epoch < epochs and not stopped:
         if batch_index == 0:
+            drawn_from = rng.bit_generator.state
             order = rng.permutation(n_configs)
         while batch_index < n_batches:
             if max_steps is not None and step >= max_steps:
                 stop_message, stopped = f"max_steps = {max_steps} reached", True
                 break
             batch = order[batch_index * batch_size:(batch_index + 1) * batch_size]
-            loss, grad = objective.fun_and_jac(params, batch)
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"{optimizer.name}: loss is {loss} at step {step}")
             try:
-                params, state = optimizer.step(grad, state, params)
-            except FloatingPointError as err:
-                raise FloatingPointError(f"{err} (step {step + 1})") from None
+                loss, grad = objective.fun_and_jac(params, batch)
+                if not np.isfinite(loss):
+                    raise FloatingPointError(f"{optimizer.name}: loss is {loss} at step {step}")
+                try:
+                    new_params, new_state = optimizer.step(grad, state, params)
+                except FloatingPointError as err:
+                    raise FloatingPointError(f"{err} (step {step + 1})") from None
+            except KeyboardInterrupt:
+                # inside a step: θ and the state are still those after the previous one; an epoch's order is
+                # drawn again on resume, so the draw is undone
+                stop_message, stopped, interrupted = f"interrupted by SIGINT at step {step}", True, True
+                if batch_index == 0:
+                    rng.bit_generator.state = drawn_from
+                break
+            params, state = new_params, new_state
             step += 1
             batch_index += 1
             row = {"step": step, "epoch": epoch, "batch_loss": loss, "elapsed_s": time.perf_counter() - start}
@@ -149,6 +180,9 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
                 save()
             if time_limit is not None and row["elapsed_s"] >= time_limit and not stopped:
                 stop_message, stopped, out_of_time = f"wall-time budget of {time_limit:g} s reached", True, True
+            signal = stop() if stop is not None and not stopped else None
+            if signal:
+                stop_message, stopped, interrupted = f"interrupted by {signal} at step {step}", True, True
             if stopped:
                 break
         if batch_index == n_batches:
@@ -156,9 +190,33 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
             epoch += 1
             say(f"epoch {epoch:4d}  step {step:6d}  mean batch loss {history[-1]['epoch_loss']:.6e}  "
                 f"{time.perf_counter() - start:8.1f} s")
+    x = best["x"] if (patience is not None and best["x"] is not None) else optimizer.eval_params(state, params)
     if checkpoint:
         save()
-    x = best["x"] if (patience is not None and best["x"] is not None) else optimizer.eval_params(state, params)
-    return OptimizationResult(x=x, fun=objective.fun(x), nit=step, nfev=objective.passes, success=not out_of_time,
-                              message=stop_message, history=history, wall_time=time.perf_counter() - start,
-                              epochs=epoch, state=state)
+        write_atomically(objective.mtp.copy(x), Path(checkpoint).with_suffix(".mtp"))
+    return OptimizationResult(x=x, fun=objective.fun(x), nit=step, nfev=objective.passes - passes_start,
+                              success=not (out_of_time or interrupted), message=stop_message, history=history,
+                              wall_time=time.perf_counter() - start, epochs=epoch, state=state,
+                              interrupted=interrupted)
+
+
+def _check_saved(path, params, meta, identity, n_batches, budget) -> None:
+    """Refuse a mini-batch checkpoint of another run or at an impossible or out-of-budget position."""
+    differs = {k: (meta.get(k), v) for k, v in identity.items() if meta.get(k) != v}
+    if differs:
+        text = "; ".join(f"{k}: saved {saved!r}, now {now!r}" for k, (saved, now) in differs.items())
+        raise CheckpointError(f"{path}: written by another run ({text})")
+    missing = [k for k in ("step", "epoch", "batch_index", "history", "rng", "order", "elapsed_s", "passes", "best")
+               if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: no {', '.join(missing)} in the run position")
+    step, epoch, batch_index, history = meta["step"], meta["epoch"], meta["batch_index"], meta["history"]
+    check_position(path, step, history, budget, "step", "the epochs or max_steps")
+    if not (isinstance(epoch, int) and isinstance(batch_index, int) and 0 <= batch_index <= n_batches
+            and epoch * n_batches + batch_index == step):
+        raise CheckpointError(f"{path}: epoch {epoch!r} and batch {batch_index!r} do not make step {step}")
+    if params.shape != (identity["n_params"],):
+        raise CheckpointError(f"{path}: θ has {params.size} entries, the model {identity['n_params']}")
+    order = meta["order"]
+    if order is not None and sorted(order) != list(range(identity["n_configurations"])):
+        raise CheckpointError(f"{path}: the saved batch order is not a permutation of the configurations")

@@ -1,21 +1,21 @@
-"""Full-batch training with scipy.optimize.minimize: progress, history, checkpoints, errors."""
+"""scipy.optimize.minimize as a resumable trainer: its state is the log of the evaluations it asked for."""
 from __future__ import annotations
 
+import hashlib
 import time
+import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import scipy.optimize
 
-from ..data.dataset import Dataset
-from ..metrics import error_metrics
 from ..objective.objective import Objective
+from ..optim.result import OptimizationResult
+from ..optim.state import ResumeError, check_resume
 from ..potential.mtp import MTP
-from .checkpoint import writes_files
 
-__all__ = ["TrainingRun", "train_scipy", "SCIPY_METHODS"]
+__all__ = ["TrainingRun", "scipy_minimize", "SCIPY_METHODS"]
 
 #: scipy methods this trainer drives; Newton-CG and trust-krylov get Hessian–vector products
 #: (:meth:`mtpfit.Objective.hessp`).
@@ -32,17 +32,17 @@ class TrainingRun:
     mtp : MTP
         The trained potential (θ = ``result.x``).
     result : scipy.optimize.OptimizeResult
-        ``x``, ``fun``, ``nit``, ``nfev``, ``success``, ``message`` as scipy reports them;
-        ``nfev`` is replaced by the loss+gradient passes actually made (equivalent full passes).
+        ``x``, ``fun``, ``nit``, ``nfev`` (passes over the training set, named by kind in
+        :func:`~mtpfit.train.passes_summary`), ``success``, ``message``.
     history : list of dict
-        One row per iteration: ``iteration``, ``elapsed_s``, ``loss``, ``passes`` and, every
+        One row per iteration: ``iteration``, ``elapsed_s``, ``loss``, the trainer's own columns and, every
         ``log_every`` iterations, ``train_epa_rmse`` (eV/atom) and ``train_force_rmse`` (eV/Å).
     wall_time : float
-        Seconds spent in the optimizer.
+        Seconds spent in the optimizer (counting the time before a resume).
     errors : dict
         ``{"train": …, "validation": …}`` from :func:`mtpfit.metrics.error_metrics`.
     interrupted : bool
-        True when stopped by Ctrl-C; θ is then the last completed iterate.
+        True when stopped by a signal (SIGINT, SIGTERM) or Ctrl-C; θ is then the last completed iterate.
     """
 
     mtp: MTP
@@ -53,119 +53,193 @@ class TrainingRun:
     interrupted: bool = False
 
 
-def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_iter: int = 1000,
-                gtol: float = 1e-8, validation: Dataset | None = None, log_every: int = 10,
-                checkpoint: str | Path | None = None, checkpoint_every: int = 50, time_limit: float | None = None,
-                progress: Callable[[str], None] | None = print) -> TrainingRun:
-    """Minimise the objective with :func:`scipy.optimize.minimize`.
+def scipy_minimize(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_iter: int = 1000,
+                   gtol: float = 1e-8, time_limit: float | None = None, callback: Callable | None = None,
+                   resume: dict | None = None) -> OptimizationResult:
+    """Minimise the objective with :func:`scipy.optimize.minimize`, resumably.
+
+    scipy keeps its state (BFGS's inverse Hessian, L-BFGS-B's memory, the line search's last step) to itself, so
+    the state of this trainer is the log of every evaluation scipy asked for: the loss and gradient (and
+    Hessian–vector products) with a digest of each point. A resumed run calls scipy again from ``x0`` and answers
+    its requests from the log, without passes over the data, as long as each requested point has the digest
+    logged for it: scipy's deterministic arithmetic then retraces the saved run bit for bit and rebuilds its
+    internal state, and the run continues on the trajectory of an uninterrupted one. The log costs 8·n_params
+    bytes per evaluation, in memory and in the checkpoint.
 
     Parameters
     ----------
     objective : Objective
         Loss over the training set.
     x0 : ndarray, shape (n_params,)
-        Starting θ.
+        Starting θ (a resume needs the same).
     method : {"BFGS", "L-BFGS-B", "CG", "Newton-CG", "trust-krylov"}
     max_iter : int
         Iteration limit (scipy's ``maxiter``).
     gtol : float
         Gradient-norm tolerance (scipy's ``gtol``; ``xtol`` for Newton-CG).
-    validation : Dataset, optional
-        Evaluated once at the end.
-    log_every : int
-        Train errors are computed and printed every this many iterations (one extra
-        energy+forces pass each time).
-    checkpoint : path, optional
-        An ``.mtp`` file rewritten atomically every ``checkpoint_every`` iterations with the
-        current θ, so an interrupted run loses at most that much work (restart from it with
-        ``MTP.read``).
     time_limit : float, optional
-        Wall-time budget (s): the run stops after the first iteration that ends past it, with ``success=False``
-        and the message "wall-time budget of … s reached".
-    progress : callable or None
-        Receives one line per iteration; ``None`` is silent.
+        Wall-time budget (s, counting the time before a resume): the run stops after the first iteration that
+        ends past it, with ``success=False`` and the message "wall-time budget of … s reached".
+    callback : callable, optional
+        ``callback(intermediate_result)`` after every iteration (``x``, ``fun``, ``nit`` and ``state``, a function
+        returning the resumable state); raising StopIteration stops the run.
+    resume : dict, optional
+        A ``state`` from the callback.
 
     Returns
     -------
-    TrainingRun
+    OptimizationResult
+        scipy's fields (``hess_inv`` of BFGS, ``njev``, …), with ``nfev`` the loss+gradient passes made
+        (equivalent full passes, counting those before a resume), ``history`` (``iteration``, ``elapsed_s``,
+        ``loss``, ``passes``) and ``wall_time``.
 
     Raises
     ------
     ValueError
         For an unsupported method.
+    ResumeError
+        If ``resume`` does not fit (another trainer's state, an iteration beyond ``max_iter``).
     FloatingPointError
         When the loss becomes non-finite (naming the iteration).
+
+    Warns
+    -----
+    RuntimeWarning
+        When a resumed run does not retrace the saved one (another numerical environment): it continues, from
+        where it departed, on a different trajectory.
     """
     if method not in SCIPY_METHODS:
         raise ValueError(f"unknown scipy method {method!r}; choose from {SCIPY_METHODS}")
-    say = progress or (lambda line: None)
-    history: list[dict] = []
-    state = {"x": np.array(x0, dtype=float), "iteration": 0}
+    x0 = np.array(x0, dtype=float)
     start = time.perf_counter()
+    replay_to, saved = 0, None
+    if resume is not None:
+        check_resume(resume, {"nit": None, "history": None, "elapsed_s": None, "passes": None, "x": x0.shape,
+                              "log": None}, method)
+        replay_to, saved = resume["nit"], resume
+        if not isinstance(replay_to, int) or not 0 <= replay_to <= max_iter:
+            raise ResumeError(f"{method}: the saved run is at iteration {replay_to!r}, outside the {max_iter} "
+                              f"iterations of this run")
+        start -= float(resume["elapsed_s"])
+    log = _EvaluationLog(objective, None if saved is None else saved["log"])
+    history: list[dict] = []
+    run = {"iteration": 0, "passes_base": objective.passes}
+
+    def passes():
+        return objective.passes - run["passes_base"]
 
     def record(intermediate_result):
-        state["iteration"] += 1
-        state["x"] = np.array(intermediate_result.x)
-        loss = float(intermediate_result.fun)
+        run["iteration"] += 1
+        it, x, loss = run["iteration"], np.array(intermediate_result.x), float(intermediate_result.fun)
+        if it <= replay_to:
+            if it == replay_to:
+                _check_replay(method, log, x, saved)
+                history[:] = saved["history"]
+                run["passes_base"] = objective.passes - saved["passes"]
+            return
         if not np.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at iteration {state['iteration']}")
-        row = {"iteration": state["iteration"], "elapsed_s": time.perf_counter() - start, "loss": loss,
-               "passes": objective.passes}
-        line = f"iter {row['iteration']:5d}  loss {loss:.6e}  passes {row['passes']:7.1f}  {row['elapsed_s']:8.1f} s"
-        if log_every and row["iteration"] % log_every == 0:
-            m = error_metrics(objective.dataset, objective.predict(state["x"]))["all"]
-            row["train_epa_rmse"], row["train_force_rmse"] = m["epa_rmse"], m["force_rmse"]
-            line += f"  train EPA RMSE {1e3 * m['epa_rmse']:.3f} meV/atom  force RMSE {m['force_rmse']:.4f} eV/Å"
-        history.append(row)
-        say(line)
-        if checkpoint and row["iteration"] % checkpoint_every == 0:
-            write_atomically(objective.mtp.copy(state["x"]), Path(checkpoint))
-        if time_limit is not None and row["elapsed_s"] >= time_limit:
-            state["budget"] = True
+            raise FloatingPointError(f"loss is {loss} at iteration {it}")
+        elapsed = time.perf_counter() - start
+        history.append({"iteration": it, "elapsed_s": elapsed, "loss": loss, "passes": passes()})
+        if callback is not None:
+            snapshot = {"nit": it, "history": list(history), "elapsed_s": elapsed, "passes": passes(), "x": x}
+            length = len(log)
+            try:
+                callback(OptimizationResult(x=x, fun=loss, nit=it,
+                                            state=lambda: {**snapshot, "log": log.arrays(length)}))
+            except StopIteration:
+                run["stopped"] = True
+                raise
+        if time_limit is not None and elapsed >= time_limit:
+            run["budget"] = True
             raise StopIteration
 
     options = {"maxiter": int(max_iter), "gtol": gtol}
     if method == "Newton-CG":
         options = {"maxiter": int(max_iter), "xtol": gtol}
-    hessp = objective.hessp if method in _HESSP_METHODS else None
-    passes_before = objective.passes
-    interrupted = False
-    try:
-        result = scipy.optimize.minimize(objective.fun_and_jac, state["x"], jac=True, hessp=hessp, method=method,
-                                         options=options, callback=record)
-    except KeyboardInterrupt:
-        interrupted = True
-        result = scipy.optimize.OptimizeResult(
-            x=state["x"], fun=objective.fun(state["x"]), nit=state["iteration"], success=False,
-            message="interrupted by the user")
-    wall = time.perf_counter() - start
-    if state.get("budget"):
+    hessp = log.hessp if method in _HESSP_METHODS else None
+    result = scipy.optimize.minimize(log.fun_and_jac, x0, jac=True, hessp=hessp, method=method, options=options,
+                                     callback=record)
+    if run["iteration"] < replay_to:
+        history[:] = saved["history"]   # scipy stopped before the saved iteration: it retraced nothing new
+    if run.get("budget"):
         # scipy says "`callback` raised `StopIteration`" (and success False): say why
         result.message, result.success = f"wall-time budget of {time_limit:g} s reached", False
-    result.nfev = objective.passes - passes_before
+    elif run.get("stopped"):
+        result.message, result.success = f"stopped by the callback after {run['iteration']} iterations", False
     if not np.isfinite(result.fun):
         raise FloatingPointError(f"training ended with a non-finite loss ({result.fun}); θ is not usable")
-    return finish_run(objective, result, history, wall, validation, checkpoint, interrupted)
+    out = OptimizationResult(**result)      # scipy's own fields too (BFGS's hess_inv, njev, status)
+    out.update(fun=float(result.fun), nit=int(result.nit), nfev=passes(), history=history,
+               wall_time=time.perf_counter() - start)
+    return out
 
 
-def finish_run(objective: Objective, result, history: list, wall: float, validation: Dataset | None,
-               checkpoint: str | Path | None, interrupted: bool = False) -> TrainingRun:
-    """The :class:`TrainingRun` of a finished full-batch run: the trained potential, train and validation errors,
-    the final checkpoint written."""
-    mtp = objective.mtp.copy(result.x)
-    errors = {"train": error_metrics(objective.dataset, objective.predict(result.x))}
-    if validation is not None:
-        errors["validation"] = error_metrics(validation, Objective(mtp, validation, objective.loss,
-                                                                   objective.n_threads, objective.comm)
-                                             .predict(result.x))
-    if checkpoint:
-        write_atomically(mtp, Path(checkpoint))
-    return TrainingRun(mtp, result, history, wall, errors, interrupted)
+def _check_replay(method, log, x, saved):
+    if log.departed is not None or not np.array_equal(x, saved["x"]):
+        where = f"evaluation {log.departed}" if log.departed is not None else f"iteration {saved['nit']}"
+        warnings.warn(f"{method}: the resumed run departs from the saved one at {where} (another numerical "
+                      "environment?); it continues from there, not bit for bit", RuntimeWarning, stacklevel=4)
 
 
-def write_atomically(mtp: MTP, path: Path) -> None:
-    if not writes_files():
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    mtp.write(tmp)
-    tmp.replace(path)
+def _digest(*arrays) -> np.ndarray:
+    digest = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a, dtype=float).tobytes())
+    return np.frombuffer(digest.digest(), dtype=np.uint8)
+
+
+class _EvaluationLog:
+    """The objective's answers to scipy, in order; a saved log is replayed while scipy asks for the same points."""
+
+    _FUN, _HESSP = 0, 1
+
+    def __init__(self, objective, saved=None):
+        self.objective = objective
+        self.kinds, self.keys, self.values, self.vectors = [], [], [], []
+        self.replayable = 0
+        self.position = 0
+        self.departed = None
+        if saved is not None:
+            check_resume(saved, {"kinds": None, "keys": None, "values": None, "vectors": None}, "evaluation log")
+            m = len(saved["kinds"])
+            check_resume(saved, {"keys": (m, 16), "values": (m,), "vectors": (m, objective.n_params)},
+                         "evaluation log")
+            self.kinds, self.keys = [int(k) for k in saved["kinds"]], list(saved["keys"])
+            self.values, self.vectors = list(saved["values"]), list(saved["vectors"])
+            self.replayable = m
+
+    def __len__(self):
+        return len(self.kinds)
+
+    def _answer(self, kind, key, compute):
+        if self.position < self.replayable:
+            if self.kinds[self.position] == kind and np.array_equal(self.keys[self.position], key):
+                self.position += 1
+                return self.values[self.position - 1], self.vectors[self.position - 1].copy()
+            # a point the saved run never asked for: the rest of the log belongs to another trajectory
+            self.departed = self.position
+            del self.kinds[self.position:], self.keys[self.position:]
+            del self.values[self.position:], self.vectors[self.position:]
+            self.replayable = self.position
+        value, vector = compute()
+        self.kinds.append(kind)
+        self.keys.append(key)
+        self.values.append(value)
+        self.vectors.append(np.array(vector, dtype=float))
+        self.position += 1
+        return value, np.array(vector, dtype=float)
+
+    def fun_and_jac(self, x):
+        return self._answer(self._FUN, _digest(x), lambda: self.objective.fun_and_jac(x))
+
+    def hessp(self, x, p):
+        return self._answer(self._HESSP, _digest(x, p), lambda: (0.0, self.objective.hessp(x, p)))[1]
+
+    def arrays(self, length: int) -> dict:
+        """The first ``length`` entries as arrays, for a checkpoint."""
+        n = self.objective.n_params
+        return {"kinds": np.array(self.kinds[:length], dtype=np.int8),
+                "keys": np.array(self.keys[:length], dtype=np.uint8).reshape(length, 16),
+                "values": np.array(self.values[:length], dtype=float),
+                "vectors": np.array(self.vectors[:length], dtype=float).reshape(length, n)}
