@@ -23,3 +23,7 @@ for trainer in varpro-lm varpro native-bfgs lm bfgs adam; do
        --out $out/agpd16_${trainer}_1t.json
   wait
 done
+plot="python benchmarks/plot_time_to_accuracy.py"
+$plot $out/mo16.png $out/mo16_{varpro-lm,varpro,native-bfgs,lm,bfgs,adam}_1t.json --title "mlearn Mo, level 16, 300 s on one core"
+$plot $out/agpd16.png $out/agpd16_{varpro-lm,varpro,native-bfgs,lm,bfgs,adam}_1t.json \
+      --title "Ag–Pd (study protocol), level 16, 300 s on one core"

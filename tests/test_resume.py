@@ -62,9 +62,9 @@ def references(tmp_path_factory):
 
 
 def _start(argv, folder) -> subprocess.Popen:
-    # Every run of a comparison in a fresh process with this environment: the pytest process's BLAS may have been
-    # started with another thread count (OMP_NUM_THREADS changed by an imported library after it loaded), and
-    # LAPACK's results depend on it in the last bits.
+    # Every run of a comparison in a fresh process with this environment: after the rest of the suite, an LM run
+    # inside the pytest process differed from fresh-process runs in the last bits (the process-wide state earlier
+    # tests leave, most likely BLAS/OpenMP threading, which LAPACK's round-off depends on; not isolated).
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(mtpfit.__file__).parents[1]),
                                                          os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, "-m", "mtpfit", *argv, "--output", str(folder)], env=env,
