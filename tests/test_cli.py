@@ -249,3 +249,16 @@ def test_integer_species_in_a_config_file(tmp_path):
     assert main(["train", "--config", str(config), "--train", str(LEVEL08 / "train100.cfg"), "--output", str(out),
                  "--threads", "1", "--quiet"]) == 0
     assert json.loads((out / "metrics.json").read_text())["optimizer"]["nit"] == 2
+
+
+def test_optimizer_names_are_case_insensitive_and_misspellings_get_suggestions(capsys):
+    from mtpfit.cli import _canonical_optimizer
+    assert _canonical_optimizer("bfgs") == "BFGS"
+    assert _canonical_optimizer("VARPRO-lm") == "varpro-LM"
+    assert _canonical_optimizer("Schedule-Free-SGD") == "schedule_free_sgd"
+    assert _canonical_optimizer("Adam+l-bfgs-b") == "adam+L-BFGS-B"
+    with pytest.raises(ValueError, match=r"did you mean 'L-BFGS-B'.*native-bfgs.*LM.*soap_muon"):
+        _canonical_optimizer("adam+l-bfgs")
+    assert main(["train", "--optimizer", "levenberg"]) == 2
+    err = capsys.readouterr().err
+    assert "levenberg" in err and "varpro-LM" in err and "GN" in err      # every trainer is listed

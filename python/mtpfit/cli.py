@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import inspect
 import json
 import os
@@ -433,13 +434,34 @@ def _zoo_optimizer(args, name: str):
     return make_optimizer(name, **hyper)
 
 
-def _check_optimizer_name(name: str) -> None:
-    """Fail before any data is read: NAME (full batch or zoo) or FIRST+FULLBATCH."""
+def _canonical_optimizer(name: str) -> str:
+    """NAME (full batch or zoo) or FIRST+FULLBATCH, spelled as the trainers are registered, before any data is read.
+
+    Names match case-insensitively (``bfgs`` is ``BFGS``, ``Adam`` is ``adam``; mini-batch names also with ``-``
+    for ``_``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name: the message suggests the closest ones and lists every trainer.
+    """
+    full_batch = {m.lower(): m for m in FULL_BATCH_METHODS}
+    zoo = {spelling: m for m in OPTIMIZERS for spelling in (m.lower(), m.lower().replace("_", "-"))}
+    every = {**zoo, **full_batch}
     first, plus, second = name.partition("+")
-    if plus and second not in FULL_BATCH_METHODS:
-        raise ValueError(f"{name!r}: after '+' comes a full-batch method: {', '.join(FULL_BATCH_METHODS)}")
-    if first not in FULL_BATCH_METHODS:
-        make_optimizer(first)
+
+    def known(part, names, where):
+        if part.lower() in names:
+            return names[part.lower()]
+        close = difflib.get_close_matches(part.lower(), list(names), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(names[c]) for c in close)}?" if close else "."
+        raise ValueError(f"unknown {where} {part!r} in --optimizer {name!r}{hint} Full batch: "
+                         f"{', '.join(FULL_BATCH_METHODS)}; mini-batch: {', '.join(sorted(OPTIMIZERS))}; "
+                         f"or a hybrid FIRST+FULLBATCH such as adam+L-BFGS-B")
+
+    if plus:
+        return f"{known(first, every, 'optimizer')}+{known(second, full_batch, 'full-batch method after +')}"
+    return known(first, every, "optimizer")
 
 
 def _train_minibatch(args, objective: Objective, x0, validation: Dataset, output: Path, stop) -> TrainingRun:
@@ -650,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = _with_config(parser, argv)
             if args.command == "train":
-                _check_optimizer_name(args.optimizer)
+                args.optimizer = _canonical_optimizer(args.optimizer)
             return {"train": _train, "evaluate": _evaluate, "bench": _bench, "report": _report,
                     "analyse": _analyse, "finetune-relax": _finetune_relax}[args.command](args)
         except (FormatError, ValueError, FileNotFoundError, KeyError, FloatingPointError) as err:
