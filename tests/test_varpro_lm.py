@@ -2,15 +2,18 @@
 the projected Gauss–Newton matrix of the reduced residuals, and the trainer."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mtpfit import MTP, Dataset, Loss, Objective
+from mtpfit.cli import main
 from mtpfit.io import read_cfg
 from mtpfit.optim.linear import linear_resolve
-from mtpfit.optim.varpro_lm import kaufman_matrix
+from mtpfit.optim.varpro import varpro
+from mtpfit.optim.varpro_lm import kaufman_matrix, varpro_lm
 
 DATA = Path(__file__).parent / "data" / "mlip2"
 
@@ -62,8 +65,6 @@ def test_kaufman_matrix_ignores_undetermined_linear_directions():
 
 
 def test_varpro_lm_descends_with_every_iterate_at_the_linear_optimum(problem):
-    from mtpfit.optim.varpro import varpro
-    from mtpfit.optim.varpro_lm import varpro_lm
     objective, _ = problem
     mtp = objective.mtp
     x0 = mtp.init_params(0.3, 5)
@@ -83,8 +84,6 @@ def test_varpro_lm_descends_with_every_iterate_at_the_linear_optimum(problem):
 
 
 def test_varpro_lm_from_the_command_line(tmp_path, capsys):
-    import json
-    from mtpfit.cli import main
     train = DATA / "level08_multi" / "train100.cfg"
     code = main(["train", "--train", str(train), "--level", "6", "--optimizer", "varpro-LM", "--max-iter", "4",
                  "--threads", "1", "--quiet", "--output", str(tmp_path / "run")])
@@ -97,7 +96,6 @@ def test_varpro_lm_from_the_command_line(tmp_path, capsys):
 
 def test_varpro_lm_resumes_on_the_same_trajectory(problem):
     """Stopped after 3 iterations and resumed from the callback's state: the same θ as an uninterrupted run."""
-    from mtpfit.optim.varpro_lm import varpro_lm
     objective, _ = problem
     x0 = objective.mtp.init_params(0.3, 5)
     whole = varpro_lm(objective, x0, max_iter=7, sketch=4)
