@@ -252,7 +252,7 @@ def test_integer_species_in_a_config_file(tmp_path):
 
 
 def test_optimizer_names_are_case_insensitive_and_misspellings_get_suggestions(capsys):
-    from mtpfit.cli import _canonical_optimizer
+    from mtpfit.train.config import canonical_optimizer as _canonical_optimizer
     assert _canonical_optimizer("bfgs") == "BFGS"
     assert _canonical_optimizer("VARPRO-lm") == "varpro-LM"
     assert _canonical_optimizer("Schedule-Free-SGD") == "schedule_free_sgd"

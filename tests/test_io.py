@@ -15,10 +15,13 @@ import pytest
 from mtpfit.data.configuration import Configuration
 from mtpfit.io import (FormatError, read_ase, read_cfg, read_configurations, read_mlearn_json,
                        read_study_json, write_cfg)
+from mtpfit.io.json_formats import VASP_STRESS_ORDER, StressOrderWarning
 
 DATA = Path(__file__).parent / "data" / "io"
 SHARED = Path(__file__).parents[1].parent / "shared"
 KBAR = 1602.1766208  # kBar per eV/Å³
+# The stress order of the mlearn Mo file (xz and yz swapped against VASP's), which its sheared cells reveal.
+MO_ORDER = "xx yy zz xy xz yz"
 
 
 def assert_bitwise(a, b):
@@ -249,7 +252,9 @@ def test_write_cfg_species_order_and_refusals(tmp_path):
 # ----------------------------------------------------------------------------- mlearn JSON
 
 def test_mlearn_json_values_and_stress_sign():
-    compressed, sheared, relaxed = read_mlearn_json(DATA / "Mo_mlearn_3.json")
+    # read in the default VASP order on purpose, to check where each of its six values lands
+    with pytest.warns(StressOrderWarning, match="indicate 'xx yy zz xy xz yz'"):
+        compressed, sheared, relaxed = read_mlearn_json(DATA / "Mo_mlearn_3.json")
     assert compressed.species.tolist() == ["Mo"] * 54
     assert compressed.energy == -580.51361993
     assert compressed.forces[0].tolist() == [-0.02946291, -0.03265011, -0.14238024]
@@ -277,8 +282,10 @@ def test_mlearn_json_stress_order():
     # Mo file puts its large shear stress (-43.2903 kBar) at index 5: in the default VASP
     # order that is xz; with the order this file really has, it lands on yz.
     volume = 9.502866 ** 3
-    default = read_mlearn_json(DATA / "Mo_mlearn_3.json")[1]
-    swapped = read_mlearn_json(DATA / "Mo_mlearn_3.json", stress_order="xx yy zz xy xz yz")[1]
+    with pytest.warns(StressOrderWarning) as caught:
+        default = read_mlearn_json(DATA / "Mo_mlearn_3.json")[1]
+    assert (caught[0].message.used, caught[0].message.indicated) == (VASP_STRESS_ORDER, MO_ORDER)
+    swapped = read_mlearn_json(DATA / "Mo_mlearn_3.json", stress_order=MO_ORDER)[1]
     assert default.plus_stress[0, 2] == pytest.approx(-43.2903 * volume / KBAR, rel=1e-12)
     assert swapped.plus_stress[1, 2] == pytest.approx(-43.2903 * volume / KBAR, rel=1e-12)
     assert swapped.plus_stress[0, 2] == pytest.approx(0.25252 * volume / KBAR, rel=1e-12)
@@ -502,7 +509,7 @@ def _gzip(src: Path, dst: Path) -> Path:
 def test_read_configurations_dispatch(tmp_path):
     cfg = read_configurations(DATA / "crystals_multi_3.cfg")
     assert len(cfg) == 3 and cfg.name == "crystals_multi_3.cfg"
-    mlearn = read_configurations(DATA / "Mo_mlearn_3.json", name="Mo")
+    mlearn = read_configurations(DATA / "Mo_mlearn_3.json", name="Mo", stress_order=MO_ORDER)
     assert mlearn.name == "Mo" and mlearn[0].species[0] == "Mo"
     study_path = tmp_path / "study.json"
     study_path.write_text(json.dumps([_study_entry()]))
@@ -517,10 +524,10 @@ def test_read_configurations_dispatch(tmp_path):
 
 
 def test_gzip_is_transparent(tmp_path):
-    for name, reader in [("Mo_mlearn_3.json", read_mlearn_json),
-                         ("MoNbTaW_2.json", read_configurations)]:
-        plain = reader(DATA / name)
-        packed = reader(_gzip(DATA / name, tmp_path / (name + ".gz")))
+    for name, reader, order in [("Mo_mlearn_3.json", read_mlearn_json, MO_ORDER),
+                                ("MoNbTaW_2.json", read_configurations, VASP_STRESS_ORDER)]:
+        plain = reader(DATA / name, stress_order=order)
+        packed = reader(_gzip(DATA / name, tmp_path / (name + ".gz")), stress_order=order)
         for a, b in zip(plain, packed, strict=True):
             assert_bitwise(a.positions, b.positions)
             assert_bitwise(a.plus_stress, b.plus_stress)

@@ -199,13 +199,13 @@ def test_finetune_relax_command_writes_its_report(tmp_path):
     mtp = _potential()
     train = [_minimum(0), _minimum(1)]
     test = [_minimum(2)]
-    # a .cfg holds type indices: the command reads species 0, 1, 2
+    # a .cfg holds type indices: the written .mtp names the elements of types 0, 1, 2, so no --species is needed
     write_cfg(tmp_path / "train.cfg", train, species_order=SPECIES)
     write_cfg(tmp_path / "test.cfg", test, species_order=SPECIES)
     _perturbed(mtp, scale=0.05).write(tmp_path / "base.mtp")
     out = tmp_path / "out"
     args = ["finetune-relax", "--potential", str(tmp_path / "base.mtp"), "--train", str(tmp_path / "train.cfg"),
-            "--test", str(tmp_path / "test.cfg"), "--species", "0", "1", "2", "--k", "5", "--eta", "0.02",
+            "--test", str(tmp_path / "test.cfg"), "--k", "5", "--eta", "0.02",
             "--max-iter", "3", "--lr", "1e-3", "--test-starts", "2", "--threads", "1", "--output", str(out)]
     assert main(args) == 0
     table = (out / "finetune_relax.csv").read_text().splitlines()

@@ -9,13 +9,18 @@ from .potential import MTP
 
 __version__ = "0.1.0"
 
-__all__ = ["Configuration", "Dataset", "MTP", "Loss", "Objective", "MTPCalculator", "__version__"]
+__all__ = ["Configuration", "Dataset", "MTP", "Loss", "Objective", "MTPCalculator", "fit", "TrainingConfig",
+           "__version__"]
 
 
 def __getattr__(name):
-    # the calculator pulls in ASE's calculator machinery; load it on first use
+    # the calculator pulls in ASE's calculator machinery, fit the trainers (scipy.optimize): load them on first use
     if name == "MTPCalculator":
         from .calculator import MTPCalculator
 
         return MTPCalculator
+    if name in ("fit", "TrainingConfig"):
+        from . import train
+
+        return getattr(train, name)
     raise AttributeError(f"module 'mtpfit' has no attribute {name!r}")

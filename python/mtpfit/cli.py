@@ -4,49 +4,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
-import inspect
 import json
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
 from . import __version__
 from .data.dataset import Dataset
-from .datasets import BUNDLED, load_bundled
+from .datasets import BUNDLED
 from .io import FormatError, read_configurations
 from .metrics import error_metrics, format_errors
 from .objective import Loss, Objective
+from .optim import OPTIMIZERS
 from .potential.mtp import LEVELS, MTP, species_labels
-from .optim import OPTIMIZERS, make_optimizer
-from .optim.native_bfgs import native_bfgs
-from .train import STARTS, SCIPY_METHODS, TrainingRun, passes_summary, starting_point, write_run
-from .train.output import check_output, start_run
-from .train.full_batch import FULL_BATCH_METHODS, train_full_batch
-from .train.hybrid import train_hybrid
-from .train.initial import SELF_STARTING, default_start
-from .train.minibatch import train_minibatch
+from .train import STARTS, SCIPY_METHODS
+from .train.config import DEFAULT_TRAINER, TrainingConfig, canonical_optimizer
+from .train.fit import fit, load_training_data
 
 __all__ = ["main"]
 
-#: The trainer of ``mtpfit train`` when --optimizer is not given: variable projection with BFGS steps, chosen by time
-#: to accuracy (benchmarks/RESULTS.md §7, level 16, one core per run). On mlearn Mo from MLIP's starting point it is
-#: ahead of every trainer up to about two minutes (6.0 meV/atom test EPA RMSE at 120 s), and the README's main job
-#: (50 iterations, 49 s on two cores) reaches 6.04 meV/atom where varpro-LM's 25 iterations (43 s) reach 7.42. Over
-#: longer budgets variable projection with Levenberg–Marquardt steps (``varpro-LM``) is ahead: 5.15 against 5.37 on
-#: Mo and 2.95 against 4.76 meV/atom on the study's Ag–Pd from a random start at 300 s, and it alone passes the
-#: published MTP's test error on mlearn Si at level 24 within ten minutes; choose it for runs of minutes or more.
-#: varpro needs no damping, sketch, learning rate or schedule of linear re-solves.
-DEFAULT_TRAINER = "varpro"
-
 #: The native BFGS's pre-training iterations when --pretrain-iter is not given (MLIP-2's 75).
-NATIVE_PRETRAIN_ITER = inspect.signature(native_bfgs).parameters["pretrain_iter"].default
+NATIVE_PRETRAIN_ITER = TrainingConfig().pretrain
 
 
-def _read_all(paths: list[str], fmt: str | None, stress_order: str) -> Dataset:
-    datasets = [read_configurations(p, format=fmt, stress_order=stress_order) for p in paths]
+def _read_all(paths: list[str], fmt: str | None, stress_order: str, species: list | None = None) -> Dataset:
+    datasets = [read_configurations(p, format=fmt, stress_order=stress_order, species=species) for p in paths]
     total = datasets[0]
     for d in datasets[1:]:
         total = total + d
@@ -61,11 +44,12 @@ def _species_arg(values: list | None) -> list | None:
 def _data_arguments(parser: argparse.ArgumentParser):
     """The data options and the species and cutoffs of the model; returns the model group."""
     data = parser.add_argument_group("data")
-    data.add_argument("--train", nargs="+", metavar="FILE", help=".cfg, mlearn/study JSON, extxyz or any ASE file")
+    data.add_argument("--train", nargs="+", metavar="FILE", help=".cfg, mlearn/study JSON, extxyz, a DeePMD-kit folder or any ASE file")
     data.add_argument("--validation", nargs="+", metavar="FILE", help="validation files (else a random split)")
     data.add_argument("--validation-fraction", type=float, default=0.1,
                       help="fraction held out when no --validation is given (default 0.1)")
-    data.add_argument("--format", help="force a reader: cfg, mlearn-json, study-json or an ASE format")
+    data.add_argument("--format", help="force a reader: cfg, mlearn-json, study-json, deepmd (a DeePMD-kit folder) or an "
+                                          "ASE format")
     data.add_argument("--stress-order", default="xx yy zz xy yz xz",
                       help="Voigt order of JSON stresses (mlearn Cu/Mo/Ni files: 'xx yy zz xy xz yz')")
     data.add_argument("--dataset", choices=sorted(BUNDLED), default="mlearn-Mo",
@@ -79,22 +63,11 @@ def _data_arguments(parser: argparse.ArgumentParser):
 
 
 def _load_data(args):
-    """Training and validation sets, species and cutoffs from the data options."""
-    if args.train:
-        train = _read_all(args.train, args.format, args.stress_order)
-        if args.validation:
-            validation = _read_all(args.validation, args.format, args.stress_order)
-        else:
-            train, validation = train.split(args.validation_fraction, seed=args.seed)
-        min_dist, max_dist = 2.0, 5.0
-        species = _species_arg(args.species) or train.species()
-    else:
-        train, validation = load_bundled(args.dataset)
-        _, _, _, species, min_dist, max_dist = BUNDLED[args.dataset]
-        species = _species_arg(args.species) or species
-    min_dist = args.min_dist if args.min_dist is not None else min_dist
-    max_dist = args.max_dist if args.max_dist is not None else max_dist
-    return train, validation, species, min_dist, max_dist
+    """Training and validation sets, species and cutoffs from the data options (as :func:`mtpfit.fit` reads them)."""
+    keys = ("train", "validation", "validation_fraction", "format", "stress_order", "dataset", "species", "min_dist",
+            "max_dist", "seed")
+    data = load_training_data(TrainingConfig(**{k: getattr(args, k) for k in keys}, output=None))
+    return data.train, data.validation, data.species, data.min_dist, data.max_dist
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,18 +93,21 @@ def _parser() -> argparse.ArgumentParser:
                             "fitted; none = θ as initialised (default: resolve for full-batch trainers, species for "
                             "mini-batch ones, none with --init-potential). The native BFGS re-solves by itself")
     model.add_argument("--no-species-fit", action="store_true", help="the same as --start none (older name)")
-    fit = t.add_argument_group("loss and optimizer")
-    fit.add_argument("--loss", choices=("mlip", "plain", "file"), default="mlip",
+    training = t.add_argument_group("loss and optimizer")
+    training.add_argument("--loss", choices=("mlip", "plain", "file"), default="mlip",
                      help="mlip: MLIP-2 weighting; plain: the study's plain sums; file: weights in the data")
-    fit.add_argument("--energy-weight", type=float, help="multiplier of the energy terms (default 1)")
-    fit.add_argument("--force-weight", type=float,
+    training.add_argument("--energy-weight", type=float, help="multiplier of the energy terms (default 1)")
+    training.add_argument("--force-weight", type=float,
                      help="multiplier of the force terms (default 0.01; 1 with --loss file: the stored weights)")
-    fit.add_argument("--stress-weight", type=float,
+    training.add_argument("--stress-weight", type=float,
                      help="multiplier of the stress terms (default 0.001; 1 with --loss file)")
-    fit.add_argument("--no-penalty", action="store_true", help="drop the radial orthonormality penalty")
-    fit.add_argument("--force-fraction", type=float, default=1.0,
-                     help="partial force supervision: fraction of configurations keeping force labels (seeded)")
-    fit.add_argument("--optimizer", default=DEFAULT_TRAINER, metavar="NAME",
+    training.add_argument("--no-penalty", action="store_true", help="drop the radial orthonormality penalty")
+    training.add_argument("--no-average", action="store_true",
+                     help="sum the loss over configurations instead of averaging (the study's loss)")
+    training.add_argument("--force-fraction", type=float, default=1.0,
+                     help="partial force supervision: fraction of configurations keeping force labels")
+    training.add_argument("--force-seed", type=int, help="seed of the --force-fraction choice (default: --seed)")
+    training.add_argument("--optimizer", default=DEFAULT_TRAINER, metavar="NAME",
                      help=f"full batch: varpro (the default: variable projection, BFGS on the radial coefficients "
                           f"with the linear ones solved exactly at every step), native-bfgs (the reference "
                           f"trainer's BFGS: varpro pre-training, then BFGS on all of θ), varpro-LM (variable "
@@ -139,39 +115,41 @@ def _parser() -> argparse.ArgumentParser:
                           f"{', '.join(SCIPY_METHODS)}, LM (Levenberg-Marquardt) or GN (Gauss-Newton); mini-batch: "
                           f"{', '.join(sorted(OPTIMIZERS))}; or a hybrid FIRST+FULLBATCH such as adam+L-BFGS-B "
                           "(--epochs, then --max-iter) or BFGS+LM (--max-iter, then --refine-iter)")
-    fit.add_argument("--max-iter", type=int, default=1000,
+    training.add_argument("--max-iter", type=int, default=1000,
                      help="iterations of a full-batch optimizer (native-bfgs: after its pre-training)")
-    fit.add_argument("--pretrain-iter", type=int, metavar="N",
+    training.add_argument("--pretrain-iter", type=int, metavar="N",
                      help=f"native-bfgs: BFGS iterations of the pre-training on the radial coefficients, before "
                           f"--max-iter (default {NATIVE_PRETRAIN_ITER}, as MLIP-2)")
-    fit.add_argument("--skip-pretrain", action="store_true",
+    training.add_argument("--skip-pretrain", action="store_true",
                      help="native-bfgs: no pre-training (--pretrain-iter 0; MLIP-2's --skip-preinit)")
-    fit.add_argument("--max-seconds", type=float, metavar="S",
+    training.add_argument("--max-seconds", type=float, metavar="S",
                      help="wall-time budget of the training (both stages of a hybrid): it stops after the first "
                           "iteration or step that ends past S seconds")
-    fit.add_argument("--refine-iter", type=int,
+    training.add_argument("--refine-iter", type=int,
                      help="iterations of a hybrid's second stage (default: --max-iter)")
-    fit.add_argument("--geodesic", action="store_true", help="LM: geodesic acceleration (Transtrum & Sethna 2012)")
-    fit.add_argument("--lm-tau", type=float, default=None,
+    training.add_argument("--refine-seconds", type=float, metavar="S",
+                     help="with --max-seconds: the part of the budget kept for a hybrid's second stage")
+    training.add_argument("--geodesic", action="store_true", help="LM: geodesic acceleration (Transtrum & Sethna 2012)")
+    training.add_argument("--lm-tau", type=float, default=None,
                      help="LM and varpro-LM: initial damping λ₀, relative to each diagonal entry of JᵀWJ (default 1e-3)")
-    fit.add_argument("--sketch", type=int, default=None,
+    training.add_argument("--sketch", type=int, default=None,
                      help="LM and varpro-LM: random sketch of JᵀWJ with this many rows per configuration (0: exact; "
                           "default 0 for LM, 8 for varpro-LM)")
-    fit.add_argument("--gtol", type=float, default=1e-8)
-    fit.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
-    fit.add_argument("--clip", type=float, help="gradient clipping by global norm (default: the optimizer's)")
-    fit.add_argument("--schedule", help="learning-rate schedule: constant, step, exponential, cosine, warmup, "
+    training.add_argument("--gtol", type=float, default=1e-8)
+    training.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
+    training.add_argument("--clip", type=float, help="gradient clipping by global norm (default: the optimizer's)")
+    training.add_argument("--schedule", help="learning-rate schedule: constant, step, exponential, cosine, warmup, "
                                         "warmup_cosine (options via the config file's schedule_options)")
-    fit.add_argument("--batch-size", type=int, default=32, help="configurations per mini-batch (default 32)")
-    fit.add_argument("--epochs", type=int, default=100, help="epochs of a mini-batch optimizer (default 100)")
-    fit.add_argument("--validate-every", type=int, help="validate every N steps (default: every epoch)")
-    fit.add_argument("--patience", type=int, help="early stopping after N validations without improvement")
-    fit.add_argument("--resume", action="store_true",
+    training.add_argument("--batch-size", type=int, default=32, help="configurations per mini-batch (default 32)")
+    training.add_argument("--epochs", type=int, default=100, help="epochs of a mini-batch optimizer (default 100)")
+    training.add_argument("--validate-every", type=int, help="validate every N steps (default: every epoch)")
+    training.add_argument("--patience", type=int, help="early stopping after N validations without improvement")
+    training.add_argument("--resume", action="store_true",
                      help="continue the run checkpointed in --output on the same trajectory (every trainer; only "
                           "budgets, reporting and --threads may change)")
-    fit.add_argument("--overwrite", action="store_true",
+    training.add_argument("--overwrite", action="store_true",
                      help="replace an earlier run in --output (without it, or --resume, an earlier run is refused)")
-    fit.add_argument("--seed", type=int, default=0, help="seeds the validation split and --init-interval")
+    training.add_argument("--seed", type=int, default=0, help="seeds the validation split and --init-interval")
     run = t.add_argument_group("run")
     run.add_argument("--threads", type=int, default=0, help="OpenMP threads (default: all cores)")
     run.add_argument("--log-every", type=int, default=10, help="print train errors every N iterations")
@@ -280,6 +258,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--species", nargs="+", help="species of types 0..S-1 (element symbols or indices)")
     e.add_argument("--threads", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print the errors as JSON")
+    e.add_argument("--output", metavar="FILE",
+                   help="write the predicted energies, forces and stresses: .extxyz (the DFT labels kept as dft_*) "
+                        "or .cfg (as MLIP's calc-efs)")
+    e.add_argument("--plot", metavar="PNG", help="write the parity plot (energy per atom, forces, stresses)")
     return parser
 
 
@@ -307,179 +289,13 @@ def _train(args) -> int:
 
 
 def _train_ranks(args, comm, signals) -> int:
-    first, _, second = args.optimizer.partition("+")
-    args.start = _start(args)
-    output = Path(args.output)
-    settings = {k: v for k, v in vars(args).items() if k != "command"}
-    check_output(output, args.resume, args.overwrite, "stage1.npz" if second else "checkpoint.npz")
-    if args.resume:
-        start_run(output, settings, resume=True)
-    train, validation, species, min_dist, max_dist = _load_data(args)
-    if args.init_potential:
-        mtp = MTP.read(args.init_potential, species=species)
-    else:
-        mtp = MTP.from_level(args.level, species=species, min_dist=min_dist, max_dist=max_dist,
-                             radial_basis_size=args.radial_basis_size)
-    loss = Loss(kind=args.loss, energy=args.energy_weight, forces=args.force_weight, stress=args.stress_weight,
-                penalty=not args.no_penalty, force_fraction=args.force_fraction, force_seed=args.seed)
-    print(f"mtpfit {__version__}: {train} / validation {validation}")
-    print(f"{mtp}, {args.optimizer}, {_budget(args, first, second)}")
-    start = time.perf_counter()
-    objective = Objective(mtp, train, loss, n_threads=args.threads, comm=comm)
-    shard = f" ({comm.size} MPI ranks, {len(objective.shard)} configurations on rank 0)" if comm.size > 1 else ""
-    print(f"training-set representation built in {time.perf_counter() - start:.1f} s{shard}")
-    x0 = mtp.theta if args.init_interval is None else mtp.init_params(args.init_interval, args.seed)
-    if args.start != "none" and first not in SELF_STARTING:
-        began = time.perf_counter()
-        x0 = starting_point(objective, x0, args.start, method=args.optimizer)
-        what = ("exact linear re-solve of the species and moment coefficients" if args.start == "resolve"
-                else "species energies fitted to the energies")
-        print(f"starting point: {what} ({time.perf_counter() - began:.1f} s)")
-    if not args.resume:
-        start_run(output, settings, resume=False)
-    comm.bcast(None)  # no rank reads the folder before rank 0 has cleared it
-    progress = None if args.quiet else print
-    every = {} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}
-    with signals.training():
-        if second:
-            run = train_hybrid(objective, first if first in FULL_BATCH_METHODS else _zoo_optimizer(args, first),
-                               second, x0, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                               validation=validation, patience=args.patience, max_iter=args.max_iter,
-                               refine_iter=args.refine_iter, checkpoint_dir=output, time_limit=args.max_seconds,
-                               stop=signals, progress=progress, first_options=_method_options(args, first),
-                               **every, **_method_options(args, second))
-        elif first in FULL_BATCH_METHODS:
-            run = train_full_batch(objective, x0, first, max_iter=args.max_iter, validation=validation,
-                                   log_every=args.log_every, checkpoint=output / "checkpoint.npz",
-                                   time_limit=args.max_seconds, stop=signals, progress=progress, **every,
-                                   **_method_options(args, first))
-        else:
-            run = _train_minibatch(args, objective, x0, validation, output, signals)
-        settings.update(species=[str(s) for s in species], n_params=mtp.n_params, min_dist=min_dist,
-                        max_dist=max_dist, train=str(train.name), validation=str(validation.name))
-        paths = write_run(run, output, settings) if comm.rank == 0 else {}
-    r = run.result
-    print(f"\n{args.optimizer}: {r.message} ({r.nit} iterations, {passes_summary(r, args.optimizer)}, "
-          f"{run.wall_time:.1f} s, final loss {r.fun:.6e})")
-    print(format_errors(run.errors["train"], "Training errors"))
-    print(format_errors(run.errors["validation"], f"Validation errors ({validation.name})"))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    settings = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    run = fit(TrainingConfig(**settings), log=print, comm=comm, stop=signals)
     if run.interrupted:
-        print(f"mtpfit: {r.message}; the outputs and the checkpoint of that point are written in {output} "
-              "(continue with --resume)", file=sys.stderr)
+        print(f"mtpfit: {run.result.message}; the outputs and the checkpoint of that point are written in "
+              f"{args.output} (continue with --resume)", file=sys.stderr)
         return 130
     return 0
-
-
-def _pretrain_iter(args) -> int:
-    """The native BFGS's pre-training iterations from --pretrain-iter / --skip-pretrain."""
-    if args.skip_pretrain:
-        if args.pretrain_iter:
-            raise ValueError(f"--skip-pretrain contradicts --pretrain-iter {args.pretrain_iter}")
-        return 0
-    if args.pretrain_iter is None:
-        return NATIVE_PRETRAIN_ITER
-    if args.pretrain_iter < 0:
-        raise ValueError(f"--pretrain-iter must be non-negative, got {args.pretrain_iter}")
-    return args.pretrain_iter
-
-
-def _method_options(args, method: str) -> dict:
-    """Keyword arguments of the full-batch trainer ``method`` from the command line (only those it takes)."""
-    if method == "native-bfgs":
-        return {"pretrain_iter": _pretrain_iter(args)}
-    if method == "LM":
-        return {k: v for k, v in (("geodesic", args.geodesic), ("sketch", args.sketch), ("tau", args.lm_tau)) if v}
-    if method == "varpro-LM":
-        return {k: v for k, v in (("sketch", args.sketch), ("tau", args.lm_tau)) if v is not None}
-    if method in SCIPY_METHODS:
-        return {"gtol": args.gtol}
-    return {}
-
-
-def _budget(args, first: str, second: str) -> str:
-    """The budget line: iterations (the native BFGS's pre-training on top), epochs, the wall-time budget."""
-
-    def iterations(method: str, n: int) -> str:
-        if method != "native-bfgs":
-            return f"max {n} iterations"
-        pretrain = _pretrain_iter(args)
-        return f"max {pretrain} pre-training + {n} iterations" if pretrain else f"max {n} iterations, no pre-training"
-
-    budget = (iterations(first, args.max_iter) if first in FULL_BATCH_METHODS
-              else f"{args.epochs} epochs of batches of {args.batch_size}")
-    if second:
-        n = args.max_iter if args.refine_iter is None else args.refine_iter
-        budget += f", then {iterations(second, n)} of {second}"
-    if args.max_seconds is not None:
-        budget += f", wall-time budget {args.max_seconds:g} s"
-    return budget
-
-
-def _start(args) -> str:
-    """The starting point from --start, --no-species-fit and --init-potential."""
-    if args.no_species_fit:
-        if args.start not in (None, "none"):
-            raise ValueError(f"--no-species-fit contradicts --start {args.start}")
-        return "none"
-    if args.start is None:
-        return "none" if args.init_potential else default_start(args.optimizer)
-    return args.start
-
-
-def _zoo_optimizer(args, name: str):
-    hyper = {k: getattr(args, k) for k in ("lr", "clip") if getattr(args, k) is not None}
-    if args.schedule:
-        hyper.update(schedule=args.schedule, schedule_options=getattr(args, "schedule_options", None) or {})
-    return make_optimizer(name, **hyper)
-
-
-def _canonical_optimizer(name: str) -> str:
-    """NAME (full batch or zoo) or FIRST+FULLBATCH, spelled as the trainers are registered, before any data is read.
-
-    Names match case-insensitively (``bfgs`` is ``BFGS``, ``Adam`` is ``adam``; mini-batch names also with ``-``
-    for ``_``).
-
-    Raises
-    ------
-    ValueError
-        For an unknown name: the message suggests the closest ones and lists every trainer.
-    """
-    full_batch = {m.lower(): m for m in FULL_BATCH_METHODS}
-    zoo = {spelling: m for m in OPTIMIZERS for spelling in (m.lower(), m.lower().replace("_", "-"))}
-    every = {**zoo, **full_batch}
-    first, plus, second = name.partition("+")
-
-    def known(part, names, where):
-        if part.lower() in names:
-            return names[part.lower()]
-        close = difflib.get_close_matches(part.lower(), list(names), n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(repr(names[c]) for c in close)}?" if close else "."
-        raise ValueError(f"unknown {where} {part!r} in --optimizer {name!r}{hint} Full batch: "
-                         f"{', '.join(FULL_BATCH_METHODS)}; mini-batch: {', '.join(sorted(OPTIMIZERS))}; "
-                         f"or a hybrid FIRST+FULLBATCH such as adam+L-BFGS-B")
-
-    if plus:
-        return f"{known(first, every, 'optimizer')}+{known(second, full_batch, 'full-batch method after +')}"
-    return known(first, every, "optimizer")
-
-
-def _train_minibatch(args, objective: Objective, x0, validation: Dataset, output: Path, stop) -> TrainingRun:
-    optimizer = _zoo_optimizer(args, args.optimizer)
-    every = {} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}
-    result = train_minibatch(objective, optimizer, x0, epochs=args.epochs, batch_size=args.batch_size,
-                             seed=args.seed, validation=validation, validate_every=args.validate_every,
-                             patience=args.patience, checkpoint=output / "checkpoint.npz",
-                             time_limit=args.max_seconds, stop=stop, progress=None if args.quiet else print,
-                             **every)
-    return TrainingRun(objective.mtp.copy(result.x), result, result.history, result.wall_time,
-                       _errors(objective, validation, result.x), result.interrupted)
-
-
-def _errors(objective: Objective, validation: Dataset, x) -> dict:
-    return {"train": error_metrics(objective.dataset, objective.predict(x)),
-            "validation": error_metrics(validation, Objective(objective.mtp, validation, objective.loss,
-                                                              objective.n_threads, objective.comm).predict(x))}
 
 
 def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -497,7 +313,7 @@ def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> arg
             config = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, RecursionError, tomllib.TOMLDecodeError) as err:
             raise ValueError(f"{path}: {err}") from err
-        known = set(vars(args)) - {"command", "config"} | {"schedule_options"}
+        known = set(vars(args)) - {"command", "config"} | {"schedule_options", "hyper"}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"{path}: unknown option(s) {unknown}")
@@ -514,7 +330,7 @@ def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> arg
 
         for key, value in config.items():
             action = actions.get(key)
-            if action is None:  # schedule_options: the schedule's keywords
+            if action is None:  # schedule_options, hyper: keywords of the schedule and of the optimizer
                 ok, wanted = isinstance(value, dict), "a table"
             elif action.nargs == 0:
                 ok, wanted = isinstance(value, bool), "true or false"
@@ -532,6 +348,7 @@ def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> arg
         sub.choices[args.command].set_defaults(**config)
         args = parser.parse_args(argv)
         args.schedule_options = config.get("schedule_options")
+        args.hyper = config.get("hyper")
     return args
 
 
@@ -632,9 +449,11 @@ def _analyse(args) -> int:
 def _finetune_relax(args) -> int:
     from .relax import finetune_relax_study
 
-    train = _read_all(args.train, args.format, args.stress_order)
-    test = _read_all(args.test, args.format, args.stress_order)
-    mtp = MTP.read(args.potential, species=_species_arg(args.species) or train.species())
+    mtp = MTP.read(args.potential, species=_species_arg(args.species))
+    names = mtp.species if mtp.named else None  # .cfg types are the potential's types (MLIP's convention)
+    train = _read_all(args.train, args.format, args.stress_order, species=names)
+    test = _read_all(args.test, args.format, args.stress_order, species=names)
+    mtp = mtp.named_for(train.species() + test.species())
     print(f"mtpfit {__version__}: {mtp} from {args.potential}; {train} / test {test}")
     hyper = {} if args.optimizer in ("BFGS", "L-BFGS-B", "CG") else {"lr": args.lr}
     rows = finetune_relax_study(mtp, train, test, args.output, ks=args.k, etas=args.eta, rule=args.rule,
@@ -652,11 +471,23 @@ def _finetune_relax(args) -> int:
 
 
 def _evaluate(args) -> int:
-    data = _read_all(args.data, args.format, args.stress_order)
     mtp = MTP.read(args.potential, species=_species_arg(args.species))
-    objective = Objective(mtp, data, n_threads=args.threads)
-    errors = error_metrics(data, objective.predict())
+    names = mtp.species if mtp.named else None  # .cfg types are the potential's types (MLIP's convention)
+    data = _read_all(args.data, args.format, args.stress_order, species=names)
+    mtp = mtp.named_for(data.species())
+    predictions = Objective(mtp, data, n_threads=args.threads).predict()
+    errors = error_metrics(data, predictions)
     print(json.dumps(errors, indent=2) if args.json else format_errors(errors, f"{args.potential} on {data.name}"))
+    if args.output:
+        from .io.write import write_predictions
+
+        print(f"wrote the predictions to {write_predictions(args.output, data, predictions, species=mtp.species)}",
+              file=sys.stderr if args.json else sys.stdout)
+    if args.plot:
+        from .analysis.parity import parity_plot
+
+        print(f"wrote the parity plot to {parity_plot(args.plot, {data.name: (data, predictions)})}",
+              file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -672,10 +503,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = _with_config(parser, argv)
             if args.command == "train":
-                args.optimizer = _canonical_optimizer(args.optimizer)
+                args.optimizer = canonical_optimizer(args.optimizer)
             return {"train": _train, "evaluate": _evaluate, "bench": _bench, "report": _report,
                     "analyse": _analyse, "finetune-relax": _finetune_relax}[args.command](args)
-        except (FormatError, ValueError, FileNotFoundError, KeyError, FloatingPointError) as err:
+        except (FormatError, ValueError, OSError, KeyError, FloatingPointError, ImportError) as err:
             print(f"mtpfit: error: {err}", file=sys.stderr)
             return 2
 

@@ -38,9 +38,17 @@ def _train(objective: Objective, x0, optimizer: str, max_iter: int, epochs: int,
 
 
 def _errors(objective: Objective, validation: Dataset, x) -> dict:
+    """Validation EPA RMSE (meV/atom) and force RMSE (eV/Å) at θ = ``x``; None for a quantity ``validation`` has
+    no labels of."""
     v = error_metrics(validation, Objective(objective.mtp, validation, objective.loss,
                                             objective.n_threads).predict(x))["all"]
-    return {"val_epa_rmse_meV": 1e3 * v["epa_rmse"], "val_force_rmse": v["force_rmse"]}
+    return {"val_epa_rmse_meV": None if v["epa_rmse"] is None else 1e3 * v["epa_rmse"],
+            "val_force_rmse": v["force_rmse"]}
+
+
+def _shown(value: float | None, fmt: str, unit: str) -> str:
+    """``value`` formatted with its unit, or "—" for an error without labels."""
+    return "—" if value is None else f"{value:{fmt}} {unit}"
 
 
 def _setup(out, progress, loss):
@@ -94,8 +102,9 @@ def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str 
         x, _ = _train(objective, x0, optimizer, max_iter, 0, 0, seed, sketch=sketch)
         a = analyse_fisher(objective, x)
         row = {"level": level, **_errors(objective, validation, x), **a.summary()}
-        say(f"level {level:2d}: {row['n_params']} parameters, validation EPA RMSE {row['val_epa_rmse_meV']:.3f} "
-            f"meV/atom, force RMSE {row['val_force_rmse']:.4f} eV/Å; F spans {row['decades']:.1f} decades, "
+        say(f"level {level:2d}: {row['n_params']} parameters, validation EPA RMSE "
+            f"{_shown(row['val_epa_rmse_meV'], '.3f', 'meV/atom')}, force RMSE "
+            f"{_shown(row['val_force_rmse'], '.4f', 'eV/Å')}; F spans {row['decades']:.1f} decades, "
             f"{row['stiff_6_decades']} stiff directions, γ = {row['effective_parameters']:.1f}")
         return {"row": row, "eigenvalues": a.eigenvalues.tolist(), "levels": a.levels.tolist(),
                 "basis_function_sensitivity": a.basis_function_sensitivity().tolist()}

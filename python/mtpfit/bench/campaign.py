@@ -35,12 +35,27 @@ from __future__ import annotations
 
 import copy
 import itertools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from .results import ResultFileError, read_result, result_name, spec_hash
 
-__all__ = ["Campaign", "load_campaign", "spec_hash"]
+__all__ = ["Campaign", "load_campaign", "spec_hash", "IdenticalSeedsWarning"]
+
+
+class IdenticalSeedsWarning(UserWarning):
+    """A campaign's seeds change nothing for one of its optimizers: its runs would repeat each other."""
+
+
+def _seed_matters(optimizer: dict) -> bool:
+    """Whether the run seed changes a run of this (expanded) optimizer entry: it draws θ₀ (``init_interval``) and
+    shuffles the mini-batches of a zoo first stage; full-batch trainers are deterministic, a campaign's dataset
+    split has its own ``split_seed`` and its force-label mask the loss's ``force_seed``."""
+    from ..train.full_batch import FULL_BATCH_METHODS
+
+    first = optimizer["name"].partition("+")[0].lower()
+    return "init_interval" in optimizer or first not in {m.lower() for m in FULL_BATCH_METHODS}
 
 _OPTIMIZER_KEYS = {"label", "name", "max_iter", "epochs", "batch_size", "init_interval", "hyper", "loss",
                    "sweep", "start", "species_fit", "patience", "validate_every", "max_seconds", "refine_iter",
@@ -209,5 +224,11 @@ def load_campaign(path: str | Path, results: str | Path | None = None) -> Campai
         runs.append({"campaign": name, "dataset": _dataset(dname, dentry),
                      "model": dict(model, name=mname), "loss": {**config.get("loss", {}), **optimizer.get("loss", {})},
                      "optimizer": optimizer, "seed": seed, "threads": threads})
+    if len(seeds) > 1:
+        for opt in config["optimizers"]:
+            if not any(_seed_matters(v) for v in _expand_sweep(opt)):
+                warnings.warn(f"{path}: optimizer {opt.get('label', opt['name'])!r}: the seeds {seeds} give identical "
+                              f"runs: {opt['name']} is deterministic and starts from a fixed θ₀ (no init_interval); "
+                              "give init_interval to vary θ₀, or one seed", IdenticalSeedsWarning, stacklevel=2)
     folder = Path(results) / name if results else (path.parent / config.get("results", "../results")).resolve() / name
     return Campaign(name, path, folder, runs, config.get("description", ""), config.get("study"))

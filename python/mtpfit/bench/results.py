@@ -84,7 +84,7 @@ _SPEC = {"campaign": (True, lambda v: isinstance(v, str), "a string"),
          "seed": (True, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
          "threads": (True, _count, "an integer ≥ 0")}
 _RESULT = {"wall_time_s": (True, lambda v: _number(v) and v >= 0, "a finite number ≥ 0"),
-           "passes": (True, lambda v: _number(v) and v >= 0, "a finite number ≥ 0"),
+           "passes": (True, lambda v: v is None or _number(v) and v >= 0, "a finite number ≥ 0 or null"),
            "nit": (True, lambda v: v is None or _count(v), "an integer ≥ 0 or null"),
            "final_loss": (True, lambda v: v is None or _number(v), "a finite number or null"),
            "success": (True, lambda v: isinstance(v, bool), "true or false"),

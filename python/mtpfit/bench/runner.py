@@ -14,17 +14,12 @@ from .. import __version__
 from ..data.dataset import Dataset
 from ..datasets import load_bundled
 from ..io import read_configurations
-from ..metrics import error_metrics
-from ..objective import Loss, Objective
-from ..optim import make_optimizer
-from ..potential.mtp import MTP
-from ..train import FULL_BATCH_METHODS, passes_summary, starting_point, train_full_batch
-from ..train.hybrid import train_hybrid
-from ..train.initial import SELF_STARTING, default_start
-from ..train.minibatch import train_minibatch
+from ..train import fit, passes_summary
+from ..train.config import TrainingConfig
+from ..train.initial import default_start
 from .results import write_result
 
-__all__ = ["execute", "run_and_save", "start_of"]
+__all__ = ["execute", "run_and_save", "start_of", "training_config"]
 
 
 def start_of(opt: dict) -> str:
@@ -59,8 +54,45 @@ def _datasets(dataset_json: str, base: str, seed: int) -> tuple[Dataset, Dataset
     return read(entry["file"]).split(entry.get("validation_fraction", 0.2), seed=entry.get("split_seed", 0))
 
 
+#: Campaign ``loss`` keys as :class:`~mtpfit.train.config.TrainingConfig` fields (``penalty`` and ``average``
+#: are negated: ``no_penalty``, ``no_average``).
+_LOSS_FIELDS = {"kind": "loss", "energy": "energy_weight", "forces": "force_weight", "stress": "stress_weight",
+                "force_fraction": "force_fraction", "force_seed": "force_seed"}
+
+
+def training_config(spec: dict, train: Dataset, validation: Dataset) -> TrainingConfig:
+    """The :class:`~mtpfit.train.config.TrainingConfig` of a campaign run, on its (already read) data.
+
+    Raises
+    ------
+    ValueError
+        For a loss key the trainer does not know, or a bad setting, naming the run's optimizer entry.
+    """
+    opt, model, loss = spec["optimizer"], spec["model"], dict(spec["loss"])
+    fields = {_LOSS_FIELDS[k]: v for k, v in loss.items() if k in _LOSS_FIELDS}
+    fields.update({f"no_{k}": not loss[k] for k in ("penalty", "average") if k in loss})
+    unknown = sorted(set(loss) - set(_LOSS_FIELDS) - {"penalty", "average"})
+    if unknown:
+        raise ValueError(f"run {opt.get('label', opt['name'])}: unknown loss key(s) {unknown}")
+    # the force-label mask of a campaign is the loss's own (seed 0 unless it names one), as when the results were made
+    fields.setdefault("force_seed", 0)
+    try:
+        return TrainingConfig(
+            train=train, validation=validation, species=spec["dataset"].get("species"), level=model["level"],
+            min_dist=model.get("min_dist", 2.0), max_dist=model.get("max_dist", 5.0),
+            radial_basis_size=model.get("radial_basis_size", 8), init_interval=opt.get("init_interval"),
+            start=start_of(opt), optimizer=opt["name"], max_iter=opt.get("max_iter", 1000),
+            epochs=opt.get("epochs", 10), batch_size=opt.get("batch_size", 32), patience=opt.get("patience"),
+            validate_every=opt.get("validate_every"), max_seconds=opt.get("max_seconds"),
+            refine_iter=opt.get("refine_iter"), refine_seconds=opt.get("refine_seconds"),
+            hyper=dict(opt.get("hyper", {})), seed=int(spec["seed"]), threads=spec.get("threads", 1), log_every=0,
+            output=None, quiet=True, **fields)
+    except ValueError as err:
+        raise ValueError(f"run {opt.get('label', opt['name'])}, seed {spec['seed']}: {err}") from None
+
+
 def execute(spec: dict, base: str | Path) -> dict:
-    """Run one campaign run and return its result record (not written).
+    """Run one campaign run through :func:`mtpfit.fit` and return its result record (not written).
 
     Parameters
     ----------
@@ -76,74 +108,34 @@ def execute(spec: dict, base: str | Path) -> dict:
         fields, the starting point and the seconds it took, not in the wall time),
         ``history`` (loss per iteration or step) and ``machine``.
     """
-    opt = spec["optimizer"]
-    seed = int(spec["seed"])
-    train, valid = _datasets(json.dumps(spec["dataset"], sort_keys=True), str(base), seed)
-    model = spec["model"]
-    species = spec["dataset"].get("species") or train.species()
-    mtp = MTP.from_level(model["level"], species=species, min_dist=model.get("min_dist", 2.0),
-                         max_dist=model.get("max_dist", 5.0), radial_basis_size=model.get("radial_basis_size", 8))
-    objective = Objective(mtp, train, Loss(**spec["loss"]), n_threads=spec.get("threads", 1))
-    x0 = mtp.init_params(opt["init_interval"], seed) if "init_interval" in opt else mtp.theta
-    name, start_kind = opt["name"], start_of(opt)
-    began = time.perf_counter()
-    x0 = starting_point(objective, x0, start_kind, method=name)
-    start_s = time.perf_counter() - began
-    if name.partition("+")[0] in SELF_STARTING:
-        start_kind = "by the trainer"  # the native BFGS re-solves its own start
+    train, valid = _datasets(json.dumps(spec["dataset"], sort_keys=True), str(base), int(spec["seed"]))
+    config = training_config(spec, train, valid)
     start = time.perf_counter()
     try:
-        r, history = _train(objective, x0, opt, seed, valid)
+        run = fit(config)
     except FloatingPointError as err:
         # a diverged run is a result of the study (its catastrophic outliers), not a failure of the campaign
         return {"spec": spec,
-                "result": {"wall_time_s": time.perf_counter() - start, "passes": float(objective.passes),
-                           "nit": None, "final_loss": None, "success": False, "diverged": True,
-                           "message": f"diverged: {err}", "start": start_kind, "start_s": start_s,
-                           "errors": {"train": {}, "validation": {}}},
+                "result": {"wall_time_s": time.perf_counter() - start, "passes": None, "nit": None,
+                           "final_loss": None, "success": False, "diverged": True, "message": f"diverged: {err}",
+                           "start": config.starting, "errors": {"train": {}, "validation": {}}},
                 "history": [], "machine": _machine()}
-    errors = {"train": error_metrics(train, objective.predict(r.x))["all"],
-              "validation": error_metrics(valid, Objective(mtp, valid, objective.loss, 1).predict(r.x))["all"]}
+    r, name = run.result, config.optimizer
     clean = lambda v: None if isinstance(v, float) and not np.isfinite(v) else v  # noqa: E731
     return {"spec": spec,
-            "result": {"wall_time_s": float(r.wall_time), "passes": float(r.nfev),
+            "result": {"wall_time_s": float(run.wall_time), "passes": float(r.nfev),
                        "passes_summary": passes_summary(r, name), "nit": int(r.nit), "final_loss": float(r.fun),
-                       "start": start_kind, "start_s": start_s,
+                       "start": run.start, "start_s": run.start_seconds,
                        "success": bool(r.success), "diverged": False, "message": str(r.message),
-                       "errors": {part: {k: clean(v) for k, v in m.items()} for part, m in errors.items()}},
-            "history": [float(v) for v in history],
+                       "errors": {part: {k: clean(v) for k, v in run.errors[part]["all"].items()}
+                                  for part in ("train", "validation")}},
+            "history": [float(row.get("batch_loss", row.get("loss"))) for row in run.history],
             "machine": _machine()}
 
 
 def _machine() -> dict:
     return {"mtpfit": __version__, "host": platform.node(), "cpu_count": os.cpu_count(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-
-
-def _train(objective: Objective, x0: np.ndarray, opt: dict, seed: int, valid: Dataset):
-    """Train with the optimizer entry ``opt`` of a run; returns the result and the loss history.
-
-    ``opt["max_seconds"]``, if present, is the run's wall-time budget on top of its iteration or epoch budget.
-    """
-    hyper, budget = dict(opt.get("hyper", {})), opt.get("max_seconds")
-    first, _, second = opt["name"].partition("+")
-    minibatch = {"epochs": opt.get("epochs", 10), "batch_size": opt.get("batch_size", 32), "seed": seed,
-                 "validation": valid, "patience": opt.get("patience"), "time_limit": budget, "progress": None}
-    if second:
-        # hyperparameters belong to the first stage when it is a mini-batch optimizer, else to the second
-        stage_one = first if first in FULL_BATCH_METHODS else make_optimizer(first, **hyper)
-        run = train_hybrid(objective, stage_one, second, x0, max_iter=opt.get("max_iter", 1000),
-                           refine_iter=opt.get("refine_iter"), refine_time=opt.get("refine_seconds"), **minibatch,
-                           **(hyper if first in FULL_BATCH_METHODS else {}))
-        return run.result, [row.get("batch_loss", row.get("loss")) for row in run.history]
-    if first in FULL_BATCH_METHODS:
-        run = train_full_batch(objective, x0, first, max_iter=opt.get("max_iter", 1000), log_every=0,
-                               time_limit=budget, progress=None, **hyper)
-        run.result.wall_time = run.wall_time
-        return run.result, [row["loss"] for row in run.history]
-    r = train_minibatch(objective, make_optimizer(first, **hyper), x0, validate_every=opt.get("validate_every"),
-                        **minibatch)
-    return r, [row["batch_loss"] for row in r.history]
 
 
 def run_and_save(spec: dict, base: str, path: str) -> dict:

@@ -81,6 +81,22 @@ class Dataset(Sequence):
         """The configurations at ``indices``, in that order."""
         return Dataset([self.configurations[i] for i in indices], name or self.name)
 
+    def split_indices(self, validation_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The configuration indices of :meth:`split`: ``(train, validation)``, each sorted.
+
+        Raises
+        ------
+        ValueError
+            If ``validation_fraction`` is not in (0, 1) or there are fewer than two configurations.
+        """
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+        if len(self) < 2:
+            raise ValueError(f"{self.name}: cannot split a dataset of {len(self)} configuration")
+        order = np.random.default_rng(seed).permutation(len(self))
+        n_val = min(len(self) - 1, max(1, int(round(validation_fraction * len(self)))))
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+
     def split(self, validation_fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
         """Seeded random split into training and validation sets.
 
@@ -94,12 +110,7 @@ class Dataset(Sequence):
         Returns
         -------
         train, validation : Dataset
+            Their indices are :meth:`split_indices`.
         """
-        if not 0.0 < validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-        if len(self) < 2:
-            raise ValueError(f"{self.name}: cannot split a dataset of {len(self)} configuration")
-        order = np.random.default_rng(seed).permutation(len(self))
-        n_val = min(len(self) - 1, max(1, int(round(validation_fraction * len(self)))))
-        return (self.subset(np.sort(order[n_val:]), f"{self.name}[train]"),
-                self.subset(np.sort(order[:n_val]), f"{self.name}[validation]"))
+        train, validation = self.split_indices(validation_fraction, seed)
+        return self.subset(train, f"{self.name}[train]"), self.subset(validation, f"{self.name}[validation]")

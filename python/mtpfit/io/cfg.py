@@ -11,7 +11,7 @@ import numpy as np
 from ..data.configuration import Configuration
 from .errors import FormatError
 
-__all__ = ["read_cfg", "write_cfg", "MAX_TYPE"]
+__all__ = ["read_cfg", "write_cfg", "type_names", "name_species", "MAX_TYPE"]
 
 #: Largest ``type`` a file may give. A type indexes the potential's species, of which an ``.mtp`` file holds at
 #: most ``mtpfit.potential.mtp_file.MAX_SPECIES`` (128); a larger type is a corrupt file, refused here rather than
@@ -37,19 +37,88 @@ _KEYWORDS = {"BEGIN_CFG", "END_CFG", "Size", "Supercell", "AtomData", "Energy", 
 _GROUP_FEATURES = ("config_type", "group")
 
 
-def read_cfg(path: str | os.PathLike) -> list[Configuration]:
+def type_names(species: Sequence[str]) -> list[str]:
+    """Check the names of types 0 … S−1 given for ``.cfg`` type indices: distinct non-empty strings, stripped.
+
+    Raises
+    ------
+    TypeError
+        For a name that is not a string (integer labels are the type indices themselves: pass none).
+    ValueError
+        For an empty or repeated name.
+    """
+    names = []
+    for name in species:
+        if not isinstance(name, str):
+            raise TypeError(f"species names types 0…S−1 by element symbol, got {name!r} ({type(name).__name__})")
+        if not name.strip():
+            raise ValueError("species has an empty name")
+        names.append(name.strip())
+    if len(set(names)) != len(names):
+        raise ValueError(f"species {names} repeats a name")
+    return names
+
+
+def name_species(configurations: list[Configuration], species: Sequence[str],
+                 path: str | os.PathLike) -> list[Configuration]:
+    """Give configurations read from ``path`` the species names of types 0 … S−1.
+
+    Integer species are type indices, as ``.cfg`` files (and study JSON) hold them: type k becomes
+    ``species[k]``, in place. Element symbols (extended XYZ, mlearn JSON) are only checked to be among
+    ``species``; their order is the file's and is not changed.
+
+    Parameters
+    ----------
+    configurations : list of Configuration
+    species : sequence of str
+        Element symbol of each type 0 … S−1.
+    path : str or os.PathLike
+        The file they were read from, for error messages.
+
+    Returns
+    -------
+    list of Configuration
+        ``configurations``.
+
+    Raises
+    ------
+    FormatError
+        For a type ≥ ``len(species)``, naming the file and configuration.
+    ValueError
+        For elements that are not in ``species``, naming them and the first configuration holding them.
+    TypeError, ValueError
+        For ``species`` that are not distinct names (:func:`type_names`).
+    """
+    names = type_names(species)
+    for k, c in enumerate(configurations):
+        if c.species.dtype.kind in "iu":
+            beyond = c.species[(c.species < 0) | (c.species >= len(names))]
+            if len(beyond):
+                raise FormatError(path, f"type {beyond[0]}, but species names types 0…{len(names) - 1} "
+                                        f"({', '.join(names)})", index=k)
+            c.species = np.array(names)[c.species]
+        else:
+            missing = sorted({str(s) for s in c.species.tolist()} - set(names))
+            if missing:
+                raise ValueError(f"{c.source}: elements {', '.join(missing)} are not in species {names}")
+    return configurations
+
+
+def read_cfg(path: str | os.PathLike, species: Sequence[str] | None = None) -> list[Configuration]:
     """Read every configuration of an MLIP ``.cfg`` file.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file. CRLF line ends and blank lines are tolerated.
+    species : sequence of str, optional
+        Element symbol of each type 0 … S−1, e.g. ``["C", "H"]``: type k is read as ``species[k]``.
 
     Returns
     -------
     list of Configuration
         In file order. ``species`` are the 0-based ``type`` column (int array, 0 when the
-        column is absent); positions (N, 3) in Å (``direct_*`` columns are converted with
+        column is absent), or their names when ``species`` is given; positions (N, 3) in Å (``direct_*`` columns are converted with
         the cell); ``cell`` (3, 3) in Å from ``Supercell`` (missing rows are zero rows and
         not periodic), ``None`` without a ``Supercell``; ``energy`` in eV; ``forces``
         (N, 3) in eV/Å; ``plus_stress`` the symmetric (3, 3) PlusStress in eV;
@@ -65,9 +134,12 @@ def read_cfg(path: str | os.PathLike) -> list[Configuration]:
         more or fewer atom lines than ``Size``, non-numeric or non-finite values, missing,
         repeated or unknown ``AtomData`` columns, direct coordinates without a 3-row
         ``Supercell``, ``BEGIN_CFG`` without ``END_CFG``, unknown keywords, text outside
-        a configuration, or a file without any configuration.
+        a configuration, or a file without any configuration; with ``species``, a type
+        ≥ ``len(species)`` (naming the configuration and the atom's line).
+    TypeError, ValueError
+        For ``species`` that are not distinct names (:func:`type_names`).
     """
-    return _CfgReader(path).read()
+    return _CfgReader(path, None if species is None else type_names(species)).read()
 
 
 def write_cfg(path: str | os.PathLike, configurations: Configuration | Iterable[Configuration],
@@ -139,8 +211,9 @@ def _is_number(token: str) -> bool:
 class _CfgReader:
     """Line-by-line parser; holds the position so that every error can name its line."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, species: list[str] | None = None):
         self.path = os.fspath(path)
+        self.species = species
         try:
             # newline=None turns CRLF (and CR) into "\n"; split("\n") rather than
             # splitlines() keeps line numbers equal to what an editor shows.
@@ -272,6 +345,7 @@ class _CfgReader:
                 raise self.error(f"atom line: expected {len(columns)} values "
                                  f"({' '.join(columns)}), found {len(values)}", row_line)
             rows.append((row_line, values))
+        block.atom_lines = [ln for ln, _ in rows]
         item = self.peek()
         if item is not None and not _is_keyword(item[1][0]) and len(item[1]) == len(columns):
             raise self.error(f"more atom lines than Size ({block.size})", item[0])
@@ -345,6 +419,8 @@ class _CfgReader:
                 positions = np.column_stack([atoms[n] for n in _COORDINATES["direct"]]) @ cell
         forces = np.column_stack([atoms[n] for n in _FORCES]) if "fx" in atoms else None
         species = atoms.get("type", np.zeros(block.size, dtype=np.int64))
+        if self.species is not None:
+            species = self.named(species, block, index)
         group = next((block.features[k] for k in _GROUP_FEATURES if k in block.features), None)
         source = f"{self.path}, configuration {index} (line {block.begin})"
         try:
@@ -354,6 +430,16 @@ class _CfgReader:
                                  features=block.features)
         except ValueError as exc:
             raise self.error(str(exc).removeprefix(f"{source}: "), block.begin) from None
+
+
+    def named(self, types: np.ndarray, block: "_Block", index: int) -> np.ndarray:
+        """Type k → ``self.species[k]``."""
+        beyond = np.flatnonzero(types >= len(self.species))
+        if len(beyond):
+            k = int(beyond[0])
+            raise self.error(f"configuration {index}: atom {k + 1} has type {types[k]}, but species names only "
+                             f"types 0…{len(self.species) - 1} ({', '.join(self.species)})", block.atom_lines[k])
+        return np.array(self.species)[types]
 
 
 class _Block:
@@ -366,6 +452,7 @@ class _Block:
         self.cell_rows: list[list[float]] | None = None
         self.atoms: dict[str, np.ndarray] | None = None
         self.atoms_line = begin
+        self.atom_lines: list[int] = []
         self.energy: float | None = None
         self.plus_stress: np.ndarray | None = None
         self.features: dict[str, str] = {}

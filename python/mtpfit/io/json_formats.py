@@ -9,7 +9,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
+import warnings
 import zlib
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -20,7 +23,7 @@ from .cfg import MAX_TYPE
 from .errors import FormatError
 
 __all__ = ["read_mlearn_json", "read_study_json", "read_json", "KBAR_PER_EV_PER_A3",
-           "VASP_STRESS_ORDER"]
+           "VASP_STRESS_ORDER", "StressOrderWarning"]
 
 KBAR_PER_EV_PER_A3 = 1602.1766208
 """1 eV/Å³ in kBar (the elementary charge of CODATA 2014, as :mod:`ase.units`)."""
@@ -33,6 +36,33 @@ _VASP_TO_VOIGT = [0, 1, 2, 4, 5, 3]
 _MLEARN_NOT_FEATURES = {"structure", "outputs", "num_atoms"}
 # Element symbols; index 0 of ASE's list is the dummy "X", not an element.
 _ELEMENTS = frozenset(chemical_symbols[1:])
+# Entries of an elastic-constant set (mlearn group "Elastic", maml tag "Strain_new"), whose sheared cells
+# reveal the stress order; looked for in these fields.
+_ELASTIC = re.compile("elastic|strain", re.IGNORECASE)
+_ELASTIC_FIELDS = ("group", "tag", "tags", "config_type")
+_SHEAR_PLANES = {"xy": (0, 1), "xz": (0, 2), "yz": (1, 2)}
+# A cell entry is a shear when above this fraction of the mean cell length (not round-off), and a cell's shear
+# stress reveals its plane when it exceeds the other two shear components by this factor.
+_SHEAR_TOLERANCE = 1e-4
+_SHEAR_DOMINANCE = 2.0
+
+
+class StressOrderWarning(UserWarning):
+    """The stress order a JSON file is read with contradicts its sheared elastic cells.
+
+    A cell sheared in one plane (its cell matrix diagonal but for that plane's pair of entries) carries its
+    largest shear stress in that plane's component; when the order puts it on another plane, the off-diagonal
+    stresses of the whole file are read into the wrong components.
+
+    Attributes
+    ----------
+    used, indicated : str
+        The order the file was read with, and the order its sheared cells indicate.
+    """
+
+    def __init__(self, message: str, used: str = "", indicated: str = ""):
+        super().__init__(message)
+        self.used, self.indicated = used, indicated
 
 
 def read_mlearn_json(path: str | os.PathLike,
@@ -73,6 +103,12 @@ def read_mlearn_json(path: str | os.PathLike,
     ValueError
         If ``stress_order`` is not a permutation of xx yy zz yz xz xy.
 
+    Warns
+    -----
+    StressOrderWarning
+        When the file's sheared elastic cells contradict ``stress_order`` (see Notes), naming the file, the
+        order used and the order the cells indicate. Files without such cells are not checked.
+
     Notes
     -----
     The order of the off-diagonal values differs between files of the same format.
@@ -82,10 +118,15 @@ def read_mlearn_json(path: str | os.PathLike,
     xx yy zz xy yz xz, but the mlearn files of Cu, Mo and Ni have xz and yz swapped:
     pass ``stress_order="xx yy zz xy xz yz"`` for those. The sign is PlusStress's in
     all of them (compressed cells give positive diagonal values).
+
+    The check: an entry marked as elastic (``group``, ``tag``, ``tags`` or ``config_type`` containing
+    "elastic" or "strain") whose cell is sheared in exactly one plane, and whose largest shear stress is at
+    least twice the other two, shows which of the six stored positions holds that plane. The planes' majority
+    positions give the indicated order (its diagonal as in ``stress_order``). On the mlearn files this flags
+    the Cu, Mo (training) and Ni files read in VASP order and the Ge, Li, Si files read with xz and yz
+    swapped; the Mo test file has xy shears only, which both orders place alike, so it cannot be checked.
     """
-    order = _parse_order(stress_order)
-    return _configurations(path, _load_json(path),
-                           lambda entry, source: _mlearn_configuration(entry, source, order))
+    return _read_mlearn(path, _load_json(path), stress_order)
 
 
 def read_study_json(path: str | os.PathLike) -> list[Configuration]:
@@ -138,16 +179,15 @@ def read_study_json(path: str | os.PathLike) -> list[Configuration]:
 
 def read_json(path: str | os.PathLike, stress_order: str = VASP_STRESS_ORDER) -> list[Configuration]:
     """Read either JSON format, recognised by the keys of the first entry
-    (``sim`` → study, ``structure`` → mlearn; ``stress_order`` as in :func:`read_mlearn_json`).
+    (``sim`` → study, ``structure`` → mlearn; ``stress_order`` and its
+    :class:`StressOrderWarning` as in :func:`read_mlearn_json`).
     Raises :class:`FormatError` otherwise."""
     entries = _load_json(path)
     first = entries[0] if isinstance(entries[0], dict) else {}
     if "sim" in first:
         return _configurations(path, entries, _study_configuration)
     if "structure" in first:
-        order = _parse_order(stress_order)
-        return _configurations(path, entries,
-                               lambda entry, source: _mlearn_configuration(entry, source, order))
+        return _read_mlearn(path, entries, stress_order)
     raise FormatError(path, "unrecognised JSON: the entry has neither 'sim' (study format) "
                             "nor 'structure' (mlearn format)", index=0)
 
@@ -194,6 +234,72 @@ def _configurations(path: str | os.PathLike, entries: list,
             # Configuration's own messages already start with the source.
             raise FormatError(path, str(exc).removeprefix(f"{source}: "), index=index) from None
     return configurations
+
+
+def _read_mlearn(path: str | os.PathLike, entries: list, stress_order: str) -> list[Configuration]:
+    order = _parse_order(stress_order)
+    configurations = _configurations(path, entries,
+                                     lambda entry, source: _mlearn_configuration(entry, source, order))
+    indicated = _indicated_order(entries, configurations, stress_order.split())
+    if indicated is not None:
+        used, shown, evidence = stress_order, " ".join(indicated[0]), indicated[1]
+        warnings.warn(StressOrderWarning(
+            f"{os.fspath(path)}: read with the stress order {used!r}, but its sheared elastic cells indicate "
+            f"{shown!r}: {evidence}. The off-diagonal stresses read are in the wrong components; pass "
+            f"stress_order={shown!r} (command line: --stress-order '{shown}')", used, shown), stacklevel=3)
+    return configurations
+
+
+def _indicated_order(entries: list, configurations: list[Configuration],
+                     names: list[str]) -> tuple[list[str], str] | None:
+    """The stress order the sheared elastic cells indicate and a summary of the evidence, when it differs from
+    ``names`` (the order read with); None when it agrees or nothing decides."""
+    found: dict[str, Counter] = {}
+    example = {}
+    for k, (entry, config) in enumerate(zip(entries, configurations)):
+        plane = _sheared_plane(config) if _is_elastic(entry) else None
+        if plane is None or config.plus_stress is None:
+            continue
+        shear = {p: abs(config.plus_stress[i, j]) for p, (i, j) in _SHEAR_PLANES.items()}
+        largest, second = sorted(shear.values(), reverse=True)[:2]
+        if not largest > _SHEAR_DOMINANCE * second:
+            continue
+        # the plane the given order put the largest value on: its stored position really holds `plane`
+        read_as = max(shear, key=shear.get)
+        found.setdefault(plane, Counter())[read_as] += 1
+        example.setdefault((plane, read_as), k)
+    indicated, claims = list(names), {}
+    for plane, counts in found.items():
+        read_as, n = counts.most_common(1)[0]
+        if 2 * n <= sum(counts.values()):  # no majority: this plane decides nothing
+            continue
+        claims[plane] = names.index(read_as)
+        here, there = indicated.index(plane), claims[plane]
+        indicated[here], indicated[there] = indicated[there], indicated[here]
+    if indicated == names or any(indicated[position] != plane for plane, position in claims.items()):
+        return None  # agrees, or planes claim the same position (data that decide nothing)
+    wrong = [(plane, read_as, n) for plane, counts in found.items() for read_as, n in counts.items()
+             if read_as != plane]
+    evidence = "; ".join(f"{n} of {sum(found[plane].values())} cells sheared in {plane} (e.g. configuration "
+                         f"{example[plane, read_as]}) have their largest shear stress where that order reads {read_as}"
+                         for plane, read_as, n in wrong)
+    return indicated, evidence
+
+
+def _is_elastic(entry) -> bool:
+    values = []
+    for key in _ELASTIC_FIELDS:
+        value = entry.get(key)
+        values += value if isinstance(value, list) else [value]
+    return any(isinstance(v, str) and _ELASTIC.search(v) for v in values)
+
+
+def _sheared_plane(config: Configuration) -> str | None:
+    """The plane a cell is sheared in, when its matrix is diagonal but for one plane's pair of entries."""
+    cell = config.cell
+    tolerance = _SHEAR_TOLERANCE * float(np.mean(np.abs(np.diag(cell))))
+    sheared = [p for p, (i, j) in _SHEAR_PLANES.items() if max(abs(cell[i, j]), abs(cell[j, i])) > tolerance]
+    return sheared[0] if len(sheared) == 1 else None
 
 
 # ----------------------------------------------------------------------------- entries

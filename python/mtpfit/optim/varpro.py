@@ -33,7 +33,7 @@ def varpro(objective: Objective, x0, max_iter: int = 1000, rescale: bool = True,
     block only — a few hundred variables instead of θ's n_params, and a landscape with the stiff linear
     directions projected out. This is the native BFGS's pre-training (MLIP-2's, Novikov et al. 2021) run as the
     whole training: on mlearn Mo at level 20 it passes the published MTP's test error within two minutes on two
-    cores. It is the default trainer of ``mtpfit train``; :data:`mtpfit.cli.DEFAULT_TRAINER` gives the time-to-accuracy
+    cores. It is the default trainer of ``mtpfit train``; :data:`mtpfit.train.config.DEFAULT_TRAINER` gives the time-to-accuracy
     measurements behind that choice (benchmarks/RESULTS.md §7), including where Levenberg–Marquardt is ahead.
 
     The update rule, line search and stopping test are the native BFGS's

@@ -2,10 +2,58 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import numpy as np
+from ase.data import chemical_symbols
 
-__all__ = ["MTPBasis"]
+__all__ = ["MTPBasis", "ELEMENTS_TAG", "elements_tag", "tag_elements", "element_symbols"]
+
+#: Prefix of a ``potential_tag`` that names the element of each type: ``potential_tag = elements:C,H``. The tag is
+#: one token without spaces or '=' so that every reader of the format keeps it as an opaque string (MLIP-2 and
+#: MLIP-3 read the tag as text; motep splits lines on '=' and refuses unknown keys, so a new field would break it).
+ELEMENTS_TAG = "elements:"
+_ELEMENTS = frozenset(chemical_symbols[1:])  # [0] is ASE's dummy atom "X"
+
+
+def element_symbols(labels: Sequence) -> list[str] | None:
+    """``labels`` as a list when every one is an element symbol (``"Mo"``, not ``"X"`` or ``"0"``), else ``None``."""
+    labels = list(labels)
+    return labels if labels and all(isinstance(s, str) and s in _ELEMENTS for s in labels) else None
+
+
+def elements_tag(symbols: Sequence[str]) -> str:
+    """The ``potential_tag`` naming the element of each type 0 … S−1, e.g. ``"elements:C,H"``.
+
+    Raises
+    ------
+    ValueError
+        If a label is not an element symbol.
+    """
+    if element_symbols(symbols) is None:
+        raise ValueError(f"an elements tag needs element symbols, got {list(symbols)}")
+    return ELEMENTS_TAG + ",".join(symbols)
+
+
+def tag_elements(tag: str, species_count: int) -> list[str] | None:
+    """The element symbols of types 0 … S−1 a ``potential_tag`` names, or ``None`` for a tag that does not start
+    with :data:`ELEMENTS_TAG` (any other tag is free text).
+
+    Raises
+    ------
+    ValueError
+        For an elements tag whose entries are not ``species_count`` distinct element symbols.
+    """
+    if not tag.startswith(ELEMENTS_TAG):
+        return None
+    symbols = [s.strip() for s in tag[len(ELEMENTS_TAG):].split(",")]
+    unknown = [s for s in symbols if s not in _ELEMENTS]
+    if unknown:
+        raise ValueError(f"potential_tag {tag[:80]!r}: not element symbols: {', '.join(repr(s) for s in unknown)}")
+    if len(symbols) != species_count or len(set(symbols)) != len(symbols):
+        raise ValueError(f"potential_tag {tag[:80]!r} must name {species_count} distinct elements "
+                         f"(species_count = {species_count})")
+    return symbols
 
 
 @dataclass(frozen=True)
@@ -33,7 +81,13 @@ class MTPBasis:
     scaling : float
         Factor s of the radial basis (the product of the file's top-level and basis-level values).
     potential_name, potential_tag : str
-        Carried through to written files.
+        Carried through to written files. A tag ``elements:C,H`` names the element of each type
+        (:func:`tag_elements`, :attr:`elements`); any other tag is free text.
+
+    Raises
+    ------
+    ValueError
+        For an elements tag that does not name ``species_count`` distinct elements.
     """
 
     species_count: int
@@ -55,6 +109,12 @@ class MTPBasis:
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int32).reshape(-1, 4))
         object.__setattr__(self, "alpha_moment_mapping",
                            np.asarray(self.alpha_moment_mapping, dtype=np.int32).reshape(-1))
+        tag_elements(self.potential_tag, self.species_count)
+
+    @property
+    def elements(self) -> list[str] | None:
+        """Element symbol of each type 0 … S−1 when :attr:`potential_tag` names them, else ``None``."""
+        return tag_elements(self.potential_tag, self.species_count)
 
     # θ layout, MTP_SPEC §6
     @property

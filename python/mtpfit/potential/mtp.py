@@ -10,7 +10,7 @@ import numpy as np
 
 from ..data.configuration import Configuration
 from ..data.neighbors import build_structure
-from .basis import MTPBasis
+from .basis import MTPBasis, element_symbols, elements_tag
 from .mtp_file import read_mtp, write_mtp
 
 __all__ = ["MTP", "Prediction", "LEVELS", "MAX_SITE_INTERACTION", "AbsurdEnergyWarning", "species_labels"]
@@ -81,8 +81,11 @@ class MTP:
         Coefficients; the MLIP defaults (:meth:`init_params`) when omitted.
     species : sequence, optional
         The species label of each type 0 … S−1: element symbols (``["Mo"]``) or integers (also as strings,
-        ``"0"``; see :func:`species_labels`). Defaults to ``[0, 1, …, S−1]``, which matches ``.cfg`` type
-        indices.
+        ``"0"``; see :func:`species_labels`). Defaults to the elements the basis names
+        (:attr:`MTPBasis.elements`), else to ``[0, 1, …, S−1]``, which matches ``.cfg`` type indices. Given
+        labels are taken as they are; :meth:`with_species` checks them against the potential's names.
+    source : str, optional
+        Where the potential came from (the ``.mtp`` file), for error messages.
 
     Raises
     ------
@@ -92,9 +95,13 @@ class MTP:
         For a species label that is neither a symbol nor an integer.
     """
 
-    def __init__(self, basis: MTPBasis, theta: np.ndarray | None = None, species: Sequence | None = None):
+    def __init__(self, basis: MTPBasis, theta: np.ndarray | None = None, species: Sequence | None = None,
+                 source: str | None = None):
         self.basis = basis
-        self.species = list(range(basis.species_count)) if species is None else species_labels(species)
+        self.source = source
+        if species is None:
+            species = basis.elements or range(basis.species_count)
+        self.species = species_labels(species)
         if len(self.species) != basis.species_count or len(set(self.species)) != len(self.species):
             raise ValueError(f"need {basis.species_count} distinct species labels, got {self.species}")
         self.theta = self.init_params() if theta is None else self._checked(theta)
@@ -142,21 +149,130 @@ class MTP:
     def read(cls, path, species: Sequence | None = None) -> "MTP":
         """Read an ``.mtp`` file (trained or untrained; untrained files get the MLIP defaults).
 
+        Parameters
+        ----------
+        path : str or Path
+        species : sequence, optional
+            Species labels of types 0 … S−1 (:meth:`with_species`). A file that names its elements
+            (``potential_tag = elements:C,H``) is labelled with them; ``species`` must then agree. A file that
+            does not is labelled ``species``, else ``[0, 1, …, S−1]``.
+
         Raises
         ------
         mtpfit.io.FormatError
             On a malformed file, naming the file and line.
+        ValueError
+            If ``species`` contradicts the elements the file names, naming the file and both lists, or has the
+            wrong length.
         """
         basis, theta = read_mtp(path)
-        return cls(basis, theta, species)
+        mtp = cls(basis, theta, source=str(path))
+        return mtp if species is None else mtp.with_species(species)
 
     def write(self, path) -> None:
-        """Write a trained ``.mtp`` file that MLIP-2, MLIP-3 and LAMMPS ``pair_style mtp`` read."""
-        write_mtp(path, self.basis, self.theta)
+        """Write a trained ``.mtp`` file that MLIP-2, MLIP-3 and LAMMPS ``pair_style mtp`` read.
+
+        When the species labels are element symbols they are written as ``potential_tag = elements:C,H``
+        (types 0 … S−1 in order), which :meth:`read` takes back and the other readers keep as an opaque tag;
+        otherwise the basis's own tag is written, except an elements tag the labels no longer match.
+        """
+        symbols = element_symbols(self.species)
+        if symbols is not None:
+            tag = elements_tag(symbols)
+        else:
+            tag = "" if self.basis.elements is not None else self.basis.potential_tag
+        write_mtp(path, self.basis.with_changes(potential_tag=tag), self.theta)
 
     def copy(self, theta: np.ndarray | None = None) -> "MTP":
         """A copy, optionally with other coefficients."""
-        return MTP(self.basis, self.theta if theta is None else theta, self.species)
+        return MTP(self.basis, self.theta if theta is None else theta, self.species, self.source)
+
+    # species -----------------------------------------------------------------------------------
+    @property
+    def named(self) -> bool:
+        """Whether the species labels are names (element symbols or other text) rather than type indices."""
+        return all(isinstance(s, str) for s in self.species)
+
+    def _where(self) -> str:
+        return self.source if self.source is not None else "the potential"
+
+    def with_species(self, species: Sequence) -> "MTP":
+        """The potential labelled ``species``: they replace integer labels, and must equal names.
+
+        Parameters
+        ----------
+        species : sequence
+            Label of each type 0 … S−1 (see :func:`species_labels`), e.g. from ``--species``.
+
+        Returns
+        -------
+        MTP
+            ``self`` when the labels are already ``species``, else a relabelled copy (same basis and θ).
+
+        Raises
+        ------
+        ValueError
+            If the potential names its species (e.g. the elements an ``.mtp`` file names) and ``species`` differs
+            — a different order would swap the physics of the types — naming the source and both lists; if
+            ``species`` has the wrong length or repeats.
+        TypeError
+            For a label that is neither a symbol nor an integer.
+        """
+        species = species_labels(species)
+        if species == self.species:
+            return self
+        if self.named:
+            raise ValueError(f"{self._where()}: species {species} contradict the species the potential names, "
+                             f"{self.species} (types 0…{self.basis.species_count - 1} in order)")
+        return MTP(self.basis, self.theta, species, self.source)
+
+    def named_for(self, data_species: Sequence, given: Sequence | None = None) -> "MTP":
+        """The potential labelled to evaluate data with the species ``data_species``.
+
+        The potential's own names win (``given`` must agree, see :meth:`with_species`); ``given`` labels a
+        potential with integer labels. A potential with integer labels and exactly one species, applied to data
+        of exactly one element, takes that element, so one-species ``.mtp`` files work on element-labelled data
+        without ``--species``.
+
+        Parameters
+        ----------
+        data_species : sequence
+            The species labels found in the data (e.g. :meth:`mtpfit.data.dataset.Dataset.species`).
+        given : sequence, optional
+            Labels of types 0 … S−1 the user gave (``--species``, ``species=``).
+
+        Returns
+        -------
+        MTP
+            ``self`` or a relabelled copy (same basis and θ) whose labels include every label of the data.
+
+        Raises
+        ------
+        ValueError
+            If ``given`` contradicts the potential's names; if the potential has integer labels, the data element
+            symbols and no ``given`` (unless the one-species rule applies), asking for ``--species`` /
+            ``species=``; if the data are integer type indices and the potential names its elements, asking to
+            read the data with those names; if the data have a species the potential lacks, naming it and the
+            potential's species.
+        """
+        mtp = self if given is None else self.with_species(given)
+        data = sorted(set(species_labels(data_species)), key=lambda s: (isinstance(s, str), s))
+        names = [s for s in data if isinstance(s, str)]
+        if names and not mtp.named:
+            if mtp.basis.species_count == 1 and data == names and len(names) == 1:
+                return MTP(mtp.basis, mtp.theta, names, mtp.source)
+            raise ValueError(f"{mtp._where()} does not name its elements (its {mtp.basis.species_count} types are "
+                             f"labelled {mtp.species}) and the data have elements {names}: pass --species / "
+                             f"species= with the element of each type 0…{mtp.basis.species_count - 1}")
+        missing = [s for s in data if s not in mtp.species]
+        if missing and mtp.named and len(names) < len(data):
+            raise ValueError(f"the data give type indices {[s for s in data if not isinstance(s, str)]} and "
+                             f"{mtp._where()} names its species {mtp.species}: read the data with "
+                             f"species={mtp.species} (mtpfit.io.read_configurations) to map type k to species k")
+        if missing:
+            raise ValueError(f"the data have species {missing} that {mtp._where()} lacks: its species are "
+                             f"{mtp.species}")
+        return mtp
 
     # parameters --------------------------------------------------------------------------------
     @property

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.errors import FormatError
-from .basis import MTPBasis
+from .basis import MTPBasis, tag_elements
 
 __all__ = ["read_mtp", "write_mtp", "MAX_SPECIES", "MAX_RADIAL_FUNCS", "MAX_RADIAL_BASIS_SIZE", "MAX_MOMENTS",
            "MAX_PRODUCTS", "MAX_DEGREE", "MAX_ABS_VALUE"]
@@ -59,6 +59,7 @@ def read_mtp(path) -> tuple[MTPBasis, np.ndarray | None]:
     Returns
     -------
     basis : MTPBasis
+        Its :attr:`~MTPBasis.elements` are the element symbols a tag ``potential_tag = elements:C,H`` names.
     theta : ndarray, shape (n_params,), or None
         The coefficients [radial | species | moment] of a trained file; ``None`` for an
         untrained one (no ``radial_coeffs``/``species_coeffs``/``moment_coeffs``).
@@ -70,7 +71,8 @@ def read_mtp(path) -> tuple[MTPBasis, np.ndarray | None]:
         Naming the file and, where there is one, the line: text that is not UTF-8; unknown, repeated or missing
         fields; a value that is not a number, not finite or beyond ±:data:`MAX_ABS_VALUE`; a count or index that
         is not an integer or lies outside its range (the ``MAX_*`` limits of this module); a list whose length
-        contradicts its count; a moment that is neither basic nor written by an ``alpha_index_times`` entry (it
+        contradicts its count; a ``potential_tag`` starting ``elements:`` that does not name ``species_count``
+        distinct element symbols; a moment that is neither basic nor written by an ``alpha_index_times`` entry (it
         would be 0); radial blocks missing, repeated, outside the species or of the wrong size; a non-positive
         ``scaling``; a basis the core refuses.
     """
@@ -251,6 +253,11 @@ class _MtpReader:
             raise self.error("alpha_moment_mapping is empty: the potential has no basis function", line)
         self.check_count("alpha_scalar_moments", len(mapping), MAX_MOMENTS)
         scaling = self.scaling()
+        tag, tag_line = self.fields.get("potential_tag", ("", None))
+        try:
+            tag_elements(tag, species_count)
+        except ValueError as err:
+            raise self.error(str(err), tag_line) from None
         try:
             basis = MTPBasis(
                 species_count=species_count, min_dist=min_dist, max_dist=max_dist, radial_basis_size=radial_size,

@@ -59,7 +59,7 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
         Evaluated once at the end.
     log_every : int
         Train errors are printed and added to the history every this many iterations (one energy+forces pass
-        each).
+        each); an error the training set has no labels of is printed as "—" and is None in the history.
     checkpoint : path, optional
         An ``.npz`` written atomically every ``checkpoint_every`` iterations and when the run ends or is stopped:
         θ, the trainer's state (inverse Hessian, damping, iterate, …), history. If it exists when the run starts,
@@ -123,7 +123,8 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
         if log_every and r.nit % log_every == 0:
             m = error_metrics(objective.dataset, objective.predict(r.x))["all"]
             logged[r.nit] = {"train_epa_rmse": m["epa_rmse"], "train_force_rmse": m["force_rmse"]}
-            line += f"  train EPA RMSE {1e3 * m['epa_rmse']:.3f} meV/atom  force RMSE {m['force_rmse']:.4f} eV/Å"
+            line += (f"  train EPA RMSE {_shown(m['epa_rmse'], 1e3, '.3f', 'meV/atom')}  "
+                     f"force RMSE {_shown(m['force_rmse'], 1.0, '.4f', 'eV/Å')}")
         say(line)
         if file is not None and checkpoint_every and r.nit % checkpoint_every == 0:
             _save(file, r, identity, logged, objective.mtp)
@@ -184,6 +185,12 @@ def finish_run(objective: Objective, result, history: list, wall: float, validat
     if potential:
         write_atomically(mtp, Path(potential))
     return TrainingRun(mtp, result, history, wall, errors, interrupted)
+
+
+def _shown(value: float | None, factor: float, fmt: str, unit: str) -> str:
+    """``factor * value`` formatted with its unit, or "—" for an error :func:`~mtpfit.metrics.error_metrics` has no
+    labels for."""
+    return "—" if value is None else f"{factor * value:{fmt}} {unit}"
 
 
 def _load(file: Path, identity: dict, trainer) -> tuple[dict, dict]:

@@ -1,13 +1,40 @@
 """Starting points for training."""
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 
 from ..objective.objective import Objective
+from ..objective.training_set import residual_weights
 from ..optim import OPTIMIZERS
 from ..optim.linear import linear_resolve, radial_scale
 
-__all__ = ["STARTS", "SELF_STARTING", "default_start", "starting_point", "unit_radial", "fit_species_energies"]
+__all__ = ["STARTS", "SELF_STARTING", "UnderdeterminedSpeciesWarning", "default_start", "starting_point",
+           "unit_radial", "fit_species_energies"]
+
+
+class UnderdeterminedSpeciesWarning(UserWarning):
+    """The energy labels determine only combinations of the species energies ξ_s, not each one.
+
+    E_k = Σ_s n_ks ξ_s + (moment part), so ξ is determined only if the composition matrix n_ks (configurations ×
+    species present) has full column rank. When every configuration has the same composition ratios (a
+    molecule, a fixed-stoichiometry crystal) only the composition-weighted sum Σ_s n_s ξ_s is: moving energy
+    from one species to another leaves every prediction unchanged, and the ξ_s chosen are a convention.
+
+    Attributes
+    ----------
+    species : list
+        The species present in the labelled configurations.
+    rank : int
+        The rank of their composition matrix (< ``len(species)``).
+    """
+
+    def __init__(self, message: str, species: list | None = None, rank: int = 0):
+        super().__init__(message)
+        self.species, self.rank = list(species or []), rank
+
 
 #: Choices of :func:`starting_point`.
 STARTS = ("resolve", "species", "none")
@@ -71,6 +98,12 @@ def starting_point(objective: Objective, x0: np.ndarray, start: str | None = Non
     ------
     ValueError
         For an unknown ``start``, or ``"species"`` without energy labels.
+
+    Warns
+    -----
+    UnderdeterminedSpeciesWarning
+        Once, for ``"resolve"`` and ``"species"``, when the compositions of the configurations with a weighted
+        energy do not determine each species energy (every configuration of the same composition ratios).
     """
     start = default_start(method) if start is None else start
     if start not in STARTS:
@@ -80,6 +113,12 @@ def starting_point(objective: Objective, x0: np.ndarray, start: str | None = Non
         return x0
     if start == "species":
         return fit_species_energies(objective, x0)
+    weights = residual_weights(objective.dataset, objective.loss)
+    weighted = [k for k, c in enumerate(objective.dataset) if c.energy is not None and weights[k].energy > 0]
+    if weighted:
+        _check_species_rank(objective, _composition(objective, weighted),
+                            "the re-solve changes only what the data determine (the minimum-norm change): the "
+                            "undetermined combinations keep their starting values")
     return linear_resolve(objective, unit_radial(objective, x0))
 
 
@@ -105,13 +144,19 @@ def fit_species_energies(objective: Objective, x: np.ndarray) -> np.ndarray:
     ------
     ValueError
         If no configuration has an energy label.
+
+    Warns
+    -----
+    UnderdeterminedSpeciesWarning
+        When the composition matrix has a rank below the number of species present (e.g. every configuration
+        has the same composition ratios): only combinations of ξ are determined, and the minimum-norm
+        least-squares solution is the one returned.
     """
     mtp, dataset = objective.mtp, objective.dataset
     labelled = [k for k, c in enumerate(dataset) if c.energy is not None]
     if not labelled:
         raise ValueError(f"{dataset.name}: no energy labels to fit the species energies to")
-    S = mtp.basis.species_count
-    counts = np.array([np.bincount(mtp.types_of(dataset[k]), minlength=S) for k in labelled], dtype=float)
+    counts = _composition(objective, labelled)
     species = mtp.blocks["species"]
     predicted = objective.predict(x).energies[labelled]
     moment_part = predicted - counts @ x[species]
@@ -121,4 +166,35 @@ def fit_species_energies(objective: Objective, x: np.ndarray) -> np.ndarray:
     # species absent from the data keep their value (lstsq gives them 0 by minimum norm)
     present = counts.sum(axis=0) > 0
     out[species] = np.where(present, solution, x[species])
+    _check_species_rank(objective, counts, "the minimum-norm solution is chosen: ξ = " + ", ".join(
+        f"{mtp.species[t]}: {out[species][t]:.6g}" for t in np.flatnonzero(present)) + " eV")
     return out
+
+
+def _composition(objective: Objective, indices: list[int]) -> np.ndarray:
+    """Atoms of each species (columns, the potential's types) in each configuration ``indices`` (rows)."""
+    mtp = objective.mtp
+    return np.array([np.bincount(mtp.types_of(objective.dataset[k]), minlength=mtp.basis.species_count)
+                     for k in indices], dtype=float)
+
+
+def _check_species_rank(objective: Objective, counts: np.ndarray, resolution: str) -> None:
+    """An :class:`UnderdeterminedSpeciesWarning` when ``counts`` (configurations × types) has a rank below the
+    number of species present; ``resolution`` says which ξ is then chosen."""
+    present = np.flatnonzero(counts.sum(axis=0) > 0)
+    # integer counts: the default tolerance of the rank decision is far below any integer combination
+    rank = int(np.linalg.matrix_rank(counts[:, present]))
+    if rank == len(present):
+        return
+    names = [objective.mtp.species[t] for t in present]
+    if rank == 1:
+        first = counts[0, present].astype(int)
+        ratio = ":".join(str(n // math.gcd(*first)) for n in first)
+        why = (f"all {len(counts)} configurations with an energy have the composition {':'.join(map(str, names))} "
+               f"= {ratio}, so the energies fix only the composition-weighted sum Σ_s n_s ξ_s")
+    else:
+        why = (f"the compositions of the {len(counts)} configurations with an energy span only {rank} of "
+               f"{len(present)} dimensions, so the energies fix only {rank} combinations of them")
+    warnings.warn(UnderdeterminedSpeciesWarning(
+        f"{objective.dataset.name}: the species energies ξ of {', '.join(map(str, names))} are not determined "
+        f"separately: {why}; {resolution}", names, rank), stacklevel=3)

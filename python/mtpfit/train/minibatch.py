@@ -19,6 +19,18 @@ from .checkpoint import (CheckpointError, check_position, load_checkpoint, save_
 
 __all__ = ["train_minibatch"]
 
+# Each error of mtpfit.metrics.error_metrics that early stopping can monitor → what at least one validation
+# configuration must have for it to be a number, not None: the label (for the message) and the test.
+_ENERGY = ("an energy", lambda c: c.energy is not None)
+_FORCES = ("force labels", lambda c: bool(c.labelled_forces.any()))
+_STRESS = ("a stress", lambda c: c.plus_stress is not None)
+_MONITORS = {"epa_rmse": _ENERGY, "epa_mae": _ENERGY, "force_rmse": _FORCES, "force_rmse_vector": _FORCES,
+             "force_mae_vector": _FORCES, "force_mae_component": _FORCES, "force_mae_mlip": _FORCES,
+             "stress_rmse": _STRESS, "stress_rmse_component": _STRESS,
+             # σ = −S/V needs a volume
+             "stress_rmse_gpa": ("a stress and a periodic cell",
+                                 lambda c: c.plus_stress is not None and bool(c.volume))}
+
 
 def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, epochs: int = 10,
                     batch_size: int = 32, seed: int = 0, validation: Dataset | None = None,
@@ -46,6 +58,7 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
     patience : int, optional
         Early stopping: stop after this many validations without improvement of ``monitor`` (a key of
         :func:`mtpfit.metrics.error_metrics`, e.g. ``force_rmse`` or ``epa_rmse``); the result is then the best θ.
+        The validation set must have the labels ``monitor`` is computed from.
     checkpoint : path, optional
         An ``.npz`` written atomically every ``checkpoint_every`` steps and at the end (the potential at the
         reported θ next to it, same name, ``.mtp``). If it exists when the run starts, the run resumes from it and
@@ -60,7 +73,8 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         Asked after every step; a non-empty return value (the name of a signal) ends the run there, checkpointed,
         with ``interrupted`` True. Ctrl-C (KeyboardInterrupt) inside a step ends it at the previous step.
     progress : callable or None
-        Receives one line per epoch and per validation.
+        Receives one line per epoch and per validation (a quantity the validation set has no labels of is
+        shown as "—").
 
     Returns
     -------
@@ -74,12 +88,18 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
 
     Raises
     ------
+    ValueError
+        Before training, if ``monitor`` is not an error of :func:`~mtpfit.metrics.error_metrics`, or if
+        ``patience`` is given and no configuration of ``validation`` has the labels ``monitor`` needs (early
+        stopping on ``epa_rmse`` with a validation set without energies, say), naming the set and ``monitor``.
     CheckpointError
         If ``checkpoint`` exists but is damaged, of another run (optimizer, model, batches) or already past
         ``epochs`` or ``max_steps``.
     FloatingPointError
         If a step produces NaN or infinity (naming the optimizer and step); the last checkpoint stays valid.
     """
+    if validation:
+        _check_monitor(validation, monitor, patience)
     say = progress or (lambda line: None)
     n_configs = len(objective.dataset)
     n_batches = -(-n_configs // batch_size)
@@ -127,9 +147,12 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         x_eval = optimizer.eval_params(state, params)
         errors = error_metrics(validation, valid_objective.predict(x_eval))["all"]
         row.update({f"val_{k}": errors[k] for k in ("epa_rmse", "force_rmse", "stress_rmse")})
-        say(f"step {step:6d}  epoch {epoch:4d}  validation EPA RMSE {1e3 * errors['epa_rmse']:.3f} meV/atom  "
-            f"force RMSE {errors['force_rmse']:.4f} eV/Å")
+        say(f"step {step:6d}  epoch {epoch:4d}  validation EPA RMSE "
+            f"{_shown(errors['epa_rmse'], 1e3, '.3f', 'meV/atom')}  force RMSE "
+            f"{_shown(errors['force_rmse'], 1.0, '.4f', 'eV/Å')}")
         value = errors[monitor]
+        if value is None:       # without patience the monitor is not needed: nothing to track
+            return False
         if value < best["value"]:
             best.update(value=value, x=x_eval.copy(), step=step, stale=0)
         else:
@@ -198,6 +221,23 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
                               success=not (out_of_time or interrupted), message=stop_message, history=history,
                               wall_time=time.perf_counter() - start, epochs=epoch, state=state,
                               interrupted=interrupted)
+
+
+def _shown(value: float | None, factor: float, fmt: str, unit: str) -> str:
+    """``factor * value`` formatted with its unit, or "—" for an error :func:`~mtpfit.metrics.error_metrics` has no
+    labels for."""
+    return "—" if value is None else f"{factor * value:{fmt}} {unit}"
+
+
+def _check_monitor(validation: Dataset, monitor: str, patience: int | None) -> None:
+    """Refuse an unknown ``monitor``, and early stopping on an error ``validation`` has no labels for (it would
+    never improve, so the run would stop after ``patience`` validations for no reason)."""
+    if monitor not in _MONITORS:
+        raise ValueError(f"unknown monitor {monitor!r}; choose from {', '.join(_MONITORS)}")
+    needs, has = _MONITORS[monitor]
+    if patience is not None and not any(has(c) for c in validation):
+        raise ValueError(f"early stopping monitors {monitor!r}, but no configuration of the validation set "
+                         f"{validation.name!r} has {needs}; monitor another error or label the validation set")
 
 
 def _check_saved(path, params, meta, identity, n_batches, budget) -> None:

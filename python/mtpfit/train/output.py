@@ -15,15 +15,18 @@ from .scipy_trainer import TrainingRun
 
 __all__ = ["write_run", "passes_summary", "RUN_FILES", "check_output", "start_run"]
 
-#: What a run writes into its output folder: the settings it started with, the results, and the checkpoints
-#: (``checkpoint.*`` of a single trainer, ``stage1.*``/``stage2.*`` of a hybrid; each ``.npz`` with its ``.mtp``).
+#: What a run writes into its output folder: the settings it started with, the results, the checkpoints
+#: (``checkpoint.*`` of a single trainer, ``stage1.*``/``stage2.*`` of a hybrid; each ``.npz`` with its ``.mtp``),
+#: and the files for judging the fit (:func:`mtpfit.fit`).
 RUN_FILES = ("run.json", "trained.mtp", "metrics.json", "history.csv", "checkpoint.npz", "checkpoint.mtp",
-             "stage1.npz", "stage1.mtp", "stage2.npz", "stage2.mtp")
+             "stage1.npz", "stage1.mtp", "stage2.npz", "stage2.mtp", "split.json", "predictions_train.extxyz",
+             "predictions_validation.extxyz", "predictions_train.cfg", "predictions_validation.cfg", "parity.png",
+             "loss.png", "config.toml")
 
 #: Settings a resumed run may change: budgets, reporting and resources (a different thread count continues the
 #: run, but not bit for bit).
 RESUMABLE_CHANGES = frozenset({"max_iter", "epochs", "refine_iter", "max_seconds", "log_every", "quiet", "threads",
-                               "checkpoint_every", "resume", "overwrite", "output", "config", "command"})
+                               "checkpoint_every", "resume", "overwrite", "output", "refine_seconds"})
 
 
 def passes_summary(result, method: str) -> str:
@@ -138,7 +141,7 @@ def start_run(folder: str | Path, settings: dict, resume: bool) -> None:
         if differs:
             text = ", ".join(f"{k} (was {saved.get(k)!r}, now {settings.get(k)!r})" for k in differs)
             raise ValueError(f"--resume: {folder} holds a run with other settings: {text}; only "
-                             f"{', '.join(sorted(RESUMABLE_CHANGES - {'command', 'resume', 'overwrite'}))} may "
+                             f"{', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'overwrite'}))} may "
                              "change")
         return
     if not writes_files():

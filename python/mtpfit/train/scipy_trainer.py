@@ -43,6 +43,14 @@ class TrainingRun:
         ``{"train": …, "validation": …}`` from :func:`mtpfit.metrics.error_metrics`.
     interrupted : bool
         True when stopped by a signal (SIGINT, SIGTERM) or Ctrl-C; θ is then the last completed iterate.
+    config : TrainingConfig or None
+        The settings, for a run of :func:`mtpfit.fit`.
+    start : str
+        The starting point (``resolve``, ``species``, ``none``, or ``by the trainer`` for those that re-solve
+        their own), for a run of :func:`mtpfit.fit`; ``start_seconds`` the time it took, not in ``wall_time``.
+    files : dict
+        The files :func:`mtpfit.fit` wrote, by kind (``potential``, ``metrics``, ``history``, ``split``,
+        ``predictions_train``, ``predictions_validation``, ``parity``, ``loss_curve``, ``config``).
     """
 
     mtp: MTP
@@ -51,6 +59,10 @@ class TrainingRun:
     wall_time: float = 0.0
     errors: dict = field(default_factory=dict)
     interrupted: bool = False
+    config: object = None
+    start: str = ""
+    start_seconds: float = 0.0
+    files: dict = field(default_factory=dict)
 
 
 def scipy_minimize(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_iter: int = 1000,
