@@ -199,3 +199,10 @@ def format_errors(errors: dict[str, dict], title: str = "") -> str:
         lines.append(f"No {' or '.join(absent)} labels: {'that column is' if len(absent) == 1 else 'those columns are'}"
                      " left out.")
     return "\n".join(lines + notes)
+
+
+def shown(value: float | None, fmt: str, unit: str = "", factor: float = 1.0) -> str:
+    """``factor * value`` formatted as ``fmt`` with its unit, or "—" for an error :func:`error_metrics` has no
+    labels for (``None``); for progress lines and tables."""
+    return "—" if value is None else f"{factor * value:{fmt}}" + (f" {unit}" if unit else "")
+

@@ -20,7 +20,7 @@ def write_table(rows: list[dict], out: str | Path, stem: str) -> None:
         writer.writerows(rows)
 
     def cell(v):
-        return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
+        return "—" if v is None else f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..metrics import shown
 from ..objective import Loss, Objective
 from ..potential.mtp import MTP
 from ..train.initial import fit_species_energies
@@ -100,8 +101,11 @@ def fisher_design(train: Dataset, validation: Dataset, levels, species, out: str
                "decades": fisher.decades(), "effective_parameters": fisher.effective_parameters()}
         rows.append(row)
         say(f"level {level:2d} prune {step}: {row['n_params']} parameters ({row['basis_functions']} basis "
-            f"functions), validation EPA RMSE {row['val_epa_rmse_meV']:.3f} meV/atom, force RMSE "
-            f"{row['val_force_rmse']:.4f} eV/Å")
+            f"functions), validation EPA RMSE {shown(row['val_epa_rmse_meV'], '.3f', 'meV/atom')}, force RMSE "
+            f"{shown(row['val_force_rmse'], '.4f', 'eV/Å')}")
+        if row["val_force_rmse"] is None:
+            raise ValueError(f"{validation.name}: no validation configuration has force labels; the design study "
+                             "prunes by the validation force RMSE")
         return fisher, row
 
     def level_rows(level):

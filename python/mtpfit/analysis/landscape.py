@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..metrics import error_metrics
+from ..metrics import error_metrics, shown
 from ..objective import Loss, Objective
 from ..optim import make_optimizer
 from ..potential.mtp import MTP
@@ -45,10 +45,6 @@ def _errors(objective: Objective, validation: Dataset, x) -> dict:
     return {"val_epa_rmse_meV": None if v["epa_rmse"] is None else 1e3 * v["epa_rmse"],
             "val_force_rmse": v["force_rmse"]}
 
-
-def _shown(value: float | None, fmt: str, unit: str) -> str:
-    """``value`` formatted with its unit, or "—" for an error without labels."""
-    return "—" if value is None else f"{value:{fmt}} {unit}"
 
 
 def _setup(out, progress, loss):
@@ -103,8 +99,8 @@ def fisher_study(train: Dataset, validation: Dataset, levels, species, out: str 
         a = analyse_fisher(objective, x)
         row = {"level": level, **_errors(objective, validation, x), **a.summary()}
         say(f"level {level:2d}: {row['n_params']} parameters, validation EPA RMSE "
-            f"{_shown(row['val_epa_rmse_meV'], '.3f', 'meV/atom')}, force RMSE "
-            f"{_shown(row['val_force_rmse'], '.4f', 'eV/Å')}; F spans {row['decades']:.1f} decades, "
+            f"{shown(row['val_epa_rmse_meV'], '.3f', 'meV/atom')}, force RMSE "
+            f"{shown(row['val_force_rmse'], '.4f', 'eV/Å')}; F spans {row['decades']:.1f} decades, "
             f"{row['stiff_6_decades']} stiff directions, γ = {row['effective_parameters']:.1f}")
         return {"row": row, "eigenvalues": a.eigenvalues.tolist(), "levels": a.levels.tolist(),
                 "basis_function_sensitivity": a.basis_function_sensitivity().tolist()}

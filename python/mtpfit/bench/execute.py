@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable
 
 from .campaign import Campaign
+from ..metrics import shown
 from .results import DamagedResultWarning
 from .runner import run_and_save
 
@@ -51,10 +52,10 @@ def _watch_parent(parent: int) -> None:
 
 def _line(summary: dict) -> str:
     head = f"{summary['label']:<24} seed {summary['seed']:<4} {summary['wall_time_s']:8.1f} s  "
-    if summary["val_epa_rmse"] is None:
+    if summary["val_epa_rmse"] is None and summary["val_force_rmse"] is None:
         return head + summary["message"]
-    return (head + f"val EPA RMSE {1e3 * summary['val_epa_rmse']:9.3f} meV/atom  force RMSE "
-            f"{summary['val_force_rmse']:.4f} eV/Å")
+    return (head + f"val EPA RMSE {shown(summary['val_epa_rmse'], '9.3f', 'meV/atom', 1e3)}  force RMSE "
+            f"{shown(summary['val_force_rmse'], '.4f', 'eV/Å')}")
 
 
 def run_campaign(campaign: Campaign, workers: int | None = None, dask: str | None = None,

@@ -7,8 +7,9 @@ from .ase_formats import read_ase
 from .cfg import read_cfg, write_cfg
 from .deepmd import read_deepmd
 from .errors import FormatError
-from .json_formats import read_mlearn_json, read_study_json
+from .json_formats import StressOrderWarning, read_json, read_mlearn_json, read_study_json
 from .read import read_configurations
+from .write import write_predictions
 
 __all__ = ["FormatError", "read_configurations", "read_cfg", "write_cfg", "read_mlearn_json",
-           "read_study_json", "read_ase", "read_deepmd"]
+           "read_study_json", "read_json", "read_ase", "read_deepmd", "write_predictions", "StressOrderWarning"]

@@ -5,13 +5,16 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..data.configuration import Configuration
 from ..data.dataset import Dataset
-from ..objective.objective import Predictions
 from .cfg import write_cfg
+
+if TYPE_CHECKING:  # the objective imports the readers: a type only, no import cycle
+    from ..objective.objective import Predictions
 
 __all__ = ["write_predictions", "prediction_frames", "PREDICTION_FORMATS"]
 

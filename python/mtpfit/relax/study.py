@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..metrics import error_metrics
+from ..metrics import error_metrics, shown
 from ..objective import Loss, Objective
 from ..potential.mtp import MTP
 from ..tables import pyplot, write_table
@@ -56,10 +56,6 @@ def _fit_errors(objective: Objective, theta) -> dict:
     e = error_metrics(objective.dataset, objective.predict(theta))["all"]
     return {"epa_rmse_meV": None if e["epa_rmse"] is None else 1e3 * e["epa_rmse"], "force_rmse": e["force_rmse"]}
 
-
-def _shown(value: float | None, fmt: str, unit: str) -> str:
-    """``value`` formatted with its unit, or "—" for an error without labels."""
-    return "—" if value is None else f"{value:{fmt}} {unit}"
 
 
 def finetune_relax_study(mtp: MTP, train: Dataset, test: Dataset, out: str | Path, ks=(5, 10, 20),
@@ -121,8 +117,8 @@ def finetune_relax_study(mtp: MTP, train: Dataset, test: Dataset, out: str | Pat
     before = cached_results(out / "checkpoints", ["baseline"], settings, baseline, say)["baseline"]
     settings_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     say(f"before: test relaxed-structure error {before['test_relaxed']['mean']:.4f} Å, test EPA RMSE "
-        f"{_shown(before['test']['epa_rmse_meV'], '.2f', 'meV/atom')}, force RMSE "
-        f"{_shown(before['test']['force_rmse'], '.4f', 'eV/Å')}")
+        f"{shown(before['test']['epa_rmse_meV'], '.2f', 'meV/atom')}, force RMSE "
+        f"{shown(before['test']['force_rmse'], '.4f', 'eV/Å')}")
     energy_force = train_objective if mix > 0 else None
 
     def run(name):
@@ -152,7 +148,7 @@ def finetune_relax_study(mtp: MTP, train: Dataset, test: Dataset, out: str | Pat
                "wall_s": result.wall_time}
         say(f"k = {k}, η = {eta}: test relaxed-structure error {row['test_relaxed_before']:.4f} → "
             f"{row['test_relaxed_after']:.4f} Å ({row['reduction_percent']:+.1f} % reduction); test force RMSE "
-            f"{_shown(row['test_force_before'], '.4f', 'eV/Å')} → {_shown(row['test_force_after'], '.4f', 'eV/Å')}")
+            f"{shown(row['test_force_before'], '.4f', 'eV/Å')} → {shown(row['test_force_after'], '.4f', 'eV/Å')}")
         partial.unlink(missing_ok=True)  # the result below replaces it
         return {"row": row, "each_after": after["each"], "history": result.history}
 

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,6 +16,7 @@ import numpy as np
 
 from .. import __version__
 from ..data.dataset import Dataset
+from ..data.neighbors import ShortDistanceWarning
 from ..datasets import BUNDLED, load_bundled
 from ..io import read_configurations
 from ..metrics import error_metrics, format_errors
@@ -278,9 +280,11 @@ def fit(config: TrainingConfig | dict | None = None, /, *, log: Callable[[str], 
         if output is not None:
             # every rank predicts: under MPI a prediction gathers the shards of all ranks
             theta = run.mtp.theta
-            predictions = {"train": objective.predict(theta),
-                           "validation": Objective(run.mtp, data.validation, objective.loss, objective.n_threads,
-                                                   objective.comm).predict(theta)}
+            with warnings.catch_warnings():
+                # the trainer's validation errors built this set already and named its close atoms
+                warnings.simplefilter("ignore", ShortDistanceWarning)
+                validation = Objective(run.mtp, data.validation, objective.loss, objective.n_threads, objective.comm)
+            predictions = {"train": objective.predict(theta), "validation": validation.predict(theta)}
         if output is not None and rank0:
             settings_record.update(species=[str(s) for s in data.species], n_params=mtp.n_params,
                                    min_dist=data.min_dist, max_dist=data.max_dist, train=str(data.train.name),

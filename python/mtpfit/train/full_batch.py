@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..metrics import error_metrics
+from ..metrics import error_metrics, shown
 from ..objective.objective import Objective
 from ..optim.least_squares import LEAST_SQUARES_METHODS
 from ..optim.native_bfgs import native_bfgs
@@ -123,8 +123,8 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
         if log_every and r.nit % log_every == 0:
             m = error_metrics(objective.dataset, objective.predict(r.x))["all"]
             logged[r.nit] = {"train_epa_rmse": m["epa_rmse"], "train_force_rmse": m["force_rmse"]}
-            line += (f"  train EPA RMSE {_shown(m['epa_rmse'], 1e3, '.3f', 'meV/atom')}  "
-                     f"force RMSE {_shown(m['force_rmse'], 1.0, '.4f', 'eV/Å')}")
+            line += (f"  train EPA RMSE {shown(m['epa_rmse'], '.3f', 'meV/atom', 1e3)}  "
+                     f"force RMSE {shown(m['force_rmse'], '.4f', 'eV/Å')}")
         say(line)
         if file is not None and checkpoint_every and r.nit % checkpoint_every == 0:
             _save(file, r, identity, logged, objective.mtp)
@@ -186,11 +186,6 @@ def finish_run(objective: Objective, result, history: list, wall: float, validat
         write_atomically(mtp, Path(potential))
     return TrainingRun(mtp, result, history, wall, errors, interrupted)
 
-
-def _shown(value: float | None, factor: float, fmt: str, unit: str) -> str:
-    """``factor * value`` formatted with its unit, or "—" for an error :func:`~mtpfit.metrics.error_metrics` has no
-    labels for."""
-    return "—" if value is None else f"{factor * value:{fmt}} {unit}"
 
 
 def _load(file: Path, identity: dict, trainer) -> tuple[dict, dict]:

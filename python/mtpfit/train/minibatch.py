@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..metrics import error_metrics
+from ..metrics import error_metrics, shown
 from ..objective.objective import Objective
 from ..optim.base import Optimizer
 from ..optim.blocks import ParameterBlocks
@@ -148,8 +148,8 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         errors = error_metrics(validation, valid_objective.predict(x_eval))["all"]
         row.update({f"val_{k}": errors[k] for k in ("epa_rmse", "force_rmse", "stress_rmse")})
         say(f"step {step:6d}  epoch {epoch:4d}  validation EPA RMSE "
-            f"{_shown(errors['epa_rmse'], 1e3, '.3f', 'meV/atom')}  force RMSE "
-            f"{_shown(errors['force_rmse'], 1.0, '.4f', 'eV/Å')}")
+            f"{shown(errors['epa_rmse'], '.3f', 'meV/atom', 1e3)}  force RMSE "
+            f"{shown(errors['force_rmse'], '.4f', 'eV/Å')}")
         value = errors[monitor]
         if value is None:       # without patience the monitor is not needed: nothing to track
             return False
@@ -222,11 +222,6 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
                               wall_time=time.perf_counter() - start, epochs=epoch, state=state,
                               interrupted=interrupted)
 
-
-def _shown(value: float | None, factor: float, fmt: str, unit: str) -> str:
-    """``factor * value`` formatted with its unit, or "—" for an error :func:`~mtpfit.metrics.error_metrics` has no
-    labels for."""
-    return "—" if value is None else f"{factor * value:{fmt}} {unit}"
 
 
 def _check_monitor(validation: Dataset, monitor: str, patience: int | None) -> None:
