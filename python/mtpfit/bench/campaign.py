@@ -2,7 +2,8 @@
 
 A campaign is a TOML file::
 
-    name = "agpd_bfgs"                     # results go to <results>/<name>/ (default results: next to the file)
+    name = "agpd_bfgs"                     # results go to <results>/<name>/ (default results: ../results
+                                           # from the campaign file; `mtpfit bench` prints where)
     seeds = [1, 2, 3]
     threads_per_run = 1
     [datasets.AgPd]                        # train/validation files, or `file` + `validation_fraction`,
