@@ -210,3 +210,8 @@ def test_shared_water_set():
     groups = [c.group for c in configurations]
     assert groups == sorted(groups) and set(groups) == {"data_0", "data_1", "data_2", "data_3"}
     assert groups.count("data_1") == 160  # its two sets, 80 frames each
+
+
+def test_dataset_read_from_the_current_folder_is_named_after_it(monkeypatch):
+    monkeypatch.chdir(Path(__file__).parent / "data" / "deepmd_water")
+    assert read_configurations(".").name == "deepmd_water"

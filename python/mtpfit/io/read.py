@@ -93,4 +93,4 @@ def read_configurations(path: str | os.PathLike, format: str | None = None,
         configurations = read_ase(path)
     if species is not None:
         configurations = name_species(configurations, species, path)
-    return Dataset(configurations, name or path.name)
+    return Dataset(configurations, name or path.absolute().name)  # "." names its folder
