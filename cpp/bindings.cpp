@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <stdexcept>
@@ -83,30 +84,60 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<Structure>(m, "Structure")
         .def(py::init([](IntArray types, IntArray offsets, IntArray neighbors, DoubleArray vectors,
-                         int species_count) {
-                 return Structure(to_vector<int>(types), to_vector<int>(offsets), to_vector<int>(neighbors),
-                                  to_vector<double>(vectors), species_count);
+                         int species_count, py::object shifts) {
+                 Structure s(to_vector<int>(types), to_vector<int>(offsets), to_vector<int>(neighbors),
+                             to_vector<double>(vectors), species_count);
+                 if (!shifts.is_none()) s.set_shifts(to_vector<int>(shifts.cast<IntArray>()));
+                 return s;
              }),
              py::arg("types"), py::arg("offsets"), py::arg("neighbors"), py::arg("vectors"),
-             py::arg("species_count"))
+             py::arg("species_count"), py::arg("shifts") = py::none(),
+             "The neighbour geometry of one configuration; `shifts` (n_pairs, 3), the integer cell shift of each "
+             "pair, lets set_positions() follow moving atoms.")
         .def_readonly("n_atoms", &Structure::n_atoms)
-        .def_property_readonly("n_pairs", &Structure::n_pairs);
+        .def_property_readonly("n_pairs", &Structure::n_pairs)
+        .def_property_readonly("has_shifts", &Structure::has_shifts)
+        .def(
+            "set_positions",
+            [](Structure& s, DoubleArray positions, DoubleArray cell, int n_threads) -> py::tuple {
+                require_size(positions, 3 * static_cast<py::ssize_t>(s.n_atoms), "positions");
+                require_size(cell, 9, "cell");
+                int p = -1;
+                // under the GIL: an evaluation of the same structure on another Python thread must not see half
+                const double d = s.set_positions(positions.data(), cell.data(), &p, resolve_threads(n_threads));
+                if (p < 0) return py::make_tuple(d, -1, -1);
+                const int i = static_cast<int>(std::upper_bound(s.offsets.begin(), s.offsets.end(), p) -
+                                               s.offsets.begin()) - 1;
+                return py::make_tuple(d, i, s.neighbors[p]);
+            },
+            py::arg("positions"), py::arg("cell"), py::arg("n_threads") = 1,
+            "Recomputes the neighbour vectors r_ij = x_j − x_i + S_ij·cell from positions (N, 3) and cell (3, 3) "
+            "(Å) with the stored shifts, keeping the pairs; returns (shortest |r_ij|, i, j) of the closest pair "
+            "(inf, -1, -1 without pairs); n_threads OpenMP threads (0: all).");
 
     m.def(
         "evaluate",
-        [](const Basis& basis, DoubleArray theta, const Structure& s) {
+        [](const Basis& basis, DoubleArray theta, Structure& s, int n_threads, bool virials) -> py::tuple {
             const double* th = checked_theta(basis, theta);
             py::array_t<double> site(s.n_atoms), forces({s.n_atoms, 3}), stress({3, 3});
+            py::array_t<double> atom_virials(virials ? std::vector<py::ssize_t>{s.n_atoms, 3, 3}
+                                                     : std::vector<py::ssize_t>{0});
             double *ps = site.mutable_data(), *pf = forces.mutable_data(), *pst = stress.mutable_data();
+            double* pv = virials ? atom_virials.mutable_data() : nullptr;
+            const int threads = resolve_threads(n_threads);
+            s.index_incoming();  // once per structure, under the GIL: a structure may be shared across threads
             {
                 py::gil_scoped_release release;
-                SiteKernel kernel(basis, th);
-                evaluate_structure(kernel, s, ps, pf, pst);
+                evaluate_structure_parallel(basis, th, s, ps, pf, pst, pv, threads);
             }
+            if (virials) return py::make_tuple(site, forces, stress, atom_virials);
             return py::make_tuple(site, forces, stress);
         },
-        py::arg("basis"), py::arg("theta"), py::arg("structure"),
-        "Site energies (N,), forces (N, 3) and PlusStress (3, 3) of one configuration.");
+        py::arg("basis"), py::arg("theta"), py::arg("structure"), py::arg("n_threads") = 1,
+        py::arg("virials") = false,
+        "Site energies (N,), forces (N, 3) and PlusStress (3, 3) of one configuration on n_threads OpenMP threads "
+        "(0: all), identical bit for bit for every thread count; with virials=True also the per-atom virials "
+        "(N, 3, 3), eV, each pair's term split half to each of its atoms, summing to the PlusStress.");
 
     m.def(
         "vjp",

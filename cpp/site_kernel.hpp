@@ -62,6 +62,11 @@ public:
     const std::vector<double>& moments() const { return m_; }
 
     int n_neighbors() const { return slots_[lane_].n_nb; }
+    // Neighbours of atom i of s inside the basis' cutoff.
+    int count_active(const Structure& s, int i) const;
+    // Sizes the neighbour tables for atoms with up to n_active neighbours inside the cutoff at once, so that they
+    // are not regrown (and every kernel of a parallel evaluation lays them out alike).
+    void reserve(int n_active) { ensure_stride(n_active); }
     int n_params() const { return basis_.n_params(); }
     const Basis& basis() const { return basis_; }
     int moments_count() const { return static_cast<int>(m_.size()); }
@@ -84,7 +89,6 @@ private:
     }
     void ensure_stride(int n_active);
     void prepare_batch(const Structure& s, int first, int count);
-    int count_active(const Structure& s, int i) const;
     void basic_moments(int lane);
     void monomial_row(int d, double* M) const;
     void monomial_gradient_rows(int d, double* gx, double* gy, double* gz) const;
@@ -131,6 +135,19 @@ private:
 // `kernel` is reusable across configurations (one per thread) at a fixed θ.
 void evaluate_structure(SiteKernel& kernel, const Structure& s, double* site_energies, double* forces,
                         double* plus_stress, std::vector<double>* state = nullptr);
+
+// evaluate_structure() on n_threads OpenMP threads (≥ 1), with per-atom virials. Each thread evaluates whole
+// batches of atoms with its own kernel and writes every pair gradient g_ij = dV_i/dr_ij to its slot; each atom then
+// gathers its force F_i = Σ_j g_ij − Σ_k g_ki in pair order (outgoing pairs, then incoming ones in pair order), so
+// the results are identical bit for bit for any thread count and schedule. atom_virials (N × 3 × 3 row-major, eV,
+// may be null) gets W_i = −½ Σ_j g_ij ⊗ r_ij − ½ Σ_k g_ki ⊗ r_ki: each pair's term −g ⊗ r split half to each of its
+// two atoms, as LAMMPS tallies pair virials (ev_tally_xyz) and ASE's Lennard-Jones calculator its per-atom stresses;
+// plus_stress is Σ_i W_i in atom order, the PlusStress of evaluate_structure(). Uses s.incoming when
+// s.index_incoming() built it, else builds a private copy per call. Neighbours beyond the basis' cutoff (a list
+// built with a Verlet skin) contribute nothing.
+void evaluate_structure_parallel(const Basis& basis, const double* theta, const Structure& s,
+                                 double* site_energies, double* forces, double* plus_stress, double* atom_virials,
+                                 int n_threads);
 
 // Adds to grad the vector–Jacobian product  e·dE/dθ + Σ_i φ_i·dF_i/dθ + Σ_ab σ_ab dS_ab/dθ.
 // phi (N×3) and sigma (3×3) may be null (zero cotangent). `state` from evaluate_structure() at the same θ

@@ -1,6 +1,8 @@
 #include "structure.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -25,6 +27,68 @@ Structure::Structure(std::vector<int> types_, std::vector<int> offsets_, std::ve
         if (j < 0 || j >= n_atoms) throw std::invalid_argument("neighbour index out of range");
     for (double v : vectors)
         if (!std::isfinite(v)) throw std::invalid_argument("non-finite neighbour vector");
+}
+
+void Structure::set_shifts(std::vector<int> shifts_) {
+    if (shifts_.size() != 3 * neighbors.size())
+        throw std::invalid_argument("need 3 cell shifts per neighbour, got " + std::to_string(shifts_.size()) +
+                                    " values for " + std::to_string(neighbors.size()) + " neighbours");
+    shifts = std::move(shifts_);
+}
+
+double Structure::set_positions(const double* x, const double* cell, int* closest, int n_threads) {
+    if (!neighbors.empty() && !has_shifts())
+        throw std::logic_error("set_positions needs the cell shifts of the neighbours (set_shifts)");
+    double shortest2 = std::numeric_limits<double>::infinity();
+    int which = -1, bad = n_atoms;
+#pragma omp parallel num_threads(std::max(n_threads, 1))
+    {
+        double best2 = std::numeric_limits<double>::infinity();
+        int best = -1, first_bad = n_atoms;
+#pragma omp for schedule(static)
+        for (int i = 0; i < n_atoms; ++i) {
+            const double* xi = x + 3 * i;
+            for (int p = offsets[i]; p < offsets[i + 1]; ++p) {
+                const double* xj = x + 3 * neighbors[p];
+                const int* S = &shifts[3 * p];
+                double* v = &vectors[3 * p];
+                // in the order vesin 0.6 computes x_j − x_i + S·box: an unmoved list gets its vectors back bit for bit
+                for (int a = 0; a < 3; ++a)
+                    v[a] = xj[a] - xi[a] + (S[0] * cell[a] + S[1] * cell[3 + a] + S[2] * cell[6 + a]);
+                const double r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+                if (!std::isfinite(r2)) first_bad = std::min(first_bad, i);
+                if (r2 < best2) {
+                    best2 = r2;
+                    best = p;
+                }
+            }
+        }
+        // the lexicographic minimum of (r², pair): the same pair whatever the threads
+#pragma omp critical(mtpfit_set_positions)
+        {
+            if (best >= 0 && (best2 < shortest2 || (best2 == shortest2 && best < which))) {
+                shortest2 = best2;
+                which = best;
+            }
+            bad = std::min(bad, first_bad);
+        }
+    }
+    if (bad < n_atoms) throw std::invalid_argument("non-finite neighbour vector of atom " + std::to_string(bad));
+    if (closest) *closest = which;
+    return std::sqrt(shortest2);
+}
+
+void incoming_pairs(const Structure& s, std::vector<int>& offsets, std::vector<int>& pairs) {
+    offsets.assign(s.n_atoms + 1, 0);
+    for (int j : s.neighbors) ++offsets[j + 1];
+    for (int j = 0; j < s.n_atoms; ++j) offsets[j + 1] += offsets[j];
+    std::vector<int> fill(offsets.begin(), offsets.end() - 1);
+    pairs.resize(s.neighbors.size());
+    for (int p = 0; p < s.n_pairs(); ++p) pairs[fill[s.neighbors[p]]++] = p;
+}
+
+void Structure::index_incoming() {
+    if (!has_incoming()) incoming_pairs(*this, incoming_offsets, incoming);
 }
 
 }  // namespace mtpfit

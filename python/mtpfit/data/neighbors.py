@@ -10,7 +10,7 @@ import vesin
 from .configuration import Configuration
 
 __all__ = ["MIN_DISTANCE", "MAX_COORDINATE", "MIN_CELL_SINE", "MAX_PAIRS", "ShortDistanceWarning",
-           "check_geometry", "estimated_pairs", "neighbor_pairs", "build_structure"]
+           "check_geometry", "estimated_pairs", "neighbor_pairs", "build_structure", "VerletNeighbors"]
 
 #: Atoms closer than this (Å) are taken as a broken input, not physics; so is a periodic cell vector shorter
 #: than it (every atom that close to its own image).
@@ -196,8 +196,15 @@ def neighbor_pairs(config: Configuration, cutoff: float) -> tuple[np.ndarray, np
     return i, j, vectors
 
 
-def _pairs(config: Configuration, cutoff: float):
-    """:func:`neighbor_pairs` with the distances: (i, j, |r_ij|, r_ij)."""
+def _box(config: Configuration) -> np.ndarray:
+    """The cell as vesin and the core's shifts use it: rows along non-periodic directions zeroed (they mean
+    nothing there, and a degenerate one cannot make vesin's box singular); zeros without a cell."""
+    return np.zeros((3, 3)) if config.cell is None else np.where(config.pbc[:, None], config.cell, 0.0)
+
+
+def _pairs(config: Configuration, cutoff: float, shifts: bool = False):
+    """:func:`neighbor_pairs` with the distances: (i, j, |r_ij|, r_ij), and with ``shifts`` the integer cell
+    shifts S_ij (P, 3) as a fifth array."""
     cutoff = float(cutoff)
     if not 0.0 < cutoff < math.inf:
         raise ValueError(f"{config.source}: the cutoff must be positive and finite, got {cutoff}")
@@ -211,21 +218,34 @@ def _pairs(config: Configuration, cutoff: float):
             f"pairs ({expected / config.n_atoms:.3g} neighbours for each of {config.n_atoms} atoms), more than "
             f"MAX_PAIRS = {MAX_PAIRS:.3g} (~{200 * MAX_PAIRS / 1e9:.0f} GB); lower max_dist, or raise "
             f"mtpfit.data.neighbors.MAX_PAIRS for a system this large")
-    # rows along non-periodic directions mean nothing; zeroed, a degenerate one cannot make vesin's box singular
-    box = np.zeros((3, 3)) if config.cell is None else np.where(config.pbc[:, None], config.cell, 0.0)
     calculator = vesin.NeighborList(cutoff=radius, full_list=True, sorted=True)
-    i, j, d, vectors = calculator.compute(config.positions, box, config.pbc, quantities="ijdD")
+    i, j, S, d, vectors = calculator.compute(config.positions, _box(config), config.pbc, quantities="ijSdD")
     close = d < MIN_DISTANCE
     if close.any():
         k = int(np.argmax(close))
-        raise ValueError(f"{config.source}: atoms {i[k]} and {j[k]} are {d[k]:.4f} Å apart "
-                         f"(closer than {MIN_DISTANCE} Å); overlapping atoms")
+        _refuse_overlap(config, i[k], j[k], d[k])
     keep = d < cutoff
-    return i[keep].astype(np.int64), j[keep].astype(np.int64), d[keep], np.ascontiguousarray(vectors[keep])
+    found = (i[keep].astype(np.int64), j[keep].astype(np.int64), d[keep], np.ascontiguousarray(vectors[keep]))
+    return found + (S[keep],) if shifts else found
+
+
+def _refuse_overlap(config: Configuration, i, j, distance) -> None:
+    raise ValueError(f"{config.source}: atoms {i} and {j} are {distance:.4f} Å apart "
+                     f"(closer than {MIN_DISTANCE} Å); overlapping atoms")
+
+
+def _warn_short(config: Configuration, i, j, distance: float, min_dist: float, stacklevel: int) -> None:
+    """Warn (:class:`ShortDistanceWarning`) that atoms i and j, ``distance`` Å apart, are closer than
+    ``min_dist``; ``stacklevel`` counts from the caller of this function."""
+    if distance < min_dist:
+        warnings.warn(ShortDistanceWarning(
+            f"{config.source}: atoms {i} and {j} are {distance:.4f} Å apart, closer than the potential's "
+            f"min_dist = {min_dist:g} Å, where its radial basis is extrapolated", float(distance)),
+            stacklevel=stacklevel + 1)
 
 
 def build_structure(config: Configuration, types: np.ndarray, cutoff: float, species_count: int,
-                    min_dist: float = 0.0):
+                    min_dist: float = 0.0, skin: float = 0.0):
     """The core's fixed-geometry representation of ``config``.
 
     Parameters
@@ -239,6 +259,10 @@ def build_structure(config: Configuration, types: np.ndarray, cutoff: float, spe
     min_dist : float, optional
         The potential's R_min, Å: a :class:`ShortDistanceWarning` names the closest pair when it is nearer
         than that (the radial basis is extrapolated there, as motep warns).
+    skin : float, optional
+        Verlet skin, Å: with ``skin > 0`` the list holds the pairs within ``cutoff + skin`` and the cell shift of
+        each, so that ``Structure.set_positions`` can follow atoms that move (see :class:`VerletNeighbors`);
+        the core skips the pairs beyond its basis' cutoff.
 
     Returns
     -------
@@ -247,19 +271,113 @@ def build_structure(config: Configuration, types: np.ndarray, cutoff: float, spe
     Raises
     ------
     ValueError
-        As :func:`neighbor_pairs`.
+        As :func:`neighbor_pairs`, or for a negative or non-finite ``skin``.
     """
     from .. import _core
 
-    i, j, d, vectors = _pairs(config, cutoff)
+    skin = float(skin)
+    if not 0.0 <= skin < math.inf:
+        raise ValueError(f"{config.source}: the Verlet skin must be non-negative and finite, got {skin}")
+    found = _pairs(config, float(cutoff) + skin, shifts=skin > 0.0)
+    i, j, d, vectors = found[:4]
     if len(i) and min_dist > 0.0:
         k = int(np.argmin(d))
-        if d[k] < min_dist:
-            distance = float(d[k])
-            warnings.warn(ShortDistanceWarning(
-                f"{config.source}: atoms {i[k]} and {j[k]} are {distance:.4f} Å apart, closer than the potential's "
-                f"min_dist = {min_dist:g} Å, where its radial basis is extrapolated", distance), stacklevel=3)
+        _warn_short(config, i[k], j[k], float(d[k]), min_dist, stacklevel=3)   # the caller of our caller
     offsets = np.zeros(config.n_atoms + 1, dtype=np.int64)
     np.cumsum(np.bincount(i, minlength=config.n_atoms), out=offsets[1:])
+    shifts = found[4].astype(np.int32) if skin > 0.0 else None
     return _core.Structure(np.asarray(types, np.int32), offsets.astype(np.int32), j.astype(np.int32),
-                           vectors, species_count)
+                           vectors, species_count, shifts)
+
+
+class VerletNeighbors:
+    """The core's structure of a configuration that moves step by step (MD, relaxations), rebuilt only when needed.
+
+    The neighbour list is built at ``cutoff + skin`` and kept while no atom has moved more than ``skin / 2``
+    from where it was at the last build, and the number of atoms, their types, the cell and the periodicity are
+    unchanged (compared exactly): then every pair now within ``cutoff`` was within ``cutoff + skin`` at the
+    build, since two atoms that each moved at most ``skin / 2`` changed their distance by at most ``skin``
+    (Verlet 1967; LAMMPS ``neighbor`` with ``neigh_modify check yes``). On reuse only the neighbour vectors are
+    recomputed, r_ij = x_j − x_i + S_ij·cell with the stored integer shifts, and the core skips the pairs beyond
+    ``cutoff``: the evaluation equals one on a freshly built list but for the order of the sums (~1e-15
+    relative).
+
+    Parameters
+    ----------
+    cutoff : float
+        The potential's cutoff, Å.
+    skin : float
+        Å, ≥ 0; 0 builds a new list at every call.
+    species_count : int
+    min_dist : float, optional
+        The potential's R_min, Å, for :class:`ShortDistanceWarning` (at every call, as :func:`build_structure`).
+    n_threads : int, optional
+        OpenMP threads that recompute the vectors (0: all).
+
+    Attributes
+    ----------
+    builds : int
+        Neighbour lists built so far.
+
+    Raises
+    ------
+    ValueError
+        On construction, for a cutoff that is not positive and finite or a skin that is negative or not finite.
+    """
+
+    def __init__(self, cutoff: float, skin: float, species_count: int, min_dist: float = 0.0, n_threads: int = 1):
+        self.cutoff, self.skin = float(cutoff), float(skin)
+        if not 0.0 < self.cutoff < math.inf:
+            raise ValueError(f"the cutoff must be positive and finite, got {cutoff}")
+        if not 0.0 <= self.skin < math.inf:
+            raise ValueError(f"the Verlet skin must be non-negative and finite, got {skin}")
+        self.species_count, self.min_dist, self.n_threads = int(species_count), float(min_dist), int(n_threads)
+        self.builds = 0
+        self._structure = None
+        self._built_at = self._types = self._cell = self._pbc = None
+
+    def structure(self, config: Configuration, types: np.ndarray):
+        """The core's structure of ``config``: the kept list with its vectors moved to ``config.positions``, or a
+        new list.
+
+        Parameters
+        ----------
+        config : Configuration
+        types : ndarray of int, shape (N,)
+            Potential type index of every atom.
+
+        Returns
+        -------
+        mtpfit._core.Structure
+            Owned by this object: the next call may change it in place.
+
+        Raises
+        ------
+        ValueError
+            As :func:`build_structure`; on reuse, for two atoms closer than :data:`MIN_DISTANCE`.
+        """
+        types = np.asarray(types, np.int32)
+        if self._reusable(config, types):
+            distance, i, j = self._structure.set_positions(config.positions, _box(config), self.n_threads)
+            if distance < MIN_DISTANCE:
+                _refuse_overlap(config, i, j, distance)
+            if i >= 0 and self.min_dist > 0.0:
+                _warn_short(config, i, j, distance, self.min_dist, stacklevel=2)      # as a build would
+            return self._structure
+        self._structure = None      # a refused build must not leave the old list to be reused
+        structure = build_structure(config, types, self.cutoff, self.species_count, self.min_dist, self.skin)
+        self.builds += 1
+        self._structure, self._built_at, self._types = structure, config.positions.copy(), types.copy()
+        self._cell = None if config.cell is None else config.cell.copy()
+        self._pbc = config.pbc.copy()
+        return structure
+
+    def _reusable(self, config: Configuration, types: np.ndarray) -> bool:
+        if self.skin == 0.0 or self._structure is None or config.n_atoms != len(self._built_at):
+            return False
+        same_cell = (config.cell is None and self._cell is None) or (
+            config.cell is not None and self._cell is not None and np.array_equal(config.cell, self._cell))
+        if not (same_cell and np.array_equal(config.pbc, self._pbc) and np.array_equal(types, self._types)):
+            return False
+        moved = config.positions - self._built_at
+        return float(np.max(np.einsum("ij,ij->i", moved, moved))) <= (0.5 * self.skin) ** 2

@@ -66,6 +66,10 @@ class Prediction(NamedTuple):
     site_energies: np.ndarray     #: (N,), eV
     forces: np.ndarray            #: (N, 3), eV/Å
     plus_stress: np.ndarray       #: (3, 3), eV, virial, positive in compression
+    #: (N, 3, 3), eV, or None unless asked for (:meth:`MTP.evaluate` ``virials=True``): W_i = −½ Σ_j g_ij ⊗ r_ij
+    #: − ½ Σ_k g_ki ⊗ r_ki, each pair's term of the PlusStress split half to each of its two atoms (the split
+    #: of LAMMPS's per-atom virial and of ASE's Lennard-Jones calculator), so that Σ_i W_i = plus_stress.
+    atom_virials: np.ndarray | None = None
 
 
 class MTP:
@@ -399,8 +403,25 @@ class MTP:
         b = self.basis
         return build_structure(config, types, b.max_dist, b.species_count, b.min_dist)
 
-    def evaluate(self, config: Configuration, theta: np.ndarray | None = None) -> Prediction:
+    def evaluate(self, config: Configuration, theta: np.ndarray | None = None, n_threads: int = 1,
+                 virials: bool = False, structure=None) -> Prediction:
         """Energy, site energies, forces and PlusStress of one configuration.
+
+        Parameters
+        ----------
+        config : Configuration
+        theta : ndarray, shape (n_params,), optional
+            Parameters; this potential's own by default.
+        n_threads : int, optional
+            OpenMP threads over the atoms (0: all, ``OMP_NUM_THREADS`` if set). The results are identical bit
+            for bit for every thread count: each atom sums its own pair terms in a fixed order
+            (``evaluate_structure_parallel`` in ``cpp/site_kernel.hpp``). Default 1, as callers that evaluate
+            many configurations usually parallelise over them.
+        virials : bool, optional
+            Also return the per-atom virials in :attr:`Prediction.atom_virials`.
+        structure : mtpfit._core.Structure, optional
+            The core's neighbour list of ``config`` at this potential's cutoff or beyond (:meth:`structure`,
+            :class:`~mtpfit.data.neighbors.VerletNeighbors`), built once by the caller; built here by default.
 
         Warns (:class:`AbsurdEnergyWarning`) when a site energy is further than :data:`MAX_SITE_INTERACTION`
         from its isolated-atom value, and as :meth:`structure` does.
@@ -408,16 +429,29 @@ class MTP:
         Raises
         ------
         ValueError
-            As :meth:`structure`, or for a non-finite θ.
+            As :meth:`structure`, for a non-finite θ, a negative ``n_threads``, or a ``structure`` of another
+            number of atoms.
         FloatingPointError
             If the prediction is not finite (coefficients or scaling that overflow), naming the configuration.
         """
-        from .. import _core
-
+        if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) or n_threads < 0:
+            raise ValueError(f"n_threads must be an integer >= 0 (0: all cores), got {n_threads!r}")
         theta = self.theta if theta is None else theta
         types = self.types_of(config)
-        site, forces, stress = _core.evaluate(self.basis.core, theta, self._structure(config, types))
-        prediction = Prediction(float(site.sum()), site, forces, stress)
+        if structure is None:
+            structure = self._structure(config, types)
+        elif structure.n_atoms != config.n_atoms:
+            raise ValueError(f"{config.source}: the neighbour structure has {structure.n_atoms} atoms, the "
+                             f"configuration {config.n_atoms}")
+        return self._predict(config, theta, types, structure, int(n_threads), bool(virials))
+
+    def _predict(self, config: Configuration, theta, types, structure, n_threads: int, virials: bool) -> Prediction:
+        """:meth:`evaluate` once the types and the structure are known (the calculator keeps both)."""
+        from .. import _core
+
+        out = _core.evaluate(self.basis.core, theta, structure, n_threads, virials)
+        site, forces, stress = out[:3]
+        prediction = Prediction(float(site.sum()), site, forces, stress, out[3] if virials else None)
         self._check_prediction(config, theta, types, prediction)
         return prediction
 

