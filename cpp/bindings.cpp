@@ -113,7 +113,17 @@ PYBIND11_MODULE(_core, m) {
             py::arg("positions"), py::arg("cell"), py::arg("n_threads") = 1,
             "Recomputes the neighbour vectors r_ij = x_j − x_i + S_ij·cell from positions (N, 3) and cell (3, 3) "
             "(Å) with the stored shifts, keeping the pairs; returns (shortest |r_ij|, i, j) of the closest pair "
-            "(inf, -1, -1 without pairs); n_threads OpenMP threads (0: all).");
+            "(inf, -1, -1 without pairs); n_threads OpenMP threads (0: all).")
+        .def(
+            "within",
+            [](const Structure& s, double cutoff, Structure& out, int n_threads) {
+                if (&out == &s) throw std::invalid_argument("within(): out must be another structure");
+                // under the GIL: an evaluation of `out` on another Python thread must not see half of it
+                s.within(cutoff, out, resolve_threads(n_threads));
+            },
+            py::arg("cutoff"), py::arg("out"), py::arg("n_threads") = 1,
+            "Fills out with the pairs closer than cutoff (Å), without shifts: what a Verlet list (built with a "
+            "skin) holds inside the potential's cutoff; out's memory is reused.");
 
     m.def(
         "evaluate",

@@ -29,6 +29,39 @@ Structure::Structure(std::vector<int> types_, std::vector<int> offsets_, std::ve
         if (!std::isfinite(v)) throw std::invalid_argument("non-finite neighbour vector");
 }
 
+void Structure::within(double cutoff, Structure& out, int n_threads) const {
+    const double rc2 = cutoff * cutoff;
+    const auto inside = [&](int p) {
+        const double* v = &vectors[3 * static_cast<std::size_t>(p)];
+        return v[0] * v[0] + v[1] * v[1] + v[2] * v[2] < rc2;
+    };
+    out.n_atoms = n_atoms;
+    out.types = types;
+    out.shifts.clear();
+    out.incoming_offsets.clear();
+    out.incoming.clear();
+    out.offsets.assign(n_atoms + 1, 0);
+#pragma omp parallel for num_threads(std::max(n_threads, 1)) schedule(static)
+    for (int i = 0; i < n_atoms; ++i) {
+        int count = 0;
+        for (int p = offsets[i]; p < offsets[i + 1]; ++p) count += inside(p);
+        out.offsets[i + 1] = count;
+    }
+    for (int i = 0; i < n_atoms; ++i) out.offsets[i + 1] += out.offsets[i];
+    out.neighbors.resize(out.offsets[n_atoms]);
+    out.vectors.resize(3 * static_cast<std::size_t>(out.offsets[n_atoms]));
+#pragma omp parallel for num_threads(std::max(n_threads, 1)) schedule(static)
+    for (int i = 0; i < n_atoms; ++i) {
+        int q = out.offsets[i];
+        for (int p = offsets[i]; p < offsets[i + 1]; ++p)
+            if (inside(p)) {
+                out.neighbors[q] = neighbors[p];
+                std::copy_n(&vectors[3 * static_cast<std::size_t>(p)], 3, &out.vectors[3 * static_cast<std::size_t>(q)]);
+                ++q;
+            }
+    }
+}
+
 void Structure::set_shifts(std::vector<int> shifts_) {
     if (shifts_.size() != 3 * neighbors.size())
         throw std::invalid_argument("need 3 cell shifts per neighbour, got " + std::to_string(shifts_.size()) +

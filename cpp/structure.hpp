@@ -35,6 +35,11 @@ struct Structure {
     double set_positions(const double* positions, const double* cell, int* closest = nullptr, int n_threads = 1);
 
     // Builds `incoming` (once; later calls return at once). Not thread-safe: call before sharing the structure.
+    // The pairs closer than `cutoff` (a Verlet list's pairs inside the potential's cutoff), without shifts: the
+    // kernels skip farther pairs anyway, but every stored pair costs in their per-pair passes.
+    // `out`'s buffers are reused (a Verlet list compacts every MD step); its incoming-pair index is dropped.
+    void within(double cutoff, Structure& out, int n_threads = 1) const;
+
     void index_incoming();
     bool has_incoming() const { return static_cast<int>(incoming_offsets.size()) == n_atoms + 1; }
 };

@@ -213,3 +213,26 @@ def test_md_with_the_skin_follows_md_without_it():
     np.testing.assert_allclose(x, x0, rtol=0, atol=1e-10)
     np.testing.assert_allclose(f, f0, rtol=0, atol=1e-10 * np.max(np.abs(f0)))
     assert e == pytest.approx(e0, rel=1e-12)
+
+
+def test_verlet_list_compacts_to_the_pairs_inside_the_cutoff():
+    """What the kernels get from a list with a skin: exactly the pairs a list at the cutoff holds (same order per
+    atom), and a reused output structure whose old pairs and incoming index are gone."""
+    from mtpfit import _core
+    from mtpfit.data.configuration import Configuration
+    from mtpfit.data.neighbors import build_structure
+
+    mtp = MTP.read(POT, species=SPECIES)
+    atoms = _big(1)
+    config = Configuration(atoms.positions, atoms.get_chemical_symbols(), atoms.cell.array, atoms.pbc)
+    types, b = mtp.types_of(config), mtp.basis
+    wide = build_structure(config, types, b.max_dist, b.species_count, b.min_dist, skin=0.8)
+    exact = build_structure(config, types, b.max_dist, b.species_count, b.min_dist)
+    out = _core.Structure(np.zeros(0, np.int32), np.zeros(1, np.int32), np.zeros(0, np.int32), np.zeros(0), 1, None)
+    expected = _core.evaluate(b.core, mtp.theta, exact, 1, False)
+    for cutoff in (b.max_dist + 0.5, b.max_dist):  # the second call reuses (and shrinks) out, indexed by the first
+        wide.within(cutoff, out)
+        assert out.n_atoms == wide.n_atoms and out.n_pairs < wide.n_pairs
+        for a, c in zip(_core.evaluate(b.core, mtp.theta, out, 1, False), expected):
+            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+    assert out.n_pairs == exact.n_pairs

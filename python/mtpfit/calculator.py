@@ -106,6 +106,18 @@ class MTPCalculator(Calculator):
         """Neighbour lists built so far."""
         return self._neighbors.builds
 
+    def check_state(self, atoms, tol=1e-15):
+        """What changed since the last calculation, among the only things the results depend on: positions,
+        numbers, cell and pbc, compared exactly (ASE's generic comparison of every array, momenta included, took
+        more time per MD step at 2000 atoms than the neighbour-vector update)."""
+        if self.atoms is None:
+            return list(all_changes)
+        old = self.atoms
+        same = {"positions": np.array_equal(old.positions, atoms.positions),
+                "numbers": np.array_equal(old.numbers, atoms.numbers),
+                "cell": np.array_equal(old.cell.array, atoms.cell.array), "pbc": np.array_equal(old.pbc, atoms.pbc)}
+        return [name for name, unchanged in same.items() if not unchanged]
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         has_cell = bool(np.any(self.atoms.cell.array != 0.0))
@@ -125,11 +137,14 @@ class MTPCalculator(Calculator):
             self._named, self._types = named, named.types_of(config)
         mtp = self._named
         structure = self._neighbors.structure(config, self._types)
-        prediction = mtp._predict(config, mtp.theta, self._types, structure, self.n_threads, True)
+        # per-atom virials cost a pass over the pairs: only when asked for (MD asks for forces)
+        prediction = mtp._predict(config, mtp.theta, self._types, structure, self.n_threads,
+                                  "stresses" in properties)
         self.results = {"energy": prediction.energy, "free_energy": prediction.energy,
                         "forces": prediction.forces, "energies": prediction.site_energies}
         if config.volume:
             self.results["stress"] = (-prediction.plus_stress / config.volume)[_VOIGT]
-            self.results["stresses"] = (-prediction.atom_virials / config.volume)[:, _VOIGT[0], _VOIGT[1]]
+            if prediction.atom_virials is not None:
+                self.results["stresses"] = (-prediction.atom_virials / config.volume)[:, _VOIGT[0], _VOIGT[1]]
         elif "stress" in properties or "stresses" in properties:
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
