@@ -31,34 +31,46 @@ Structure::Structure(std::vector<int> types_, std::vector<int> offsets_, std::ve
 
 void Structure::within(double cutoff, Structure& out, int n_threads) const {
     const double rc2 = cutoff * cutoff;
-    const auto inside = [&](int p) {
-        const double* v = &vectors[3 * static_cast<std::size_t>(p)];
-        return v[0] * v[0] + v[1] * v[1] + v[2] * v[2] < rc2;
-    };
     out.n_atoms = n_atoms;
     out.types = types;
     out.shifts.clear();
     out.incoming_offsets.clear();
     out.incoming.clear();
     out.offsets.assign(n_atoms + 1, 0);
+    // raw pointers: through the vectors the compiler must assume that writing `out` may move this structure's data
+    const double* v = vectors.data();
+    const int *off = offsets.data(), *nb = neighbors.data();
+    int* kept = out.offsets.data();
 #pragma omp parallel for num_threads(std::max(n_threads, 1)) schedule(static)
     for (int i = 0; i < n_atoms; ++i) {
         int count = 0;
-        for (int p = offsets[i]; p < offsets[i + 1]; ++p) count += inside(p);
-        out.offsets[i + 1] = count;
+        for (int p = off[i]; p < off[i + 1]; ++p) {
+            const double* r = v + 3 * static_cast<std::size_t>(p);
+            count += r[0] * r[0] + r[1] * r[1] + r[2] * r[2] < rc2;
+        }
+        kept[i + 1] = count;
     }
-    for (int i = 0; i < n_atoms; ++i) out.offsets[i + 1] += out.offsets[i];
-    out.neighbors.resize(out.offsets[n_atoms]);
-    out.vectors.resize(3 * static_cast<std::size_t>(out.offsets[n_atoms]));
+    for (int i = 0; i < n_atoms; ++i) kept[i + 1] += kept[i];
+    out.neighbors.resize(kept[n_atoms]);
+    out.vectors.resize(3 * static_cast<std::size_t>(kept[n_atoms]));
+    int* out_nb = out.neighbors.data();
+    double* out_v = out.vectors.data();
 #pragma omp parallel for num_threads(std::max(n_threads, 1)) schedule(static)
     for (int i = 0; i < n_atoms; ++i) {
-        int q = out.offsets[i];
-        for (int p = offsets[i]; p < offsets[i + 1]; ++p)
-            if (inside(p)) {
-                out.neighbors[q] = neighbors[p];
-                std::copy_n(&vectors[3 * static_cast<std::size_t>(p)], 3, &out.vectors[3 * static_cast<std::size_t>(q)]);
-                ++q;
+        int q = kept[i];
+        for (int p = off[i]; p < off[i + 1]; ++p) {
+            const double* r = v + 3 * static_cast<std::size_t>(p);
+            // written unconditionally, advanced only for a kept pair: no branch to mispredict
+            double* w = out_v + 3 * static_cast<std::size_t>(q);
+            const bool inside = r[0] * r[0] + r[1] * r[1] + r[2] * r[2] < rc2;
+            if (q < kept[i + 1]) {
+                out_nb[q] = nb[p];
+                w[0] = r[0];
+                w[1] = r[1];
+                w[2] = r[2];
             }
+            q += inside;
+        }
     }
 }
 
