@@ -1,14 +1,17 @@
-"""Command line: ``mtpfit train``, ``evaluate``, ``bench``, ``report``, ``analyse``, ``finetune-relax`` and
-``lammps`` (also ``python -m mtpfit``)."""
+"""Command line: ``mtpfit train``, ``evaluate``, ``grade``, ``select``, ``bench``, ``report``, ``analyse``,
+``finetune-relax`` and ``lammps`` (also ``python -m mtpfit``)."""
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 from . import __version__
 from .data.dataset import Dataset
@@ -257,6 +260,26 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--path", action="store_true", help="print only the plugin's path (for -var plugin $(…))")
     m.add_argument("--no-build", action="store_true", help="only look up an already built plugin")
 
+    for name, what in (("grade", "extrapolation grade γ of configurations against the training set's active set"),
+                       ("select", "choose the candidates that most enlarge the active set (MaxVol select-add)")):
+        g = sub.add_parser(name, help=what, description=what.capitalize() + " (configuration mode: rows ∂E/∂θ "
+                           "of the species and moment coefficients per atom; Podryabinkin & Shapeev 2017). The active "
+                           "set is built from TRAIN by MaxVol once and kept next to the potential (POT.als.npz); it "
+                           "is rebuilt when the potential changed.")
+        g.add_argument("potential", help=".mtp file")
+        g.add_argument("train", help="the potential's training set (any format the readers know)")
+        g.add_argument("configurations", help="configurations to grade" if name == "grade" else "candidates")
+        g.add_argument("--output", metavar="CFG", default=None if name == "grade" else "selected.cfg",
+                       help="grade: the configurations with their γ as Feature MV_grade (.cfg); select: the chosen "
+                            "candidates (.cfg, default selected.cfg)")
+        if name == "select":
+            g.add_argument("--threshold", type=float, default=1.001,
+                           help="add candidates whose γ exceeds this (default 1.001)")
+            g.add_argument("--max", type=int, metavar="N", help="at most N candidates (default: no limit)")
+        g.add_argument("--format")
+        g.add_argument("--stress-order", default="xx yy zz xy yz xz", help="Voigt order of JSON stresses")
+        g.add_argument("--threads", type=int, default=0)
+
     e = sub.add_parser("evaluate", help="errors of a potential on labelled data")
     e.add_argument("potential", help=".mtp file")
     e.add_argument("data", nargs="+", help="labelled files")
@@ -498,6 +521,52 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _active_set(args, mtp):
+    """The active set of POT, from its file next to the potential or built (and saved) from TRAIN."""
+    from .active import ActiveSet, active_set_path, build_active_set
+
+    path = active_set_path(args.potential)
+    if path.exists():
+        try:
+            return ActiveSet.load(path, mtp)
+        except ValueError as err:
+            print(f"mtpfit {args.command}: {err}; building it again from {args.train}", file=sys.stderr)
+    names = mtp.species if mtp.named else None
+    train = _read_all([args.train], args.format, args.stress_order, species=names)
+    active = build_active_set(mtp.named_for(train.species()), train, n_threads=args.threads)
+    active.save(path)
+    print(f"active set of {len(active.sources)} configurations of {train.name} written to {path}")
+    return active
+
+
+def _grade_or_select(args) -> int:
+    from .active import grade, select
+    from .io import write_cfg
+
+    mtp = MTP.read(args.potential)
+    active = _active_set(args, mtp)
+    names = mtp.species if mtp.named else None
+    data = _read_all([args.configurations], args.format, args.stress_order, species=names)
+    mtp = mtp.named_for(data.species())
+    if args.command == "grade":
+        grades = grade(active, mtp, data, n_threads=args.threads)
+        for c, g in zip(data, grades):
+            print(f"{g:12.6g}  {c.source}")
+        print(f"max γ {grades.max():.6g}; {int(np.sum(grades > 1.0 + 1e-9))} of {len(data)} configurations "
+              "extrapolate (γ > 1; MLIP's usual thresholds in MD: 2 to select, 10 to stop)")
+        chosen, written = None, [dataclasses.replace(c, features={**c.features, "MV_grade": f"{g:.17g}"})
+                                 for c, g in zip(data, grades)]
+    else:
+        chosen, _ = select(active, mtp, data, threshold=args.threshold, max_new=args.max, n_threads=args.threads)
+        written = [data[int(k)] for k in chosen]
+        print(f"selected {len(written)} of {len(data)} candidates (γ > {args.threshold:g}"
+              + (f", at most {args.max}" if args.max is not None else "") + ")")
+    if args.output and written:
+        write_cfg(args.output, written, species_order=mtp.species)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def _lammps(args) -> int:
     from .lammps import plugin_path
 
@@ -523,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "train":
                 args.optimizer = canonical_optimizer(args.optimizer)
             return {"train": _train, "evaluate": _evaluate, "bench": _bench, "report": _report,
-                    "analyse": _analyse, "finetune-relax": _finetune_relax, "lammps": _lammps}[args.command](args)
+                    "analyse": _analyse, "finetune-relax": _finetune_relax, "lammps": _lammps, "grade": _grade_or_select,
+                    "select": _grade_or_select}[args.command](args)
         except (FormatError, ValueError, OSError, KeyError, FloatingPointError, ImportError) as err:
             print(f"mtpfit: error: {err}", file=sys.stderr)
             return 2

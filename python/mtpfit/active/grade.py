@@ -1,0 +1,312 @@
+"""The extrapolation grade of an MTP and its active set, configuration mode (MLIP-2's ``mlp calc-grade`` and
+``mlp select-add``).
+
+Podryabinkin and Shapeev, Comput. Mater. Sci. 140, 171 (2017): linearise the energy in the coefficients, so that
+configuration k contributes the row b_k; the active set is the n rows of the training set whose n × n matrix A
+has maximal |det| (:func:`~mtpfit.active.maxvol.maxvol`), and the grade γ_k = max_j |(b_k A⁻¹)_j| says how far
+outside the span of that set, in units of its members, configuration k lies: γ ≤ 1 interpolates, γ > 1
+extrapolates (MLIP's usual thresholds: 2 to select during MD, ~10 to stop it).
+
+The row (a choice, stated here because the grade depends on it):
+
+* b_k = (∂E_k/∂θ restricted to the species and moment coefficients) / N_k. The species and moment blocks are the
+  coefficients the energy is *linear* in (E = Σ_i [ξ_{t_i} + Σ_α θ_α B_α(i)]), so this b_k is exact, not a
+  linearisation (the paper's Eq. (8) for a linear model). The radial block is left out: its columns are nearly
+  dependent on the data (for a level-8 Mo potential the per-atom 26-column matrix has singular values from 1e5
+  down to 1e-20, the 10-column linear block from 14 down to 4e-8), so a maxvol over the full θ would pick its
+  members by round-off. Grades are therefore comparable with MLIP-2's only where it uses the same columns.
+* Dividing by the atom count N_k follows MLIP-2's default ``weighting = vibrations`` for the energy equation in
+  its selection (``MV_ene_cmpnts_weight · ∂E/∂θ / N``): it makes γ intensive, so a supercell of a member has
+  γ = 1 and large cells are not preferred for their size alone.
+
+Neighbourhood mode (one row ∂V_i/∂θ per atom, γ = max over the atoms) needs per-atom site-energy gradients from
+the C++ core, which it does not expose; it is not implemented here.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.dataset import Dataset
+from ..io.errors import FormatError
+from ..objective import Objective
+from ..potential import MTP
+from .maxvol import grow, maxvol
+
+__all__ = ["ActiveSet", "build_active_set", "configuration_rows", "grade", "select", "active_set_path",
+           "potential_digest"]
+
+#: First entry of a saved active set, so that another ``.npz`` is recognised as not one.
+FORMAT = "mtpfit-active-set-1"
+
+
+def potential_digest(mtp: MTP) -> str:
+    """SHA-256 (hex) of what the rows depend on: θ, the basis (cutoffs, radial basis, moment tables, scaling)
+    and the species labels; any change of the potential changes it."""
+    b = mtp.basis
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(mtp.theta, dtype="<f8").tobytes())
+    h.update(np.array([b.species_count, b.radial_basis_size, b.radial_funcs_count, b.alpha_moments_count],
+                      dtype="<i8").tobytes())
+    h.update(np.array([b.min_dist, b.max_dist, b.scaling], dtype="<f8").tobytes())
+    for table in (b.alpha_index_basic, b.alpha_index_times, b.alpha_moment_mapping):
+        h.update(np.ascontiguousarray(table, dtype="<i8").tobytes())
+    h.update(repr(list(mtp.species)).encode())
+    return h.hexdigest()
+
+
+def configuration_rows(mtp: MTP, dataset: Dataset, n_threads: int = 0) -> np.ndarray:
+    """The grade's row of every configuration: (∂E_k/∂θ on the species and moment blocks) / N_k.
+
+    Parameters
+    ----------
+    mtp : MTP
+    dataset : Dataset
+        Labels are not needed.
+    n_threads : int
+        OpenMP threads; 0: all.
+
+    Returns
+    -------
+    ndarray, shape (K, S + M)
+        eV per unit coefficient per atom; columns: the species block, then the moment block.
+
+    Raises
+    ------
+    ValueError
+        From :class:`~mtpfit.objective.Objective`: unknown species, overlapping atoms, an empty dataset.
+    """
+    gradients = Objective(mtp, dataset, n_threads=n_threads).energy_gradients()
+    atoms = np.array([c.n_atoms for c in dataset], dtype=float)
+    linear = np.concatenate([gradients[:, mtp.blocks["species"]], gradients[:, mtp.blocks["moment"]]], axis=1)
+    return linear / atoms[:, None]
+
+
+@dataclass
+class ActiveSet:
+    """The active set of a potential: n configurations whose rows span the training set with maximal volume.
+
+    Attributes
+    ----------
+    digest : str
+        :func:`potential_digest` of the potential the rows were computed with.
+    rows : ndarray, shape (n, n)
+        A: the members' rows (:func:`configuration_rows`) in the kept ``columns``.
+    inverse : ndarray, shape (n, n)
+        A⁻¹.
+    sources : list of str
+        Where each member came from (``Configuration.source``), in row order.
+    columns : ndarray of int, shape (n,)
+        The columns of :func:`configuration_rows` the set is built on: all S + M but those that are exact linear
+        combinations of the others over the training set (:func:`independent_columns`).
+    """
+
+    digest: str
+    rows: np.ndarray
+    inverse: np.ndarray
+    sources: list
+    columns: np.ndarray
+
+    def check(self, mtp: MTP, where: str = "the active set") -> None:
+        """Raise ``ValueError`` (naming ``where``) unless the active set was built with this potential."""
+        if potential_digest(mtp) != self.digest:
+            source = f" ({mtp.source})" if mtp.source else ""
+            raise ValueError(f"{where} was built for another potential than this one{source}: its coefficients "
+                             f"or basis differ; rebuild it (build_active_set) with this potential")
+
+    def grades(self, rows) -> np.ndarray:
+        """γ = max_j |(b A⁻¹)_j| of each row b, shape (K,), for rows of shape (K, n)."""
+        rows = np.asarray(rows, dtype=float)[:, self.columns]
+        return np.abs(rows @ self.inverse).max(axis=1, initial=0.0)
+
+    def save(self, path) -> None:
+        """Write an ``.npz`` (numpy's zip of arrays, at exactly ``path``) with the entries ``format``
+        (:data:`FORMAT`), ``digest``, ``rows`` (n × n float64), ``sources`` (n strings) and ``columns`` (n
+        integers).
+
+        :func:`active_set_path` gives the conventional name next to the potential, ``trained.mtp.als.npz``.
+        """
+        with open(path, "wb") as handle:
+            np.savez(handle, format=np.array(FORMAT), digest=np.array(self.digest), rows=self.rows,
+                     sources=np.array(self.sources, dtype=str), columns=np.asarray(self.columns, dtype=np.int64))
+
+    @classmethod
+    def load(cls, path, mtp: MTP) -> "ActiveSet":
+        """Read a file written by :meth:`save` for the potential ``mtp``.
+
+        The inverse is recomputed from the rows.
+
+        Raises
+        ------
+        mtpfit.io.FormatError
+            If the file is not a saved active set (naming the file).
+        ValueError
+            If it was built for another potential (naming the file), or its rows are singular.
+        """
+        try:
+            data = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as error:
+            raise FormatError(path, f"cannot be read as an active set (.npz): {error}") from error
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise FormatError(path, "is a single .npy array, not an active set (.npz)")
+        with data:
+            needed = {"format", "digest", "rows", "sources", "columns"}
+            if (needed - set(data.files)) or str(data["format"]) != FORMAT:
+                raise FormatError(path, f"not an mtpfit active set (needs format {FORMAT!r}, digest, rows, "
+                                        f"sources, columns)")
+            digest, rows = str(data["digest"]), np.array(data["rows"], dtype=float)
+            sources = [str(source) for source in data["sources"]]
+            columns = np.array(data["columns"], dtype=np.int64)
+        if digest != potential_digest(mtp):
+            ActiveSet(digest, rows, rows, sources, columns).check(mtp, where=os.fspath(path))
+        width = mtp.basis.species_count + len(mtp.basis.alpha_moment_mapping)
+        n = len(columns)
+        if (rows.shape != (n, n) or len(sources) != n or n == 0 or columns.min() < 0 or columns.max() >= width
+                or len(set(columns.tolist())) != n):
+            raise FormatError(path, f"holds {rows.shape} rows, {len(sources)} sources and {n} columns; the "
+                                    f"potential it names has {width} columns")
+        return cls(digest, rows, np.linalg.inv(rows), sources, columns)
+
+
+def active_set_path(potential_path) -> Path:
+    """Where the active set of the potential file ``potential_path`` lives: ``<potential>.als.npz``."""
+    return Path(os.fspath(potential_path) + ".als.npz")
+
+
+#: Columns whose pivot in the QR factorisation of the column-equilibrated rows is below this, relative to the
+#: first, are exact linear combinations of the others (to round-off).
+DEPENDENT_COLUMN = 1e-10
+
+
+def independent_columns(rows: np.ndarray) -> np.ndarray:
+    """The columns of ``rows`` (K, n) that are not exact linear combinations of the others, in increasing order.
+
+    Some moment-tensor contractions are linear combinations of others for every configuration (in three
+    dimensions invariants of tensors obey algebraic identities: at level 16 with one species, five basis functions
+    of the 92 satisfy one identity exactly), so their columns in :func:`configuration_rows` are dependent whatever
+    the data, and no square submatrix is invertible. QR with column pivoting of the column-equilibrated rows finds
+    them: pivots below :data:`DEPENDENT_COLUMN` of the first are dropped (a real but weak direction, e.g. 4e-6 at
+    level 16 on mlearn Mo, is kept; the identity's is 1e-16).
+    """
+    import scipy.linalg
+
+    norms = np.linalg.norm(rows, axis=0)
+    scaled = rows[:, norms > 0] / norms[norms > 0]
+    _, R, pivots = scipy.linalg.qr(scaled, mode="economic", pivoting=True)
+    diagonal = np.abs(np.diag(R))
+    keep = diagonal > DEPENDENT_COLUMN * diagonal[0] if diagonal.size else np.zeros(0, bool)
+    return np.sort(np.flatnonzero(norms > 0)[pivots[:len(keep)][keep]])
+
+
+def build_active_set(mtp: MTP, dataset: Dataset, n_threads: int = 0, tol: float = 1.001) -> ActiveSet:
+    """The MaxVol active set of a training set.
+
+    Parameters
+    ----------
+    mtp : MTP
+        The trained potential.
+    dataset : Dataset
+        Its training set; at least as many configurations as independent columns (:func:`independent_columns`).
+    n_threads : int
+        OpenMP threads; 0: all.
+    tol : float
+        :func:`~mtpfit.active.maxvol.maxvol`'s swap tolerance: afterwards every training configuration has
+        γ ≤ tol.
+
+    Returns
+    -------
+    ActiveSet
+
+    Raises
+    ------
+    ValueError
+        If the independent columns' rows have rank below their number (the message names the rank and the
+        dataset), or from
+        :func:`configuration_rows`.
+    """
+    rows = configuration_rows(mtp, dataset, n_threads)
+    columns = independent_columns(rows)
+    rows = rows[:, columns]
+    try:
+        indices, _ = maxvol(rows, tol=tol)
+    except ValueError as error:
+        raise ValueError(f"{dataset.name}: no active set: {error}") from error
+    members = rows[indices]
+    return ActiveSet(potential_digest(mtp), members, np.linalg.inv(members),
+                     [dataset[int(i)].source for i in indices], columns)
+
+
+def grade(active_set: ActiveSet, mtp: MTP, dataset: Dataset, n_threads: int = 0) -> np.ndarray:
+    """Extrapolation grade γ_k = max_j |(b_k A⁻¹)_j| of every configuration of ``dataset``.
+
+    Parameters
+    ----------
+    active_set : ActiveSet
+        Built with ``mtp``.
+    mtp : MTP
+    dataset : Dataset
+        Labels are not needed.
+    n_threads : int
+        OpenMP threads; 0: all.
+
+    Returns
+    -------
+    ndarray, shape (K,)
+        Dimensionless; 1 for a member, ≤ 1 (+ maxvol's tolerance) inside the training set, > 1 outside.
+
+    Raises
+    ------
+    ValueError
+        If ``active_set`` was built for another potential, or from :func:`configuration_rows`.
+    """
+    active_set.check(mtp)
+    return active_set.grades(configuration_rows(mtp, dataset, n_threads))
+
+
+def select(active_set: ActiveSet, mtp: MTP, candidates: Dataset, threshold: float = 1.001,
+           max_new: int | None = None, n_threads: int = 0) -> tuple[np.ndarray, ActiveSet]:
+    """Candidates worth computing with DFT: greedy "select-add" into the active set (MLIP-2 ``mlp select-add``).
+
+    Repeatedly swaps in the candidate of largest grade while that grade exceeds ``threshold``, each swap
+    multiplying |det A| by the grade (:func:`~mtpfit.active.maxvol.grow`).
+
+    Parameters
+    ----------
+    active_set : ActiveSet
+        Built with ``mtp``; not changed.
+    mtp : MTP
+    candidates : Dataset
+        Configurations to choose from (labels are not needed).
+    threshold : float
+        Least grade worth a swap, ≥ 1.
+    max_new : int, optional
+        Most swaps; default: until no candidate exceeds ``threshold``.
+    n_threads : int
+        OpenMP threads; 0: all.
+
+    Returns
+    -------
+    chosen : ndarray of int
+        Indices into ``candidates`` of the selected configurations (members of the updated set), in the order
+        they were added; at most ``max_new``.
+    updated : ActiveSet
+        The active set with them swapped in; its members' sources are the candidates'.
+
+    Raises
+    ------
+    ValueError
+        If ``active_set`` was built for another potential, for ``threshold`` < 1, or from
+        :func:`configuration_rows`.
+    """
+    active_set.check(mtp)
+    rows = configuration_rows(mtp, candidates, n_threads)
+    chosen, new_rows, inverse, origin = grow(active_set.rows, active_set.inverse, rows[:, active_set.columns],
+                                             threshold, max_new)
+    sources = [active_set.sources[j] if k < 0 else candidates[int(k)].source for j, k in enumerate(origin)]
+    return chosen, ActiveSet(active_set.digest, new_rows, inverse, sources, active_set.columns)

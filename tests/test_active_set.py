@@ -1,0 +1,224 @@
+"""MaxVol active set and extrapolation grade (mtpfit.active), on random matrices and the bundled Mo set."""
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mtpfit
+from mtpfit import Configuration, Dataset
+from mtpfit.active import ActiveSet, active_set_path, build_active_set, grade, grow, maxvol, select
+from mtpfit.datasets import load_bundled
+from mtpfit.io import FormatError
+
+# a few Mo pairs (and the hot cells' pairs) sit below the potential's min_dist; that warning is not under test
+pytestmark = pytest.mark.filterwarnings("ignore:.*closer than the potential's min_dist")
+
+
+@pytest.fixture(scope="module")
+def mo():
+    train, test = load_bundled("mlearn-Mo")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a few Mo pairs sit below min_dist: ShortDistanceWarning
+        mtp = mtpfit.fit(train=train, validation=test, level=8, max_iter=15, output=None, threads=2,
+                         quiet=True, log=lambda line: None).mtp
+    return mtp, train, test
+
+
+@pytest.fixture(scope="module")
+def active(mo):
+    mtp, train, _ = mo
+    return build_active_set(mtp, train, n_threads=2)
+
+
+def _strained(c, factor):
+    return Configuration(positions=c.positions * factor, species=c.species, cell=c.cell * factor, pbc=c.pbc,
+                         source=f"{c.source} strained {factor}")
+
+
+def _hot(c, rng, sigma=0.3):
+    return Configuration(positions=c.positions + rng.normal(0.0, sigma, c.positions.shape), species=c.species,
+                         cell=c.cell, pbc=c.pbc, source=f"{c.source} hot")
+
+
+def _index(dataset, source):
+    return [c.source for c in dataset].index(source)
+
+
+def _abs_det(M):
+    return np.exp(np.linalg.slogdet(M)[1])
+
+
+# maxvol on plain matrices ------------------------------------------------------------------------------------
+def test_maxvol_is_a_local_maximum():
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(60, 6)) * np.logspace(0, -3, 6)
+    tol = 1.001
+    indices, B = maxvol(A, tol=tol)
+    assert len(set(indices.tolist())) == 6
+    np.testing.assert_allclose(B, A @ np.linalg.inv(A[indices]), atol=1e-10)
+    np.testing.assert_allclose(B[indices], np.eye(6), atol=1e-10)
+    volume = _abs_det(A[indices])
+    # every single swap, by explicit determinants, gains at most the factor tol
+    for i in range(len(A)):
+        for j in range(6):
+            swapped = indices.copy()
+            swapped[j] = i
+            assert _abs_det(A[swapped]) <= tol * volume * (1 + 1e-10)
+    assert volume > _abs_det(A[:6])  # the swaps did something from a naive start
+    with pytest.warns(RuntimeWarning, match="maxvol stopped after 0 swaps"):
+        maxvol(A, tol=tol, max_iter=0)
+
+
+def test_maxvol_refuses_rank_deficiency():
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(40, 3)) @ rng.normal(size=(3, 5))
+    with pytest.raises(ValueError, match="rank 3 < 5"):
+        maxvol(A)
+    with pytest.raises(ValueError, match="at least as many rows"):
+        maxvol(np.ones((3, 4)))
+
+
+def test_grow_updates_the_inverse_and_the_volume():
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(80, 5))
+    indices, _ = maxvol(A)
+    rows = A[indices]
+    candidates = 3.0 * rng.normal(size=(20, 5))  # mostly outside the span of A's maxvol set
+    before = np.abs(candidates @ np.linalg.inv(rows)).max(axis=1)
+    chosen, new_rows, inverse, origin = grow(rows, np.linalg.inv(rows), candidates, threshold=1.5, max_new=4)
+    assert 1 <= len(chosen) <= 4
+    assert chosen[0] == np.argmax(before)
+    np.testing.assert_allclose(inverse, np.linalg.inv(new_rows), rtol=0, atol=1e-10 * np.abs(inverse).max())
+    np.testing.assert_array_equal(new_rows[origin >= 0], candidates[origin[origin >= 0]])
+    assert set(chosen.tolist()) == set(origin[origin >= 0].tolist())
+    assert _abs_det(new_rows) > _abs_det(rows) * 1.5
+    # without a limit it stops only when no candidate exceeds the threshold
+    _, _, inverse, _ = grow(rows, np.linalg.inv(rows), candidates, threshold=1.5)
+    assert np.abs(candidates @ inverse).max() <= 1.5 + 1e-10
+    with pytest.raises(ValueError, match="threshold must be >= 1"):
+        grow(rows, np.linalg.inv(rows), candidates, threshold=0.5)
+
+
+# the grade of a Mo potential --------------------------------------------------------------------------------
+def test_members_grade_one_and_training_set_interpolates(mo):
+    mtp, train, _ = mo
+    active = build_active_set(mtp, train, n_threads=2, tol=1.0 + 1e-10)
+    g = grade(active, mtp, train, n_threads=2)
+    members = np.array([_index(train, s) for s in active.sources])
+    assert len(set(members.tolist())) == active.rows.shape[0] == 10  # S + M of level 8, one species
+    np.testing.assert_allclose(g[members], 1.0, atol=1e-10)
+    assert g.max() <= 1.0 + 1e-10
+
+
+def test_strained_and_hot_configurations_extrapolate(mo, active):
+    mtp, _, test = mo
+    rng = np.random.default_rng(4)
+    g_test = grade(active, mtp, test, n_threads=2)
+    assert g_test.shape == (len(test),)
+    far = Dataset([_strained(test[0], 1.1), _strained(test[3], 1.1), _hot(test[0], rng), _hot(test[3], rng)])
+    g = grade(active, mtp, far, n_threads=2)
+    assert np.all(g > 1.5), g
+    assert np.all(g > g_test.max())
+
+
+def test_select_adds_the_extrapolating_candidates(mo, active):
+    mtp, train, test = mo
+    rng = np.random.default_rng(5)
+    candidates = Dataset([test[1], _strained(test[1], 1.1), _hot(test[2], rng), test[5],
+                          _strained(test[4], 0.9), _hot(test[6], rng)])
+    before = grade(active, mtp, candidates, n_threads=2)
+    chosen, updated = select(active, mtp, candidates, threshold=1.5, max_new=2, n_threads=2)
+    assert 1 <= len(chosen) <= 2
+    assert chosen[0] == np.argmax(before)
+    assert np.all(before[chosen] > 1.5)
+    np.testing.assert_allclose(updated.inverse, np.linalg.inv(updated.rows), rtol=0,
+                               atol=1e-10 * np.abs(updated.inverse).max())
+    for k in chosen:
+        assert candidates[int(k)].source in updated.sources
+    after = grade(updated, mtp, candidates, n_threads=2)
+    np.testing.assert_allclose(after[chosen], 1.0, atol=1e-10)
+    # the incremental set grades like one rebuilt from its rows
+    rebuilt = ActiveSet(updated.digest, updated.rows.copy(), np.linalg.inv(updated.rows), updated.sources,
+                         updated.columns)
+    np.testing.assert_allclose(after, grade(rebuilt, mtp, candidates, n_threads=2), rtol=1e-10)
+    np.testing.assert_allclose(grade(updated, mtp, train, 2), grade(rebuilt, mtp, train, 2), rtol=1e-10)
+    # the input set is not changed; with no limit nothing above the threshold is left
+    np.testing.assert_allclose(grade(active, mtp, candidates, n_threads=2), before)
+    _, full = select(active, mtp, candidates, threshold=1.5, n_threads=2)
+    assert grade(full, mtp, candidates, n_threads=2).max() <= 1.5 + 1e-10
+
+
+def test_save_load_round_trip_and_refusal(mo, active, tmp_path):
+    mtp, train, test = mo
+    path = active_set_path(tmp_path / "trained.mtp")
+    assert path.name == "trained.mtp.als.npz"
+    active.save(path)
+    loaded = ActiveSet.load(path, mtp)
+    np.testing.assert_array_equal(loaded.rows, active.rows)
+    assert loaded.sources == active.sources and loaded.digest == active.digest
+    np.testing.assert_allclose(grade(loaded, mtp, test, 2), grade(active, mtp, test, 2), rtol=1e-12)
+    other = mtp.copy(mtp.theta * 1.01)
+    with pytest.raises(ValueError, match="trained.mtp.als.npz"):
+        ActiveSet.load(path, other)
+    with pytest.raises(ValueError, match="another potential"):
+        grade(active, other, test)
+    not_active = tmp_path / "other.npz"
+    np.savez(not_active, rows=active.rows)
+    with pytest.raises(FormatError, match="other.npz"):
+        ActiveSet.load(not_active, mtp)
+
+
+def test_exactly_dependent_columns_are_left_out():
+    """Columns that are exact combinations of others (identities among contractions) cannot enter a square
+    invertible submatrix: they are found and dropped, weak but real ones are kept."""
+    from mtpfit.active import independent_columns
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(50, 6))
+    rows[:, 2] *= 1e-6                                   # weak, independent: kept
+    rows = np.column_stack([rows, rows[:, 0] - 2 * rows[:, 3], np.zeros(50)])  # exact identity, zero column
+    np.testing.assert_array_equal(independent_columns(rows), [0, 1, 2, 3, 4, 5])
+
+
+def test_grade_and_select_commands_on_the_bundled_mo_set(tmp_path, capsys):
+    """`mtpfit grade` and `mtpfit select` at level 16 (whose moment basis has an exact identity among five
+    basis functions) on the bundled Mo training and test sets; their .cfg outputs are read back."""
+    from mtpfit.cli import main
+    from mtpfit.io import read_configurations
+
+    folder = Path(mtpfit.__file__).parent / "datasets" / "mlearn_Mo"
+    train, test = str(folder / "training.json.gz"), str(folder / "test.json.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        potential = mtpfit.fit(level=16, max_iter=5, output=None, threads=2).mtp
+    pot = tmp_path / "pot.mtp"
+    potential.write(pot)
+    order = ["--stress-order", "xx yy zz xy xz yz"]
+    graded = tmp_path / "graded.cfg"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["grade", str(pot), train, test, "--output", str(graded), *order]) == 0
+        out = capsys.readouterr().out
+        assert (tmp_path / "pot.mtp.als.npz").exists() and "active set of 92 configurations" in out
+        back = read_configurations(graded, species=["Mo"])
+        grades = np.array([float(c.features["MV_grade"]) for c in back])
+        assert len(back) == 23 and np.all(grades > 0)
+        # the training set itself grades ≤ 1 (maxvol's tolerance 1.001)
+        assert main(["grade", str(pot), train, train, *order]) == 0
+        printed = [float(line.split()[0]) for line in capsys.readouterr().out.splitlines() if "configuration" in line
+                   and line.split()[0][0].isdigit()]
+        assert len(printed) == 194 and max(printed) <= 1.001 + 1e-9
+        # candidates outside the training set: the test configurations strained by 10 %
+        from mtpfit.io import write_cfg
+
+        strained = [dataclasses.replace(c, positions=1.1 * c.positions, cell=1.1 * c.cell) for c in back]
+        candidates = tmp_path / "candidates.cfg"
+        write_cfg(candidates, strained, species_order=["Mo"])
+        selected = tmp_path / "selected.cfg"
+        assert main(["select", str(pot), train, str(candidates), "--max", "3", "--output", str(selected),
+                     *order]) == 0
+    chosen = read_configurations(selected)
+    assert len(chosen) == 3
+    assert "selected" in capsys.readouterr().out
