@@ -222,3 +222,26 @@ def test_grade_and_select_commands_on_the_bundled_mo_set(tmp_path, capsys):
     chosen = read_configurations(selected)
     assert len(chosen) == 3
     assert "selected" in capsys.readouterr().out
+
+
+def test_calculator_reports_the_grade(tmp_path, mo, active):
+    """The ASE calculator with the active set gives each structure's γ: ≤ 1 for a training configuration, > 1
+    strained; without an active set the property is refused."""
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    from mtpfit import MTPCalculator
+
+    from ase import Atoms
+
+    mtp, train, _ = mo
+    path = tmp_path / "pot.mtp.als.npz"
+    active.save(path)
+    c = train[_index(train, active.sources[0])]  # a member of the active set: γ = 1
+    atoms = Atoms(c.species.tolist(), positions=c.positions, cell=c.cell, pbc=True)
+    atoms.calc = MTPCalculator(mtp, active_set=path, n_threads=1)
+    assert atoms.calc.get_property("extrapolation_grade", atoms) == pytest.approx(1.0, abs=1e-9)
+    atoms.set_cell(1.1 * atoms.cell, scale_atoms=True)
+    assert atoms.calc.get_property("extrapolation_grade", atoms) > 1.5
+    atoms.calc = MTPCalculator(mtp)
+    with pytest.raises(PropertyNotImplementedError, match="active_set"):
+        atoms.calc.get_property("extrapolation_grade", atoms)

@@ -50,6 +50,11 @@ class MTPCalculator(Calculator):
         OpenMP threads over the atoms; 0 (default) takes ``OMP_NUM_THREADS``, else every core.
     skin : float, optional
         Verlet skin of the neighbour list, Å (default :data:`DEFAULT_SKIN`); 0 builds a new list at every call.
+    active_set : ActiveSet or str or Path, optional
+        The potential's active set (:class:`mtpfit.active.ActiveSet`, or its file, e.g. ``trained.mtp.als.npz``
+        as ``mtpfit grade`` writes it): every calculation then also gives ``extrapolation_grade``, the
+        configuration's γ (Podryabinkin & Shapeev 2017; > 1: the potential extrapolates). It costs about one
+        more energy pass per call.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
 
@@ -82,10 +87,11 @@ class MTPCalculator(Calculator):
     Warns as :meth:`mtpfit.MTP.evaluate` does: atoms closer than ``min_dist``, absurd site energies.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "stresses"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "stresses",
+                              "extrapolation_grade"]
 
     def __init__(self, potential: MTP | str, species: Sequence[str] | None = None, n_threads: int = 0,
-                 skin: float = DEFAULT_SKIN, **kwargs):
+                 skin: float = DEFAULT_SKIN, active_set=None, **kwargs):
         super().__init__(**kwargs)
         mtp = potential if isinstance(potential, MTP) else MTP.read(potential)
         self.mtp = mtp if species is None else mtp.with_species(species)
@@ -101,6 +107,11 @@ class MTPCalculator(Calculator):
         self._neighbors = VerletNeighbors(basis.max_dist, skin, basis.species_count, basis.min_dist, self.n_threads)
         # the last atoms' elements, the potential labelled for them and their types: kept while the elements are
         self._numbers = self._symbols = self._named = self._types = None
+        if active_set is not None and not hasattr(active_set, "grades"):
+            from .active import ActiveSet
+
+            active_set = ActiveSet.load(active_set, self.mtp)
+        self.active_set = active_set
 
     @property
     def neighbor_builds(self) -> int:
@@ -149,3 +160,11 @@ class MTPCalculator(Calculator):
                 self.results["stresses"] = (-prediction.atom_virials / config.volume)[:, _VOIGT[0], _VOIGT[1]]
         elif "stress" in properties or "stresses" in properties:
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
+        if self.active_set is not None:
+            from .active import grade
+            from .data.dataset import Dataset
+
+            self.results["extrapolation_grade"] = float(grade(self.active_set, mtp, Dataset([config]),
+                                                              n_threads=self.n_threads)[0])
+        elif "extrapolation_grade" in properties:
+            raise PropertyNotImplementedError("extrapolation_grade needs the potential's active_set")
