@@ -15,6 +15,7 @@
 #include "basis.hpp"
 #include "site_kernel.hpp"
 #include "structure.hpp"
+#include "linear_system.hpp"
 #include "training_set.hpp"
 
 namespace py = pybind11;
@@ -124,6 +125,24 @@ PYBIND11_MODULE(_core, m) {
             py::arg("cutoff"), py::arg("out"), py::arg("n_threads") = 1,
             "Fills out with the pairs closer than cutoff (Å), without shifts: what a Verlet list (built with a "
             "skin) holds inside the potential's cutoff; out's memory is reused.");
+
+    m.def(
+        "site_linear_rows",
+        [](const Basis& basis, DoubleArray theta, const Structure& s, int n_threads) {
+            const double* th = checked_theta(basis, theta);
+            const int width = basis.species_count + static_cast<int>(basis.mapping.size());
+            py::array_t<double> rows({s.n_atoms, width});
+            double* out = rows.mutable_data();
+            const int threads = resolve_threads(n_threads);
+            {
+                py::gil_scoped_release release;
+                site_linear_rows(basis, th, s, out, threads);
+            }
+            return rows;
+        },
+        py::arg("basis"), py::arg("theta"), py::arg("structure"), py::arg("n_threads") = 1,
+        "Each atom's ∂V_i/∂(ξ, c): the one-hot of its species, then its basis functions B_α(i), shape "
+        "(N, S + M).");
 
     m.def(
         "evaluate",

@@ -109,6 +109,30 @@ void structure_linear_design(SiteKernel& kernel, const Structure& s, double* D, 
     }
 }
 
+void site_linear_rows(const Basis& basis, const double* theta, const Structure& s, double* R, int n_threads) {
+    const int S = basis.species_count, M = static_cast<int>(basis.mapping.size()), L = SiteKernel::kLanes;
+    const int n_batches = (s.n_atoms + L - 1) / L;
+#pragma omp parallel num_threads(std::max(n_threads, 1))
+    {
+        SiteKernel kernel(basis, theta);
+        double V[SiteKernel::kLanes];
+#pragma omp for schedule(dynamic, 4)
+        for (int b = 0; b < n_batches; ++b) {
+            const int first = b * L, count = std::min(L, s.n_atoms - first);
+            kernel.forward_batch(s, first, count, V, false);
+            for (int lane = 0; lane < count; ++lane) {
+                const int i = first + lane;
+                kernel.select(s, i, lane);
+                double* row = R + static_cast<std::size_t>(i) * (S + M);
+                std::fill_n(row, S, 0.0);
+                row[s.types[i]] = 1.0;
+                const std::vector<double>& m = kernel.moments();
+                for (int a = 0; a < M; ++a) row[S + a] = m[basis.mapping[a]];
+            }
+        }
+    }
+}
+
 void TrainingSet::linear_system(const Basis& basis, const double* theta, double* R_out, int n_threads) const {
     const int S = basis.species_count, M = static_cast<int>(basis.mapping.size()), n = S + M + 1;
     const int K = size();

@@ -41,4 +41,9 @@ private:
 // through the products per atom.
 void structure_linear_design(SiteKernel& kernel, const Structure& s, double* D, int ld);
 
+// Each atom's site energy's derivative by the linear coefficients: row i of R (row-major, N × (S + M)) is the
+// one-hot of its species, then its basis functions B_α(i) (∂V_i/∂c_α). The rows of the extrapolation grade's
+// neighbourhood mode; OpenMP over atoms, each row computed by one thread: the same for any thread count.
+void site_linear_rows(const Basis& basis, const double* theta, const Structure& s, double* R, int n_threads);
+
 }  // namespace mtpfit

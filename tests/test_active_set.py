@@ -245,3 +245,52 @@ def test_calculator_reports_the_grade(tmp_path, mo, active):
     atoms.calc = MTPCalculator(mtp)
     with pytest.raises(PropertyNotImplementedError, match="active_set"):
         atoms.calc.get_property("extrapolation_grade", atoms)
+
+
+def _one_atom_cells(count, rng, spread):
+    """Primitive bcc Mo cells (one atom each) under random strains."""
+    base = 3.16 * 0.5 * np.array([[-1, 1, 1], [1, -1, 1], [1, 1, -1]])
+    cells = []
+    for k in range(count):
+        strain = np.eye(3) + rng.uniform(-spread, spread, (3, 3))
+        cells.append(Configuration(positions=np.zeros((1, 3)), species=["Mo"], cell=base @ strain, pbc=[True] * 3,
+                                   source=f"one-atom cell {k}"))
+    return Dataset(cells, "one-atom cells")
+
+
+def test_neighbourhood_mode_grades_atoms(mo):
+    """One row per atom: members grade 1, every atom of the training set ≤ tol, strained atoms extrapolate; a
+    configuration's grade is the largest of its atoms'; the file keeps the mode."""
+    from mtpfit.active import atom_grades
+
+    mtp, train, test = mo
+    active = build_active_set(mtp, train, n_threads=2, tol=1.0 + 1e-10, mode="neighbourhood")
+    assert active.mode == "neighbourhood" and all(", atom " in s for s in active.sources)
+    per_atom = atom_grades(active, mtp, train, n_threads=2)
+    assert sum(len(a) for a in per_atom) == train.n_atoms
+    assert max(a.max() for a in per_atom) <= 1.0 + 1e-9
+    for source in active.sources[:3]:
+        config, atom = source.rsplit(", atom ", 1)
+        assert per_atom[_index(train, config)][int(atom)] == pytest.approx(1.0, abs=1e-9)
+    np.testing.assert_array_equal(grade(active, mtp, train, n_threads=2), [a.max() for a in per_atom])
+    strained = Dataset([_strained(c, 1.15) for c in test], "strained")
+    assert np.all(grade(active, mtp, strained, n_threads=2) > 1.0)
+    with pytest.raises(ValueError, match="configuration-mode"):
+        select(active, mtp, strained)
+
+
+def test_modes_agree_on_one_atom_cells(mo, tmp_path):
+    """On cells of one atom a configuration's row is its atom's row: both modes choose the same set and grade
+    alike, also after a save and load."""
+    mtp, _, _ = mo
+    rng = np.random.default_rng(3)
+    train, new = _one_atom_cells(60, rng, 0.12), _one_atom_cells(20, rng, 0.16)
+    per_configuration = build_active_set(mtp, train, n_threads=1)
+    per_atom = build_active_set(mtp, train, n_threads=1, mode="neighbourhood")
+    np.testing.assert_allclose(per_atom.rows, per_configuration.rows, rtol=1e-12, atol=1e-14)
+    path = tmp_path / "cells.als.npz"
+    per_atom.save(path)
+    loaded = ActiveSet.load(path, mtp)
+    assert loaded.mode == "neighbourhood"
+    np.testing.assert_allclose(grade(loaded, mtp, new, n_threads=1), grade(per_configuration, mtp, new, n_threads=1),
+                               rtol=1e-10)

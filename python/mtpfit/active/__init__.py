@@ -4,9 +4,9 @@ Podryabinkin and Shapeev, Comput. Mater. Sci. 140, 171 (2017)).
 :mod:`.maxvol` holds the linear algebra (maxvol, select-add), :mod:`.grade` the rows of a potential, the
 :class:`ActiveSet` and its file.
 """
-from .grade import (ActiveSet, active_set_path, build_active_set, configuration_rows, grade, independent_columns,
-                    potential_digest, select)
+from .grade import (MODES, ActiveSet, active_set_path, atom_grades, build_active_set, configuration_rows, grade,
+                    independent_columns, neighbourhood_rows, potential_digest, select)
 from .maxvol import grow, maxvol
 
 __all__ = ["ActiveSet", "active_set_path", "build_active_set", "configuration_rows", "grade", "potential_digest",
-           "select", "grow", "maxvol", "independent_columns"]
+           "select", "grow", "maxvol", "independent_columns", "neighbourhood_rows", "atom_grades", "MODES"]

@@ -19,8 +19,11 @@ The row (a choice, stated here because the grade depends on it):
   its selection (``MV_ene_cmpnts_weight · ∂E/∂θ / N``): it makes γ intensive, so a supercell of a member has
   γ = 1 and large cells are not preferred for their size alone.
 
-Neighbourhood mode (one row ∂V_i/∂θ per atom, γ = max over the atoms) needs per-atom site-energy gradients from
-the C++ core, which it does not expose; it is not implemented here.
+Neighbourhood mode (``mode="neighbourhood"``, MLIP's per-atom grade): one row per atom, ∂V_i/∂(ξ, c) = the
+one-hot of its species and its basis functions B_α(i) (the core's ``site_linear_rows``); the active set is chosen
+among all atoms of the training set, an atom's γ says how far its neighbourhood lies outside theirs, and a
+configuration's γ is the largest of its atoms'. A configuration row is the mean of its atoms' rows, so on cells
+whose atoms are all alike (one atom per primitive cell, a perfect crystal) the two modes give the same rows.
 """
 from __future__ import annotations
 
@@ -37,8 +40,11 @@ from ..objective import Objective
 from ..potential import MTP
 from .maxvol import grow, maxvol
 
-__all__ = ["ActiveSet", "build_active_set", "configuration_rows", "grade", "select", "active_set_path",
-           "potential_digest"]
+__all__ = ["ActiveSet", "build_active_set", "configuration_rows", "neighbourhood_rows", "grade", "atom_grades",
+           "select", "active_set_path", "potential_digest", "MODES"]
+
+#: The two kinds of rows: one per configuration, or one per atom (its neighbourhood).
+MODES = ("configuration", "neighbourhood")
 
 #: First entry of a saved active set, so that another ``.npz`` is recognised as not one.
 FORMAT = "mtpfit-active-set-1"
@@ -86,6 +92,40 @@ def configuration_rows(mtp: MTP, dataset: Dataset, n_threads: int = 0) -> np.nda
     return linear / atoms[:, None]
 
 
+def neighbourhood_rows(mtp: MTP, dataset: Dataset, n_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The grade's row of every atom: ∂V_i/∂(ξ, c), its species' one-hot then its basis functions B_α(i).
+
+    Returns
+    -------
+    rows : ndarray, shape (Σ N_k, S + M)
+        eV per unit coefficient, atoms in dataset order.
+    owner : ndarray of int, shape (Σ N_k,)
+        The configuration of each row.
+
+    Raises
+    ------
+    ValueError
+        From :meth:`mtpfit.MTP.structure`: unknown species, overlapping atoms; for an empty dataset.
+    """
+    from .. import _core
+
+    if len(dataset) == 0:
+        raise ValueError(f"{dataset.name}: no configurations")
+    rows, owner = [], []
+    for k, c in enumerate(dataset):
+        rows.append(_core.site_linear_rows(mtp.basis.core, mtp.theta, mtp.structure(c), n_threads))
+        owner.append(np.full(c.n_atoms, k))
+    return np.concatenate(rows), np.concatenate(owner)
+
+
+def _rows(mtp: MTP, dataset: Dataset, mode: str, n_threads: int) -> tuple[np.ndarray, np.ndarray]:
+    if mode == "configuration":
+        return configuration_rows(mtp, dataset, n_threads), np.arange(len(dataset))
+    if mode == "neighbourhood":
+        return neighbourhood_rows(mtp, dataset, n_threads)
+    raise ValueError(f"unknown grade mode {mode!r}; choose from {', '.join(MODES)}")
+
+
 @dataclass
 class ActiveSet:
     """The active set of a potential: n configurations whose rows span the training set with maximal volume.
@@ -103,6 +143,8 @@ class ActiveSet:
     columns : ndarray of int, shape (n,)
         The columns of :func:`configuration_rows` the set is built on: all S + M but those that are exact linear
         combinations of the others over the training set (:func:`independent_columns`).
+    mode : {"configuration", "neighbourhood"}
+        What a row is (:data:`MODES`); in neighbourhood mode ``sources`` name the member atoms.
     """
 
     digest: str
@@ -110,6 +152,7 @@ class ActiveSet:
     inverse: np.ndarray
     sources: list
     columns: np.ndarray
+    mode: str = "configuration"
 
     def check(self, mtp: MTP, where: str = "the active set") -> None:
         """Raise ``ValueError`` (naming ``where``) unless the active set was built with this potential."""
@@ -132,7 +175,8 @@ class ActiveSet:
         """
         with open(path, "wb") as handle:
             np.savez(handle, format=np.array(FORMAT), digest=np.array(self.digest), rows=self.rows,
-                     sources=np.array(self.sources, dtype=str), columns=np.asarray(self.columns, dtype=np.int64))
+                     sources=np.array(self.sources, dtype=str), columns=np.asarray(self.columns, dtype=np.int64),
+                     mode=np.array(self.mode))
 
     @classmethod
     def load(cls, path, mtp: MTP) -> "ActiveSet":
@@ -163,6 +207,9 @@ class ActiveSet:
             digest, rows = str(data["digest"]), np.array(data["rows"], dtype=float)
             sources = [str(source) for source in data["sources"]]
             columns = np.array(data["columns"], dtype=np.int64)
+            mode = str(data["mode"]) if "mode" in data.files else "configuration"
+        if mode not in MODES:
+            raise FormatError(path, f"unknown grade mode {mode!r}")
         if digest != potential_digest(mtp):
             ActiveSet(digest, rows, rows, sources, columns).check(mtp, where=os.fspath(path))
         width = mtp.basis.species_count + len(mtp.basis.alpha_moment_mapping)
@@ -171,7 +218,7 @@ class ActiveSet:
                 or len(set(columns.tolist())) != n):
             raise FormatError(path, f"holds {rows.shape} rows, {len(sources)} sources and {n} columns; the "
                                     f"potential it names has {width} columns")
-        return cls(digest, rows, np.linalg.inv(rows), sources, columns)
+        return cls(digest, rows, np.linalg.inv(rows), sources, columns, mode)
 
 
 def active_set_path(potential_path) -> Path:
@@ -192,19 +239,26 @@ def independent_columns(rows: np.ndarray) -> np.ndarray:
     of the 92 satisfy one identity exactly), so their columns in :func:`configuration_rows` are dependent whatever
     the data, and no square submatrix is invertible. QR with column pivoting of the column-equilibrated rows finds
     them: pivots below :data:`DEPENDENT_COLUMN` of the first are dropped (a real but weak direction, e.g. 4e-6 at
-    level 16 on mlearn Mo, is kept; the identity's is 1e-16).
+    level 16 on mlearn Mo, is kept; the identity's is 1e-16); columns below :data:`DEPENDENT_COLUMN` of the largest
+    column are zero (basis functions that vanish by symmetry on these data). An identity holds for every
+    configuration; a column that vanishes on the training set need not vanish elsewhere, and the grade does not
+    see a new configuration's weight in it (a limitation: such a configuration extrapolates by definition).
     """
     import scipy.linalg
 
     norms = np.linalg.norm(rows, axis=0)
-    scaled = rows[:, norms > 0] / norms[norms > 0]
+    # columns at round-off size are zero: basis functions that vanish by symmetry (odd contractions in
+    # centrosymmetric neighbourhoods) come out ~1e-17, which equilibration would blow up to noise of order one
+    present = norms > DEPENDENT_COLUMN * norms.max(initial=0.0)
+    scaled = rows[:, present] / norms[present]
     _, R, pivots = scipy.linalg.qr(scaled, mode="economic", pivoting=True)
     diagonal = np.abs(np.diag(R))
     keep = diagonal > DEPENDENT_COLUMN * diagonal[0] if diagonal.size else np.zeros(0, bool)
-    return np.sort(np.flatnonzero(norms > 0)[pivots[:len(keep)][keep]])
+    return np.sort(np.flatnonzero(present)[pivots[:len(keep)][keep]])
 
 
-def build_active_set(mtp: MTP, dataset: Dataset, n_threads: int = 0, tol: float = 1.001) -> ActiveSet:
+def build_active_set(mtp: MTP, dataset: Dataset, n_threads: int = 0, tol: float = 1.001,
+                     mode: str = "configuration") -> ActiveSet:
     """The MaxVol active set of a training set.
 
     Parameters
@@ -218,6 +272,8 @@ def build_active_set(mtp: MTP, dataset: Dataset, n_threads: int = 0, tol: float 
     tol : float
         :func:`~mtpfit.active.maxvol.maxvol`'s swap tolerance: afterwards every training configuration has
         γ ≤ tol.
+    mode : {"configuration", "neighbourhood"}
+        One row per configuration, or per atom (:data:`MODES`).
 
     Returns
     -------
@@ -230,7 +286,7 @@ def build_active_set(mtp: MTP, dataset: Dataset, n_threads: int = 0, tol: float 
         dataset), or from
         :func:`configuration_rows`.
     """
-    rows = configuration_rows(mtp, dataset, n_threads)
+    rows, owner = _rows(mtp, dataset, mode, n_threads)
     columns = independent_columns(rows)
     rows = rows[:, columns]
     try:
@@ -238,8 +294,10 @@ def build_active_set(mtp: MTP, dataset: Dataset, n_threads: int = 0, tol: float 
     except ValueError as error:
         raise ValueError(f"{dataset.name}: no active set: {error}") from error
     members = rows[indices]
-    return ActiveSet(potential_digest(mtp), members, np.linalg.inv(members),
-                     [dataset[int(i)].source for i in indices], columns)
+    first = np.searchsorted(owner, owner[indices])  # each member's first row of its configuration
+    sources = [dataset[int(owner[i])].source + ("" if mode == "configuration" else f", atom {int(i - f)}")
+               for i, f in zip(indices, first)]
+    return ActiveSet(potential_digest(mtp), members, np.linalg.inv(members), sources, columns, mode)
 
 
 def grade(active_set: ActiveSet, mtp: MTP, dataset: Dataset, n_threads: int = 0) -> np.ndarray:
@@ -266,7 +324,26 @@ def grade(active_set: ActiveSet, mtp: MTP, dataset: Dataset, n_threads: int = 0)
         If ``active_set`` was built for another potential, or from :func:`configuration_rows`.
     """
     active_set.check(mtp)
-    return active_set.grades(configuration_rows(mtp, dataset, n_threads))
+    rows, owner = _rows(mtp, dataset, active_set.mode, n_threads)
+    per_row = active_set.grades(rows)
+    return np.maximum.reduceat(per_row, np.searchsorted(owner, np.arange(len(dataset))))
+
+
+def atom_grades(active_set: ActiveSet, mtp: MTP, dataset: Dataset, n_threads: int = 0) -> list[np.ndarray]:
+    """The γ of every atom's neighbourhood (neighbourhood mode), one array (N_k,) per configuration.
+
+    Raises
+    ------
+    ValueError
+        If ``active_set`` is not a neighbourhood-mode set of ``mtp``.
+    """
+    active_set.check(mtp)
+    if active_set.mode != "neighbourhood":
+        raise ValueError("per-atom grades need a neighbourhood-mode active set (build_active_set(..., "
+                         "mode='neighbourhood'))")
+    rows, owner = neighbourhood_rows(mtp, dataset, n_threads)
+    per_row = active_set.grades(rows)
+    return np.split(per_row, np.searchsorted(owner, np.arange(1, len(dataset))))
 
 
 def select(active_set: ActiveSet, mtp: MTP, candidates: Dataset, threshold: float = 1.001,
@@ -305,8 +382,11 @@ def select(active_set: ActiveSet, mtp: MTP, candidates: Dataset, threshold: floa
         :func:`configuration_rows`.
     """
     active_set.check(mtp)
+    if active_set.mode != "configuration":
+        raise ValueError("select works on a configuration-mode active set (neighbourhood-mode selection, which "
+                         "adds the configurations of the chosen atoms, is not implemented)")
     rows = configuration_rows(mtp, candidates, n_threads)
     chosen, new_rows, inverse, origin = grow(active_set.rows, active_set.inverse, rows[:, active_set.columns],
                                              threshold, max_new)
     sources = [active_set.sources[j] if k < 0 else candidates[int(k)].source for j, k in enumerate(origin)]
-    return chosen, ActiveSet(active_set.digest, new_rows, inverse, sources, active_set.columns)
+    return chosen, ActiveSet(active_set.digest, new_rows, inverse, sources, active_set.columns, active_set.mode)
