@@ -276,6 +276,10 @@ def _parser() -> argparse.ArgumentParser:
             g.add_argument("--threshold", type=float, default=1.001,
                            help="add candidates whose γ exceeds this (default 1.001)")
             g.add_argument("--max", type=int, metavar="N", help="at most N candidates (default: no limit)")
+        if name == "grade":
+            g.add_argument("--mode", choices=("configuration", "neighbourhood"), default="configuration",
+                           help="rows per configuration (default) or per atom; a configuration's γ is then its "
+                                "atoms' largest")
         g.add_argument("--format")
         g.add_argument("--stress-order", default="xx yy zz xy yz xz", help="Voigt order of JSON stresses")
         g.add_argument("--threads", type=int, default=0)
@@ -525,17 +529,23 @@ def _active_set(args, mtp):
     """The active set of POT, from its file next to the potential or built (and saved) from TRAIN."""
     from .active import ActiveSet, active_set_path, build_active_set
 
+    mode = getattr(args, "mode", "configuration")
     path = active_set_path(args.potential)
     if path.exists():
         try:
-            return ActiveSet.load(path, mtp)
+            active = ActiveSet.load(path, mtp)
+            if active.mode == mode:
+                return active
+            print(f"mtpfit {args.command}: {path} is a {active.mode}-mode set; building a {mode}-mode one from "
+                  f"{args.train}", file=sys.stderr)
         except ValueError as err:
             print(f"mtpfit {args.command}: {err}; building it again from {args.train}", file=sys.stderr)
     names = mtp.species if mtp.named else None
     train = _read_all([args.train], args.format, args.stress_order, species=names)
-    active = build_active_set(mtp.named_for(train.species()), train, n_threads=args.threads)
+    active = build_active_set(mtp.named_for(train.species()), train, n_threads=args.threads, mode=mode)
     active.save(path)
-    print(f"active set of {len(active.sources)} configurations of {train.name} written to {path}")
+    what = "configurations" if mode == "configuration" else "atoms' neighbourhoods"
+    print(f"active set of {len(active.sources)} {what} of {train.name} written to {path}")
     return active
 
 
