@@ -210,6 +210,10 @@ def test_grade_and_select_commands_on_the_bundled_mo_set(tmp_path, capsys):
         printed = [float(line.split()[0]) for line in capsys.readouterr().out.splitlines() if "configuration" in line
                    and line.split()[0][0].isdigit()]
         assert len(printed) == 194 and max(printed) <= 1.001 + 1e-9
+        # per atom: the file's configuration-mode set is replaced by a neighbourhood-mode one
+        assert main(["grade", str(pot), train, test, "--mode", "neighbourhood", *order]) == 0
+        assert "atoms' neighbourhoods of training.json.gz" in capsys.readouterr().out
+        assert ActiveSet.load(tmp_path / "pot.mtp.als.npz", potential).mode == "neighbourhood"
         # candidates outside the training set: the test configurations strained by 10 %
         from mtpfit.io import write_cfg
 
