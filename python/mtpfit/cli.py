@@ -1,5 +1,5 @@
-"""Command line: ``mtpfit train``, ``evaluate``, ``grade``, ``select``, ``bench``, ``report``, ``analyse``,
-``finetune-relax`` and ``lammps`` (also ``python -m mtpfit``)."""
+"""Command line: ``mtpfit train``, ``evaluate``, ``grade``, ``select``, ``learn``, ``bench``, ``report``,
+``analyse``, ``finetune-relax`` and ``lammps`` (also ``python -m mtpfit``)."""
 from __future__ import annotations
 
 import argparse
@@ -283,6 +283,15 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--format")
         g.add_argument("--stress-order", default="xx yy zz xy yz xz", help="Voigt order of JSON stresses")
         g.add_argument("--threads", type=int, default=0)
+
+    w = sub.add_parser("learn", help="active learning: train, explore with MD, select by γ, label, retrain",
+                       description="Run (or resume: the same CONFIG and folder) the active-learning loop "
+                                   "(mtpfit.active.learn). CONFIG.toml holds LearningConfig's fields: seeds (files), "
+                                   "labeller (\"emt\" or \"module:function\" returning an ASE calculator), level, "
+                                   "temperatures, steps, gamma_select, gamma_break, max_selected, max_cycles, output.")
+    w.add_argument("learn_config", metavar="CONFIG.toml", help="TOML file of LearningConfig's fields")
+    w.add_argument("--max-cycles", type=int, help="override max_cycles (a larger value continues a finished loop)")
+    w.add_argument("--threads", type=int, help="override threads (0: all cores)")
 
     e = sub.add_parser("evaluate", help="errors of a potential on labelled data")
     e.add_argument("potential", help=".mtp file")
@@ -577,6 +586,17 @@ def _grade_or_select(args) -> int:
     return 0
 
 
+def _learn(args) -> int:
+    from .active.learn import LearningConfig, learn
+
+    config = LearningConfig.from_toml(args.learn_config)
+    changes = {k: v for k, v in (("max_cycles", args.max_cycles), ("threads", args.threads)) if v is not None}
+    result = learn(dataclasses.replace(config, **changes) if changes else config)
+    print(f"{result.reason}: {len(result.labelled)} labelled configurations; potential {result.potential}; "
+          f"summary {result.files['summary_csv']}")
+    return 0
+
+
 def _lammps(args) -> int:
     from .lammps import plugin_path
 
@@ -603,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.optimizer = canonical_optimizer(args.optimizer)
             return {"train": _train, "evaluate": _evaluate, "bench": _bench, "report": _report,
                     "analyse": _analyse, "finetune-relax": _finetune_relax, "lammps": _lammps, "grade": _grade_or_select,
-                    "select": _grade_or_select}[args.command](args)
+                    "select": _grade_or_select, "learn": _learn}[args.command](args)
         except (FormatError, ValueError, OSError, KeyError, FloatingPointError, ImportError) as err:
             print(f"mtpfit: error: {err}", file=sys.stderr)
             return 2

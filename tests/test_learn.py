@@ -1,0 +1,231 @@
+"""The active-learning loop (mtpfit.active.learn) on EMT Cu: it labels, retrains and ends, and a killed loop
+resumes without computing any label twice."""
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from mtpfit import Dataset
+from mtpfit.active.learn import LearningConfig, learn, resolve_labeller
+from mtpfit.io.cfg import read_cfg
+
+#: calculate() calls of every CountingEMT of this process
+CALLS = {"n": 0}
+
+
+class CountingEMT(EMT):
+    """EMT that counts its calculations, so a test can see whether a label was computed again."""
+
+    def calculate(self, *args, **kwargs):
+        CALLS["n"] += 1
+        super().calculate(*args, **kwargs)
+
+
+class Killed(Exception):
+    """Stands for the loop being killed while it labels."""
+
+
+def killing_after(n):
+    """A labeller that raises Killed instead of starting its (n + 1)-th label."""
+    made = {"n": 0}
+
+    def factory():
+        if made["n"] == n:
+            raise Killed
+        made["n"] += 1
+        return CountingEMT()
+
+    return factory
+
+
+def seeds():
+    structures = []
+    for k in range(3):
+        atoms = bulk("Cu", "fcc", a=3.6 + 0.03 * k, cubic=True)  # 4 atoms
+        atoms.rattle(0.05, seed=k)
+        structures.append(atoms)
+    return structures
+
+
+def settings(folder, **changes):
+    return {"seeds": seeds(), "labeller": CountingEMT, "level": 6, "max_iter": 20, "temperatures": [300.0, 1500.0],
+            "steps": 20, "timestep": 5.0, "grade_every": 2, "max_cycles": 2, "max_selected": 3, "threads": 1,
+            "output": str(folder), **changes}
+
+
+def labels_of(folder):
+    return read_cfg(folder / "labelled.cfg", species=["Cu"])
+
+
+def same_configurations(a, b):
+    return len(a) == len(b) and all(np.array_equal(x.positions, y.positions) and x.energy == y.energy
+                                    and np.array_equal(x.forces, y.forces) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted loop and the labels it computed."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    before = CALLS["n"]
+    lines = []
+    result = learn(settings(folder), log=lines.append)
+    return folder, result, CALLS["n"] - before, lines
+
+
+def test_loop_labels_retrains_and_ends(reference):
+    folder, result, calls, _ = reference
+    rows = result.rows
+    assert result.reason == "max_cycles" and [row["cycle"] for row in rows] == [0, 1, 2]
+    selected = [row["selected"] for row in rows[:2]]
+    assert all(n >= 1 for n in selected), "EMT Cu at 1500 K from a 3-seed potential must extrapolate"
+    assert [row["labelled"] for row in rows] == [3, 3 + selected[0], 3 + sum(selected)]
+    assert len(result.labelled) == 3 + sum(selected) == calls  # every label computed once, the seeds' too
+    assert all(row["max_gamma"] > 2.0 and row["candidates"] >= row["selected"] for row in rows[:2])
+    stored = labels_of(folder)
+    assert same_configurations(stored, list(result.labelled))
+    assert [c.group for c in stored[:3]] == ["seed"] * 3 and stored[3].group == "cycle000"
+    # labels are EMT's (energy, forces, stress as PlusStress −σV)
+    atoms = stored[-1].to_ase()
+    atoms.calc = EMT()
+    assert np.allclose(atoms.get_forces(), stored[-1].forces, atol=1e-10)
+    assert np.allclose(-atoms.get_stress(voigt=False) * atoms.get_volume(), stored[-1].plus_stress, atol=1e-10)
+    with open(folder / "summary.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [int(r["labelled"]) for r in table] == [row["labelled"] for row in rows]
+    assert (folder / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.potential.exists() and (folder / "cycle000.mtp.als.npz").exists()
+    assert result.mtp.species == ["Cu"]
+
+
+def test_finished_loop_reruns_without_work(reference):
+    folder, result, _, _ = reference
+    before = CALLS["n"]
+    again = learn(settings(folder), log=None)
+    assert CALLS["n"] == before and again.reason == result.reason
+    assert same_configurations(list(again.labelled), list(result.labelled))
+
+
+@pytest.mark.parametrize("kill_after", [1, 4], ids=["among-seeds", "among-selected"])
+def test_killed_loop_resumes_without_relabelling(reference, tmp_path, kill_after):
+    _, result, calls, _ = reference
+    before = CALLS["n"]
+    with pytest.raises(Killed):
+        learn(settings(tmp_path, labeller=killing_after(kill_after)), log=None)
+    assert len(labels_of(tmp_path)) == kill_after  # each label was saved as it came
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["phase"] == ("seeds" if kill_after < 3 else "label")
+    resumed = learn(settings(tmp_path), log=None)
+    assert CALLS["n"] - before == calls  # the killed and the resumed loop together labelled what one loop does
+    assert same_configurations(list(resumed.labelled), list(result.labelled))
+    assert [row["labelled"] for row in resumed.rows] == [row["labelled"] for row in result.rows]
+
+
+def test_more_cycles_continue_a_finished_loop(reference, tmp_path):
+    _, result, _, _ = reference
+    first = learn(settings(tmp_path, max_cycles=1), log=None)
+    assert first.reason == "max_cycles" and len(first.rows) == 2
+    continued = learn(settings(tmp_path, max_cycles=2), log=None)
+    assert same_configurations(list(continued.labelled), list(result.labelled))
+    assert [row["selected"] for row in continued.rows[:2]] == [row["selected"] for row in result.rows[:2]]
+
+
+def test_other_settings_in_the_same_folder_are_refused(reference):
+    folder, _, _, _ = reference
+    with pytest.raises(ValueError, match=r"state\.json.*gamma_select"):
+        learn(settings(folder, gamma_select=3.0), log=None)
+
+
+def test_gamma_break_ends_an_exploration(reference):
+    _, result, _, lines = reference
+    runs = [re.fullmatch(r"cycle 0: \S+ K from .*: (\d+) steps(?:, stopped \(γ = (\S+) > 10 at step (\d+)\))?", line)
+            for line in lines if line.startswith("cycle 0: ") and " K from " in line]
+    assert len(runs) == 6  # two temperatures × three seeds
+    stopped = [run for run in runs if run[2]]
+    assert stopped, "the 3-seed potential must reach γ > 10 at 1500 K"
+    assert all(float(run[2]) > 10 and int(run[1]) == int(run[3]) < 20 for run in stopped)
+    assert all(int(run[1]) == 20 for run in runs if not run[2])
+    row = result.rows[0]
+    assert row["breaks"] == len(stopped) and row["frames"] == sum(int(run[1]) for run in runs) // 2
+
+
+def test_validation_errors_are_reported(tmp_path):
+    test = []
+    for k in range(2):
+        atoms = bulk("Cu", "fcc", a=3.62, cubic=True)
+        atoms.rattle(0.1, seed=10 + k)
+        atoms.calc = EMT()
+        atoms.get_potential_energy()  # the stored results make the seed labelled
+        test.append(atoms)
+    from mtpfit.active.learn import _configuration
+
+    validation = Dataset([_configuration(a, f"test {k}", a.get_potential_energy(), a.get_forces(),
+                                         a.get_stress(voigt=False)) for k, a in enumerate(test)], "test")
+    before = CALLS["n"]
+    labelled_seed = test[0]
+    result = learn(settings(tmp_path, seeds=[labelled_seed] + seeds()[:2], validation=validation, max_cycles=0),
+                   log=None)
+    assert CALLS["n"] - before == 2  # the seed with stored labels is not labelled again
+    assert result.rows[0]["validation_force_rmse"] > 0
+    assert result.labelled[0].energy == labelled_seed.get_potential_energy()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"labeller": "vasp"}, "unknown labeller 'vasp'"),
+    ({"labeller": 3}, "labeller must be"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"gamma_break": 1.5}, "gamma_break must be a number above 2"),
+    ({"temperatures": [300, -1]}, "every temperature"),
+    ({"steps": 0}, "steps must be an integer at least 1"),
+    ({"level": 7}, "level must be one of"),
+    ({"optimizer": "bfgz"}, "unknown optimizer"),
+])
+def test_bad_settings_are_refused(tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        LearningConfig(**settings(tmp_path, **change))
+
+
+def test_labeller_names():
+    assert isinstance(resolve_labeller("EMT")(), EMT)
+
+
+def test_toml_settings_with_files(tmp_path):
+    from ase.io import write
+
+    structures = seeds()[:2]
+    write(tmp_path / "seeds.extxyz", structures)
+    (tmp_path / "loop.toml").write_text('seeds = ["seeds.extxyz"]\nlabeller = "ase.calculators.emt:EMT"\n'
+                                        'level = 6\nmax_iter = 5\nmax_cycles = 0\nthreads = 1\noutput = "run"\n')
+    config = LearningConfig.from_toml(tmp_path / "loop.toml")
+    assert config.seeds == [str(tmp_path / "seeds.extxyz")] and config.output == str(tmp_path / "run")
+    result = learn(config, log=None)
+    assert result.reason == "max_cycles" and len(result.labelled) == 2
+    structures[1].calc = EMT()
+    # extxyz keeps 8 decimals of the positions
+    assert result.labelled[1].energy == pytest.approx(structures[1].get_potential_energy(), abs=1e-6)
+    (tmp_path / "bad.toml").write_text('seeds = ["seeds.extxyz"]\ngamma_selct = 3\n')
+    with pytest.raises(ValueError, match=r"bad\.toml: unknown setting\(s\) gamma_selct"):
+        LearningConfig.from_toml(tmp_path / "bad.toml")
+    (tmp_path / "worse.toml").write_text('seeds = ["seeds.extxyz"]\nlabeller = "nowhere:vasp"\n')
+    with pytest.raises(ValueError, match=r"worse\.toml: labeller 'nowhere:vasp' cannot be imported"):
+        LearningConfig.from_toml(tmp_path / "worse.toml")
+
+
+def test_learn_command(tmp_path, capsys):
+    """`mtpfit learn CONFIG.toml` runs the loop of the file, and a rerun with more cycles continues it."""
+    from ase.io import write
+
+    from mtpfit.cli import main
+
+    write(tmp_path / "seeds.extxyz", seeds()[:2])
+    (tmp_path / "loop.toml").write_text('seeds = ["seeds.extxyz"]\nlabeller = "emt"\nlevel = 6\nmax_iter = 5\n'
+                                        'max_cycles = 0\nthreads = 1\noutput = "run"\ntemperatures = [600.0]\n'
+                                        'steps = 10\n')
+    assert main(["learn", str(tmp_path / "loop.toml")]) == 0
+    assert "max_cycles: 2 labelled configurations" in capsys.readouterr().out
+    assert main(["learn", str(tmp_path / "loop.toml"), "--max-cycles", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "labelled configurations" in out and (tmp_path / "run" / "summary.csv").exists()
