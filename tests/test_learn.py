@@ -99,6 +99,11 @@ def test_loop_labels_retrains_and_ends(reference):
     assert (folder / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.potential.exists() and (folder / "cycle000.mtp.als.npz").exists()
     assert result.mtp.species == ["Cu"]
+    # every graded frame of a cycle is kept with its γ, and the selected ones are among them
+    frames = read_cfg(folder / "cycle000_frames.cfg", species=["Cu"])
+    assert len(frames) == rows[0]["frames"]
+    grades = [float(f.features["MV_grade"]) for f in frames]
+    assert sum(g > 2.0 for g in grades) == rows[0]["candidates"] and max(grades) == pytest.approx(rows[0]["max_gamma"])
 
 
 def test_finished_loop_reruns_without_work(reference):

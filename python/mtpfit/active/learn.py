@@ -24,6 +24,8 @@ same settings and folder and never computes a label twice:
   label (MLIP ``.cfg``, which keeps every float bit for bit, so a resumed loop trains on exactly what the
   uninterrupted one would);
 * ``cycleKKK_selected.cfg``: the configurations an exploration chose, unlabelled; labelling resumes inside it;
+* ``cycleKKK_frames.cfg``: every frame the cycle's explorations graded, unlabelled, its γ as the feature
+  ``MV_grade`` (what the selection chose from);
 * ``state.json``: the cycle, its phase (``seeds``, ``train``, ``explore``, ``label``, ``done``), the settings the
   loop was started with and the summary rows so far;
 * ``cycleKKK.mtp`` and ``cycleKKK.mtp.als.npz``: the potential of each cycle and its active set (what
@@ -34,6 +36,8 @@ Only the configuration mode is implemented (γ of whole configurations, :mod:`mt
 explorations are not.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import csv
 import hashlib
@@ -537,8 +541,9 @@ def _train(config: LearningConfig, folder: _Folder, validation: Dataset | None, 
     return MTP.read(path)
 
 
-def _explore(config: LearningConfig, mtp: MTP, active, seeds: list, cycle: int, log) -> tuple[list, dict]:
-    """Every exploration of one cycle: the candidates (γ > gamma_select) and counts."""
+def _explore(config: LearningConfig, mtp: MTP, active, seeds: list, cycle: int, log) -> tuple[list, list, dict]:
+    """Every exploration of one cycle: the candidates (γ > gamma_select), every graded frame (with its γ as the
+    feature ``MV_grade``) and counts."""
     from ase import units
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
@@ -549,7 +554,7 @@ def _explore(config: LearningConfig, mtp: MTP, active, seeds: list, cycle: int, 
 
     from ..calculator import MTPCalculator
 
-    candidates, frames, breaks, largest = [], 0, 0, 0.0
+    candidates, graded, frames, breaks, largest = [], [], 0, 0, 0.0
     for t, temperature in enumerate(config.temperatures):
         for s, (seed, name) in enumerate(seeds):
             rng = np.random.default_rng([config.seed, cycle, t, s])
@@ -575,6 +580,7 @@ def _explore(config: LearningConfig, mtp: MTP, active, seeds: list, cycle: int, 
                 frame = _configuration(atoms, source, group=f"cycle{cycle:03d}")
                 gamma = float(grade(active, mtp, Dataset([frame], source), n_threads=config.threads)[0])
                 frames += 1
+                graded.append(dataclasses.replace(frame, features={**frame.features, "MV_grade": f"{gamma:.17g}"}))
                 largest = max(largest, gamma)
                 if gamma > config.gamma_select:
                     candidates.append(frame)
@@ -582,8 +588,8 @@ def _explore(config: LearningConfig, mtp: MTP, active, seeds: list, cycle: int, 
                     stopped, breaks = f"γ = {gamma:.3g} > {config.gamma_break:g} at step {done}", breaks + 1
             log(f"cycle {cycle}: {temperature:g} K from {name}: {done} steps"
                 + (f", stopped ({stopped})" if stopped else ""))
-    return candidates, {"frames": frames, "candidates": len(candidates), "breaks": breaks,
-                        "max_gamma": round(largest, 6)}
+    return candidates, graded, {"frames": frames, "candidates": len(candidates), "breaks": breaks,
+                                "max_gamma": round(largest, 6)}
 
 
 def learn(config: LearningConfig | dict, log: Callable[[str], None] | None = print) -> LearningResult:
@@ -662,7 +668,12 @@ def learn(config: LearningConfig | dict, log: Callable[[str], None] | None = pri
                 # the grade says what either means, and ends the exploration
                 warnings.simplefilter("ignore", ShortDistanceWarning)
                 warnings.simplefilter("ignore", AbsurdEnergyWarning)
-                candidates, counts = _explore(config, mtp, active, seeds, cycle, say)
+                candidates, graded, counts = _explore(config, mtp, active, seeds, cycle, say)
+            # every graded frame, for inspection and for comparisons with other selections
+            frames_path = folder.path / f"cycle{cycle:03d}_frames.cfg"
+            if graded:
+                write_cfg(frames_path.with_name(frames_path.name + ".tmp"), graded, species_order=species)
+                os.replace(frames_path.with_name(frames_path.name + ".tmp"), frames_path)
             chosen = []
             if candidates:
                 chosen, _ = select(active, mtp, Dataset(candidates, f"cycle {cycle} candidates"),
