@@ -298,3 +298,27 @@ def test_modes_agree_on_one_atom_cells(mo, tmp_path):
     assert loaded.mode == "neighbourhood"
     np.testing.assert_allclose(grade(loaded, mtp, new, n_threads=1), grade(per_configuration, mtp, new, n_threads=1),
                                rtol=1e-10)
+
+
+def test_calculator_keeps_candidates_and_breaks(tmp_path, mo, active):
+    """gamma_select keeps the structures to label; gamma_break ends the run with ExtrapolationError."""
+    from ase import Atoms
+
+    from mtpfit import MTPCalculator
+    from mtpfit.calculator import ExtrapolationError
+
+    mtp, train, _ = mo
+    c = train[_index(train, active.sources[0])]
+    atoms = Atoms(c.species.tolist(), positions=c.positions, cell=c.cell, pbc=True)
+    atoms.calc = calc = MTPCalculator(mtp, active_set=active, gamma_select=1.2, gamma_break=50.0, n_threads=1)
+    atoms.get_potential_energy()
+    assert calc.extrapolating == []
+    atoms.set_cell(1.1 * atoms.cell, scale_atoms=True)
+    gamma = atoms.calc.get_property("extrapolation_grade", atoms)
+    assert len(calc.extrapolating) == 1 and calc.extrapolating[0].info["extrapolation_grade"] == gamma > 1.2
+    atoms.set_cell(0.8 / 1.1 * atoms.cell, scale_atoms=True)   # squeezed far outside: γ in the hundreds
+    with pytest.raises(ExtrapolationError, match="gamma_break 50") as caught:
+        atoms.get_potential_energy()
+    assert caught.value.grade > 50.0
+    with pytest.raises(ValueError, match="need the potential's active_set"):
+        MTPCalculator(mtp, gamma_break=10.0)

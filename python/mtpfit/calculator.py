@@ -11,7 +11,17 @@ from .data.configuration import Configuration
 from .data.neighbors import VerletNeighbors
 from .potential.mtp import MTP
 
-__all__ = ["MTPCalculator", "DEFAULT_SKIN"]
+__all__ = ["MTPCalculator", "DEFAULT_SKIN", "ExtrapolationError"]
+
+
+class ExtrapolationError(RuntimeError):
+    """Raised by :class:`MTPCalculator` when a structure's extrapolation grade passes its ``gamma_break``: the
+    potential is far outside its training set (MLIP's ``threshold_break``). ``grade`` holds γ, ``atoms`` a copy of
+    the structure."""
+
+    def __init__(self, message: str, grade: float, atoms):
+        super().__init__(message)
+        self.grade, self.atoms = grade, atoms
 
 #: Verlet skin (Å) of the calculator's neighbour list. A list at cutoff + s holds ((r_c + s)/r_c)³ times the pairs
 #: on average (1.46× at r_c = 5.2 Å; 2.2× in bcc Mo, whose fourth shell lies just past 5.2 Å), which are dropped
@@ -55,6 +65,11 @@ class MTPCalculator(Calculator):
         as ``mtpfit grade`` writes it): every calculation then also gives ``extrapolation_grade``, the
         configuration's γ (Podryabinkin & Shapeev 2017; > 1: the potential extrapolates). It costs about one
         more energy pass per call.
+    gamma_select, gamma_break : float, optional
+        With ``active_set``: structures above ``gamma_select`` are kept (copies, in :attr:`extrapolating`) as
+        candidates to label, as MLIP's ``threshold_save``; above ``gamma_break`` the calculation raises
+        :class:`ExtrapolationError`, ending an MD run or relaxation there (MLIP's ``threshold_break``). Common
+        values: 2 and 10.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
 
@@ -62,6 +77,8 @@ class MTPCalculator(Calculator):
     ----------
     neighbor_builds : int
         Neighbour lists built so far (read-only).
+    extrapolating : list of ase.Atoms
+        The structures calculated with γ above ``gamma_select``, with ``info["extrapolation_grade"]``.
 
     Notes
     -----
@@ -91,7 +108,8 @@ class MTPCalculator(Calculator):
                               "extrapolation_grade"]
 
     def __init__(self, potential: MTP | str, species: Sequence[str] | None = None, n_threads: int = 0,
-                 skin: float = DEFAULT_SKIN, active_set=None, **kwargs):
+                 skin: float = DEFAULT_SKIN, active_set=None, gamma_select: float | None = None,
+                 gamma_break: float | None = None, **kwargs):
         super().__init__(**kwargs)
         mtp = potential if isinstance(potential, MTP) else MTP.read(potential)
         self.mtp = mtp if species is None else mtp.with_species(species)
@@ -111,7 +129,13 @@ class MTPCalculator(Calculator):
             from .active import ActiveSet
 
             active_set = ActiveSet.load(active_set, self.mtp)
-        self.active_set = active_set
+        if (gamma_select is not None or gamma_break is not None) and active_set is None:
+            raise ValueError("gamma_select and gamma_break need the potential's active_set")
+        for name, value in (("gamma_select", gamma_select), ("gamma_break", gamma_break)):
+            if value is not None and not value >= 1.0:
+                raise ValueError(f"{name} must be at least 1 (γ ≤ 1 inside the training set), got {value!r}")
+        self.active_set, self.gamma_select, self.gamma_break = active_set, gamma_select, gamma_break
+        self.extrapolating: list = []
 
     @property
     def neighbor_builds(self) -> int:
@@ -164,7 +188,15 @@ class MTPCalculator(Calculator):
             from .active import grade
             from .data.dataset import Dataset
 
-            self.results["extrapolation_grade"] = float(grade(self.active_set, mtp, Dataset([config]),
-                                                              n_threads=self.n_threads)[0])
+            gamma = float(grade(self.active_set, mtp, Dataset([config]), n_threads=self.n_threads)[0])
+            self.results["extrapolation_grade"] = gamma
+            if self.gamma_select is not None and gamma > self.gamma_select:
+                kept = self.atoms.copy()
+                kept.info["extrapolation_grade"] = gamma
+                self.extrapolating.append(kept)
+            if self.gamma_break is not None and gamma > self.gamma_break:
+                raise ExtrapolationError(f"{config.source}: extrapolation grade {gamma:.4g} > gamma_break "
+                                         f"{self.gamma_break:g}: the potential is far outside its training set",
+                                         gamma, self.atoms.copy())
         elif "extrapolation_grade" in properties:
             raise PropertyNotImplementedError("extrapolation_grade needs the potential's active_set")
