@@ -214,6 +214,17 @@ def test_grade_and_select_commands_on_the_bundled_mo_set(tmp_path, capsys):
         assert main(["grade", str(pot), train, test, "--mode", "neighbourhood", *order]) == 0
         assert "atoms' neighbourhoods of training.json.gz" in capsys.readouterr().out
         assert ActiveSet.load(tmp_path / "pot.mtp.als.npz", potential).mode == "neighbourhood"
+        # per atom into extxyz: each frame's γ is its atoms' largest; read back by the package's reader
+        per_atom = tmp_path / "graded.extxyz"
+        assert main(["grade", str(pot), train, test, "--mode", "neighbourhood", "--output", str(per_atom),
+                     *order]) == 0
+        import ase.io
+
+        frames = ase.io.read(per_atom, ":")
+        assert len(frames) == 23
+        # (extxyz prints the per-atom arrays to 8 decimals)
+        assert all(f.info["MV_grade"] == pytest.approx(f.arrays["nbh_grades"].max(), abs=1e-7) for f in frames)
+        assert len(read_configurations(per_atom)) == 23
         # candidates outside the training set: the test configurations strained by 10 %
         from mtpfit.io import write_cfg
 

@@ -270,7 +270,8 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("train", help="the potential's training set (any format the readers know)")
         g.add_argument("configurations", help="configurations to grade" if name == "grade" else "candidates")
         g.add_argument("--output", metavar="CFG", default=None if name == "grade" else "selected.cfg",
-                       help="grade: the configurations with their γ as Feature MV_grade (.cfg); select: the chosen "
+                       help="grade: the configurations with their γ: .cfg (Feature MV_grade) or .extxyz (info "
+                            "MV_grade, and per atom nbh_grades with --mode neighbourhood); select: the chosen "
                             "candidates (.cfg, default selected.cfg)")
         if name == "select":
             g.add_argument("--threshold", type=float, default=1.001,
@@ -559,7 +560,7 @@ def _active_set(args, mtp):
 
 
 def _grade_or_select(args) -> int:
-    from .active import grade, select
+    from .active import atom_grades, grade, select
     from .io import write_cfg
 
     mtp = MTP.read(args.potential)
@@ -573,6 +574,22 @@ def _grade_or_select(args) -> int:
             print(f"{g:12.6g}  {c.source}")
         print(f"max γ {grades.max():.6g}; {int(np.sum(grades > 1.0 + 1e-9))} of {len(data)} configurations "
               "extrapolate (γ > 1; MLIP's usual thresholds in MD: 2 to select, 10 to stop)")
+        if args.output and Path(args.output).suffix.lower() in (".xyz", ".extxyz"):
+            import ase.io
+
+            # extxyz: γ in each frame's info, and in neighbourhood mode each atom's γ as the array nbh_grades
+            per_atom = atom_grades(active, mtp, data, n_threads=args.threads) if active.mode == "neighbourhood" \
+                else [None] * len(data)
+            frames = []
+            for c, g, atoms_g in zip(data, grades, per_atom):
+                atoms = c.to_ase()
+                atoms.info["MV_grade"] = float(g)
+                if atoms_g is not None:
+                    atoms.arrays["nbh_grades"] = atoms_g
+                frames.append(atoms)
+            ase.io.write(args.output, frames, format="extxyz")
+            print(f"wrote {args.output}")
+            return 0
         chosen, written = None, [dataclasses.replace(c, features={**c.features, "MV_grade": f"{g:.17g}"})
                                  for c, g in zip(data, grades)]
     else:
