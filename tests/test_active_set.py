@@ -333,3 +333,17 @@ def test_calculator_keeps_candidates_and_breaks(tmp_path, mo, active):
     assert caught.value.grade > 50.0
     with pytest.raises(ValueError, match="need the potential's active_set"):
         MTPCalculator(mtp, gamma_break=10.0)
+
+
+def test_configuration_rows_are_the_energy_gradient_per_atom(mo):
+    """The configuration row (mean of the atoms' rows from the core) is ∂E/∂(ξ, c) / N as the objective's
+    adjoint pass gives it."""
+    from mtpfit import Objective
+    from mtpfit.active import configuration_rows
+
+    mtp, _, test = mo
+    gradients = Objective(mtp, test, n_threads=2).energy_gradients()
+    linear = np.concatenate([gradients[:, mtp.blocks["species"]], gradients[:, mtp.blocks["moment"]]], axis=1)
+    atoms = np.array([c.n_atoms for c in test], dtype=float)[:, None]
+    np.testing.assert_allclose(configuration_rows(mtp, test, n_threads=2), linear / atoms, rtol=1e-12,
+                               atol=1e-14 * np.abs(linear / atoms).max())

@@ -63,8 +63,8 @@ class MTPCalculator(Calculator):
     active_set : ActiveSet or str or Path, optional
         The potential's active set (:class:`mtpfit.active.ActiveSet`, or its file, e.g. ``trained.mtp.als.npz``
         as ``mtpfit grade`` writes it): every calculation then also gives ``extrapolation_grade``, the
-        configuration's γ (Podryabinkin & Shapeev 2017; > 1: the potential extrapolates). It costs about one
-        more energy pass per call.
+        configuration's γ (Podryabinkin & Shapeev 2017; > 1: the potential extrapolates). It costs one more
+        forward pass over the atoms per call.
     gamma_select, gamma_break : float, optional
         With ``active_set``: structures above ``gamma_select`` are kept (copies, in :attr:`extrapolating`) as
         candidates to label, as MLIP's ``threshold_save``; above ``gamma_break`` the calculation raises
@@ -185,10 +185,12 @@ class MTPCalculator(Calculator):
         elif "stress" in properties or "stresses" in properties:
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
         if self.active_set is not None:
-            from .active import grade
-            from .data.dataset import Dataset
+            from . import _core
 
-            gamma = float(grade(self.active_set, mtp, Dataset([config]), n_threads=self.n_threads)[0])
+            self.active_set.check(mtp)
+            # on the neighbour list just used: no second list, no training-set representation per call
+            gamma = self.active_set.structure_grade(_core.site_linear_rows(mtp.basis.core, mtp.theta, structure,
+                                                                            self.n_threads))
             self.results["extrapolation_grade"] = gamma
             if self.gamma_select is not None and gamma > self.gamma_select:
                 kept = self.atoms.copy()

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .data.dataset import Dataset
 from .datasets import BUNDLED
-from .io import FormatError, read_configurations
+from .io import FormatError, read_files
 from .metrics import error_metrics, format_errors
 from .objective import Loss, Objective
 from .optim import OPTIMIZERS
@@ -29,14 +28,6 @@ __all__ = ["main"]
 
 #: The native BFGS's pre-training iterations when --pretrain-iter is not given (MLIP-2's 75).
 NATIVE_PRETRAIN_ITER = TrainingConfig().pretrain
-
-
-def _read_all(paths: list[str], fmt: str | None, stress_order: str, species: list | None = None) -> Dataset:
-    datasets = [read_configurations(p, format=fmt, stress_order=stress_order, species=species) for p in paths]
-    total = datasets[0]
-    for d in datasets[1:]:
-        total = total + d
-    return total
 
 
 def _species_arg(values: list | None) -> list | None:
@@ -495,8 +486,8 @@ def _finetune_relax(args) -> int:
 
     mtp = MTP.read(args.potential, species=_species_arg(args.species))
     names = mtp.species if mtp.named else None  # .cfg types are the potential's types (MLIP's convention)
-    train = _read_all(args.train, args.format, args.stress_order, species=names)
-    test = _read_all(args.test, args.format, args.stress_order, species=names)
+    train = read_files(args.train, args.format, args.stress_order, species=names)
+    test = read_files(args.test, args.format, args.stress_order, species=names)
     mtp = mtp.named_for(train.species() + test.species())
     print(f"mtpfit {__version__}: {mtp} from {args.potential}; {train} / test {test}")
     hyper = {} if args.optimizer in ("BFGS", "L-BFGS-B", "CG") else {"lr": args.lr}
@@ -517,7 +508,7 @@ def _finetune_relax(args) -> int:
 def _evaluate(args) -> int:
     mtp = MTP.read(args.potential, species=_species_arg(args.species))
     names = mtp.species if mtp.named else None  # .cfg types are the potential's types (MLIP's convention)
-    data = _read_all(args.data, args.format, args.stress_order, species=names)
+    data = read_files(args.data, args.format, args.stress_order, species=names)
     mtp = mtp.named_for(data.species())
     predictions = Objective(mtp, data, n_threads=args.threads).predict()
     errors = error_metrics(data, predictions)
@@ -551,7 +542,7 @@ def _active_set(args, mtp):
         except ValueError as err:
             print(f"mtpfit {args.command}: {err}; building it again from {args.train}", file=sys.stderr)
     names = mtp.species if mtp.named else None
-    train = _read_all([args.train], args.format, args.stress_order, species=names)
+    train = read_files([args.train], args.format, args.stress_order, species=names)
     active = build_active_set(mtp.named_for(train.species()), train, n_threads=args.threads, mode=mode)
     active.save(path)
     what = "configurations" if mode == "configuration" else "atoms' neighbourhoods"
@@ -566,10 +557,14 @@ def _grade_or_select(args) -> int:
     mtp = MTP.read(args.potential)
     active = _active_set(args, mtp)
     names = mtp.species if mtp.named else None
-    data = _read_all([args.configurations], args.format, args.stress_order, species=names)
+    data = read_files([args.configurations], args.format, args.stress_order, species=names)
     mtp = mtp.named_for(data.species())
     if args.command == "grade":
-        grades = grade(active, mtp, data, n_threads=args.threads)
+        # per atom (neighbourhood mode) the configurations' grades are their atoms' largest: one pass for both
+        per_atom = (atom_grades(active, mtp, data, n_threads=args.threads) if active.mode == "neighbourhood"
+                    else [None] * len(data))
+        grades = (np.array([a.max() for a in per_atom]) if active.mode == "neighbourhood"
+                  else grade(active, mtp, data, n_threads=args.threads))
         for c, g in zip(data, grades):
             print(f"{g:12.6g}  {c.source}")
         print(f"max γ {grades.max():.6g}; {int(np.sum(grades > 1.0 + 1e-9))} of {len(data)} configurations "
@@ -578,8 +573,6 @@ def _grade_or_select(args) -> int:
             import ase.io
 
             # extxyz: γ in each frame's info, and in neighbourhood mode each atom's γ as the array nbh_grades
-            per_atom = atom_grades(active, mtp, data, n_threads=args.threads) if active.mode == "neighbourhood" \
-                else [None] * len(data)
             frames = []
             for c, g, atoms_g in zip(data, grades, per_atom):
                 atoms = c.to_ase()

@@ -36,7 +36,6 @@ import numpy as np
 
 from ..data.dataset import Dataset
 from ..io.errors import FormatError
-from ..objective import Objective
 from ..potential import MTP
 from .maxvol import grow, maxvol
 
@@ -84,12 +83,12 @@ def configuration_rows(mtp: MTP, dataset: Dataset, n_threads: int = 0) -> np.nda
     Raises
     ------
     ValueError
-        From :class:`~mtpfit.objective.Objective`: unknown species, overlapping atoms, an empty dataset.
+        From :meth:`mtpfit.MTP.structure`: unknown species, overlapping atoms; for an empty dataset.
     """
-    gradients = Objective(mtp, dataset, n_threads=n_threads).energy_gradients()
-    atoms = np.array([c.n_atoms for c in dataset], dtype=float)
-    linear = np.concatenate([gradients[:, mtp.blocks["species"]], gradients[:, mtp.blocks["moment"]]], axis=1)
-    return linear / atoms[:, None]
+    # E_k = Σ_i V_i and V_i is linear in (ξ, c): the configuration's row is the mean of its atoms' rows
+    rows, owner = neighbourhood_rows(mtp, dataset, n_threads)
+    starts = np.searchsorted(owner, np.arange(len(dataset)))
+    return np.add.reduceat(rows, starts, axis=0) / np.diff(np.append(starts, len(owner)))[:, None]
 
 
 def neighbourhood_rows(mtp: MTP, dataset: Dataset, n_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +159,14 @@ class ActiveSet:
             source = f" ({mtp.source})" if mtp.source else ""
             raise ValueError(f"{where} was built for another potential than this one{source}: its coefficients "
                              f"or basis differ; rebuild it (build_active_set) with this potential")
+
+    def structure_grade(self, atom_rows: np.ndarray) -> float:
+        """γ of one configuration from its atoms' rows (N, S + M) (:func:`neighbourhood_rows` of it): the grade of
+        their mean in configuration mode, their largest grade in neighbourhood mode."""
+        atom_rows = np.asarray(atom_rows, dtype=float)
+        if self.mode == "configuration":
+            return float(self.grades(atom_rows.mean(axis=0)[None])[0])
+        return float(self.grades(atom_rows).max())
 
     def grades(self, rows) -> np.ndarray:
         """γ = max_j |(b A⁻¹)_j| of each row b, shape (K,), for rows of shape (K, n)."""

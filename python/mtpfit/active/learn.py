@@ -628,10 +628,9 @@ def learn(config: LearningConfig | dict, log: Callable[[str], None] | None = pri
     state = folder.state
     validation = config.validation
     if validation is not None and not isinstance(validation, Dataset):
-        from ..io import read_configurations
+        from ..io import read_files
 
-        parts = [read_configurations(p, species=species) for p in validation]
-        validation = sum(parts[1:], parts[0])
+        validation = read_files(validation, species=species)
     began = time.perf_counter()
     if state["phase"] == "done" and state["reason"] == "max_cycles" and state["cycle"] < config.max_cycles:
         state["phase"] = "explore"  # a larger budget continues a loop that ran out of cycles

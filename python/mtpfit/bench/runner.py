@@ -13,7 +13,7 @@ import numpy as np
 from .. import __version__
 from ..data.dataset import Dataset
 from ..datasets import load_bundled
-from ..io import read_configurations
+from ..io import read_files
 from ..train import fit, passes_summary
 from ..train.config import TrainingConfig
 from ..train.initial import default_start
@@ -40,11 +40,7 @@ def _datasets(dataset_json: str, base: str, seed: int) -> tuple[Dataset, Dataset
     order = entry.get("stress_order", "xx yy zz xy yz xz")
 
     def read(paths):
-        sets = [read_configurations(Path(base) / p, stress_order=order) for p in paths]
-        total = sets[0]
-        for other in sets[1:]:
-            total = total + other
-        return total
+        return read_files([Path(base) / p for p in paths], stress_order=order)
 
     if "bundled" in entry:
         return load_bundled(entry["bundled"])

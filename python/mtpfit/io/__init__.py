@@ -8,8 +8,8 @@ from .cfg import read_cfg, write_cfg
 from .deepmd import read_deepmd
 from .errors import FormatError
 from .json_formats import StressOrderWarning, read_json, read_mlearn_json, read_study_json
-from .read import read_configurations
+from .read import read_configurations, read_files
 from .write import write_predictions
 
-__all__ = ["FormatError", "read_configurations", "read_cfg", "write_cfg", "read_mlearn_json",
+__all__ = ["FormatError", "read_configurations", "read_files", "read_cfg", "write_cfg", "read_mlearn_json",
            "read_study_json", "read_json", "read_ase", "read_deepmd", "write_predictions", "StressOrderWarning"]

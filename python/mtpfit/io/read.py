@@ -12,7 +12,7 @@ from .deepmd import read_deepmd
 from .errors import FormatError
 from .json_formats import VASP_STRESS_ORDER, read_json, read_mlearn_json, read_study_json
 
-__all__ = ["read_configurations"]
+__all__ = ["read_configurations", "read_files"]
 
 _READERS = {"cfg": read_cfg, "mlearn-json": read_mlearn_json, "study-json": read_study_json}
 
@@ -94,3 +94,18 @@ def read_configurations(path: str | os.PathLike, format: str | None = None,
     if species is not None:
         configurations = name_species(configurations, species, path)
     return Dataset(configurations, name or path.absolute().name)  # "." names its folder
+
+
+def read_files(paths: Sequence, format: str | None = None, stress_order: str = VASP_STRESS_ORDER,
+               species: Sequence | None = None) -> Dataset:
+    """The configurations of several files (or DeePMD folders), in order, as one dataset (named ``a+b+…``).
+
+    Parameters and errors as :func:`read_configurations`, applied to each path; ``paths`` must not be empty.
+    """
+    if not paths:
+        raise ValueError("no files to read")
+    sets = [read_configurations(p, format=format, stress_order=stress_order, species=species) for p in paths]
+    total = sets[0]
+    for other in sets[1:]:
+        total = total + other
+    return total

@@ -18,7 +18,7 @@ from .. import __version__
 from ..data.dataset import Dataset
 from ..data.neighbors import ShortDistanceWarning
 from ..datasets import BUNDLED, load_bundled
-from ..io import read_configurations
+from ..io import read_files
 from ..metrics import error_metrics, format_errors
 from ..objective import Loss, Objective
 from ..optim import make_optimizer
@@ -48,15 +48,6 @@ class TrainingData:
     split: dict
 
 
-def _read(paths: list, config: TrainingConfig, names: list | None) -> Dataset:
-    sets = [read_configurations(p, format=config.format, stress_order=config.stress_order, species=names)
-            for p in paths]
-    total = sets[0]
-    for other in sets[1:]:
-        total = total + other
-    return total
-
-
 def _sources(dataset: Dataset) -> list[str]:
     return [c.source for c in dataset]
 
@@ -84,10 +75,10 @@ def load_training_data(config: TrainingConfig) -> TrainingData:
         split = {"kind": "published", "dataset": config.dataset, "train": _sources(train),
                  "validation": _sources(validation)}
     else:
-        train = config.train if isinstance(config.train, Dataset) else _read(config.train, config, names)
+        train = config.train if isinstance(config.train, Dataset) else read_files(config.train, config.format, config.stress_order, names)
         if config.validation is not None:
             validation = (config.validation if isinstance(config.validation, Dataset)
-                          else _read(config.validation, config, names))
+                          else read_files(config.validation, config.format, config.stress_order, names))
             split = {"kind": "given", "train": _sources(train), "validation": _sources(validation)}
         else:
             kept, held = train.split_indices(config.validation_fraction, seed=config.seed)
