@@ -19,13 +19,13 @@ from ..data.dataset import Dataset
 from ..data.neighbors import ShortDistanceWarning
 from ..datasets import BUNDLED, load_bundled
 from ..io import read_files
-from ..metrics import error_metrics, format_errors
+from ..metrics import format_errors
 from ..objective import Loss, Objective
 from ..optim import make_optimizer
 from ..potential.mtp import MTP
 from .checkpoint import write_text_atomically
 from .config import TrainingConfig
-from .full_batch import FULL_BATCH_METHODS, train_full_batch
+from .full_batch import FULL_BATCH_METHODS, finish_run, train_full_batch
 from .hybrid import train_hybrid
 from .initial import SELF_STARTING, starting_point
 from .minibatch import train_minibatch
@@ -179,11 +179,7 @@ def _train(config: TrainingConfig, objective: Objective, x0: np.ndarray, validat
                              validate_every=config.validate_every, patience=config.patience,
                              checkpoint=None if output is None else output / "checkpoint.npz",
                              time_limit=config.max_seconds, stop=stop, progress=progress, **every)
-    errors = {"train": error_metrics(objective.dataset, objective.predict(result.x)),
-              "validation": error_metrics(validation, Objective(objective.mtp, validation, objective.loss,
-                                                                objective.n_threads, objective.comm).predict(result.x))}
-    return TrainingRun(objective.mtp.copy(result.x), result, result.history, result.wall_time, errors,
-                       result.interrupted)
+    return finish_run(objective, result, result.history, result.wall_time, validation, None, result.interrupted)
 
 
 def fit(config: TrainingConfig | dict | None = None, /, *, log: Callable[[str], None] | None = None, comm=None,

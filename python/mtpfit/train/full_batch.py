@@ -172,16 +172,22 @@ def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_
                             progress=progress, gtol=gtol)
 
 
+def run_errors(objective: Objective, validation: Dataset | None, x) -> dict:
+    """:func:`~mtpfit.metrics.error_metrics` of θ = x on the training set and, when given, the validation set:
+    ``{"train": …, "validation": …}``."""
+    errors = {"train": error_metrics(objective.dataset, objective.predict(x))}
+    if validation is not None:
+        errors["validation"] = error_metrics(validation, Objective(objective.mtp, validation, objective.loss,
+                                                                   objective.n_threads, objective.comm).predict(x))
+    return errors
+
+
 def finish_run(objective: Objective, result, history: list, wall: float, validation: Dataset | None,
                potential: str | Path | None, interrupted: bool = False) -> TrainingRun:
     """The :class:`TrainingRun` of a finished full-batch run: the trained potential (also written to
     ``potential`` when given), train and validation errors."""
     mtp = objective.mtp.copy(result.x)
-    errors = {"train": error_metrics(objective.dataset, objective.predict(result.x))}
-    if validation is not None:
-        errors["validation"] = error_metrics(validation, Objective(mtp, validation, objective.loss,
-                                                                   objective.n_threads, objective.comm)
-                                             .predict(result.x))
+    errors = run_errors(objective, validation, result.x)
     if potential:
         write_atomically(mtp, Path(potential))
     return TrainingRun(mtp, result, history, wall, errors, interrupted)

@@ -8,12 +8,11 @@ from typing import Callable
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..metrics import error_metrics
 from ..objective.objective import Objective
 from ..optim.base import Optimizer
 from ..optim.result import OptimizationResult
 from .checkpoint import writes_files
-from .full_batch import train_full_batch
+from .full_batch import run_errors, train_full_batch
 from .minibatch import train_minibatch
 from .scipy_trainer import TrainingRun
 
@@ -88,7 +87,7 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
     if stopped:
         one.message = f"{name}: {one.message}; {method}: not started"
         return TrainingRun(objective.mtp.copy(one.x), one, [{"stage": 1, **row} for row in one_history], one_wall,
-                           _errors(objective, validation, one.x), True)
+                           run_errors(objective, validation, one.x), True)
     say(f"{name} stopped ({one.message}); {method} from its θ")
     remaining = None if time_limit is None else max(time_limit - one_wall, 0.0)
     two = train_full_batch(objective, one.x, method, max_iter=max_iter if refine_iter is None else refine_iter,
@@ -105,11 +104,3 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
                                 message=f"{name}: {one.message}; {method}: {message}", history=history,
                                 wall_time=one_wall + two.wall_time, stages=[one, r])
     return TrainingRun(two.mtp, result, history, result.wall_time, two.errors, two.interrupted)
-
-
-def _errors(objective: Objective, validation: Dataset | None, x) -> dict:
-    errors = {"train": error_metrics(objective.dataset, objective.predict(x))}
-    if validation is not None:
-        errors["validation"] = error_metrics(validation, Objective(objective.mtp, validation, objective.loss,
-                                                                   objective.n_threads, objective.comm).predict(x))
-    return errors
