@@ -341,20 +341,31 @@ PYBIND11_MODULE(_core, m) {
             "Jᵀc for a cotangent c over every residual, shape (n_params,).")
         .def(
             "linear_system",
-            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
+            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads,
+               const std::string& directions) {
                 const double* th = checked_theta(basis, theta);
+                TangentDirections mode = TangentDirections::automatic;
+                if (directions == "neighbours")
+                    mode = TangentDirections::neighbours;
+                else if (directions == "atoms")
+                    mode = TangentDirections::atoms;
+                else if (directions != "auto")
+                    throw py::value_error("directions must be 'auto', 'neighbours' or 'atoms', not '" + directions + "'");
                 const py::ssize_t n = basis.species_count + static_cast<py::ssize_t>(basis.mapping.size()) + 1;
                 py::array_t<double> R({n, n});
                 double* pR = R.mutable_data();
                 {
                     py::gil_scoped_release release;
-                    ts.linear_system(basis, th, pR, resolve_threads(n_threads));
+                    ts.linear_system(basis, th, pR, resolve_threads(n_threads), mode);
                 }
                 return R;
             },
-            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0,
+            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0, py::arg("directions") = "auto",
             "R factor (S + M + 1, S + M + 1) of the √w-scaled linear design of the species and moment coefficients "
-            "with the labels as last column, at the radial coefficients of theta; one pass, design not stored.")
+            "with the labels as last column, at the radial coefficients of theta; one pass, design not stored. "
+            "directions: the forward-mode pass along each atom's neighbour displacements ('neighbours'), along the "
+            "displacements of the distinct atoms among them and 6 strains ('atoms': fewer in small periodic cells), "
+            "or the cheaper of the two by a cost model ('auto'); the same system to round-off.")
         .def(
             "gauss_newton",
             [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads, int sketch,

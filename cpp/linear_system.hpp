@@ -19,7 +19,7 @@ public:
     RFactor(int n_cols, int buffer_rows);
     // Appends the row scale · (x[0], x[stride], …, x[(n − 1)·stride]).
     void add_row(const double* x, std::ptrdiff_t stride, double scale);
-    // Appends the rows of an R factor (n × n).
+    // Appends the rows of an R factor (n × n); into a factor with no rows yet, it is taken as it is.
     void add(const Eigen::MatrixXd& R);
     // Back to no rows.
     void reset();
@@ -30,6 +30,7 @@ public:
 private:
     void reduce();
     int n_, cursor_;
+    bool empty_ = true;
     Eigen::MatrixXd stack_;  // rows [0, n): R; rows [n, cursor_): rows added since the last reduction
     Eigen::MatrixXd R_;
 };
@@ -39,7 +40,12 @@ private:
 // rows 1 + 3N + 3a + b the PlusStress S_ab; column t < S the number of atoms of species t (the derivative by
 // ξ_t), column S + α the derivative by the moment coefficient c_α. One forward pass and one forward-mode pass
 // through the products per atom.
-void structure_linear_design(SiteKernel& kernel, const Structure& s, double* D, int ld);
+// `directions` chooses, per atom, the tangent directions of the forward-mode pass: the 3n displacements of its
+// neighbours, or the 3K displacements of the K distinct atoms among them and 6 strains (fewer in small periodic
+// cells, where a neighbourhood holds several images of one atom); `automatic` takes the cheaper by a cost model.
+// The design is the same either way (to round-off).
+void structure_linear_design(SiteKernel& kernel, const Structure& s, double* D, int ld,
+                             TangentDirections directions = TangentDirections::automatic);
 
 // Each atom's site energy's derivative by the linear coefficients: row i of R (row-major, N × (S + M)) is the
 // one-hot of its species, then its basis functions B_α(i) (∂V_i/∂c_α). The rows of the extrapolation grade's

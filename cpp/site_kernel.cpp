@@ -370,14 +370,8 @@ int SiteKernel::jacobian_tile() const {
     return std::max(kPad, tile);
 }
 
-const double* SiteKernel::moment_jacobian(int a0, int w) {
-    // a row holds the x, y and z blocks of w values back to back, padded to whole 8-double chunks
-    constexpr int kVector = 8, kMaxBlock = 6;
-    const int per = (3 * w + kVector - 1) / kVector * kVector;
-    jac_stride_ = w;
-    jac_row_ = per;
-    if (jac_.size() < static_cast<std::size_t>(per) * m_.size()) jac_.resize(static_cast<std::size_t>(per) * m_.size());
-    // basic moments: ∂(f_μ M)/∂r = (f'_μ − ν f_μ/r) M u + f_μ ∇_u M / r (as in moment_gradients)
+void SiteKernel::basic_tangents(int a0, int w, int block, double* table, int per) {
+    // ∂(f_μ M)/∂r = (f'_μ − ν f_μ/r) M u + f_μ ∇_u M / r (as in moment_gradients); row k is basic moment k
     const double *inv_r = row(inv_r_, 0) + a0, *ux = row(ux_, 0) + a0, *uy = row(uy_, 0) + a0,
                  *uz = row(uz_, 0) + a0;
     double *M = row(acc_, 4), *gx = row(acc_, 5), *gy = row(acc_, 6), *gz = row(acc_, 7);
@@ -388,39 +382,136 @@ const double* SiteKernel::moment_jacobian(int a0, int w) {
         const double *Ma = M + a0, *gxa = gx + a0, *gya = gy + a0, *gza = gz + a0;
         for (int k = group_begin_[d]; k < group_begin_[d + 1]; ++k) {
             const double *f = row(f_, group_mu_[k]) + a0, *df = row(df_, group_mu_[k]) + a0;
-            double* T = &jac_[static_cast<std::size_t>(group_moment_[k]) * per];
+            double* T = table + static_cast<std::size_t>(group_moment_[k]) * per;
 #pragma omp simd
             for (int a = 0; a < w; ++a) {
                 const double radial = (df[a] - nu * f[a] * inv_r[a]) * Ma[a], fr = f[a] * inv_r[a];
                 T[a] = radial * ux[a] + fr * gxa[a];
-                T[w + a] = radial * uy[a] + fr * gya[a];
-                T[2 * w + a] = radial * uz[a] + fr * gza[a];
+                T[block + a] = radial * uy[a] + fr * gya[a];
+                T[2 * block + a] = radial * uz[a] + fr * gza[a];
             }
-            for (int q = 3 * w; q < per; ++q) T[q] = 0.0;
+            for (int c = 0; c < 3; ++c)
+                for (int a = w; a < block; ++a) T[c * block + a] = 0.0;
+            for (int q = 3 * block; q < per; ++q) T[q] = 0.0;
         }
     }
+}
+
+template <int NC>
+void SiteKernel::product_runs_block(int per, int q0) {
+    for (std::size_t r = 0; r < basis_.runs.size(); ++r) product_run_block<NC>(basis_.runs[r], run_assigns_[r], per, q0);
+}
+
+void SiteKernel::product_tangents(int per) {
+    constexpr int kVector = 8, kMaxBlock = 6;
     for (int k : unwritten_moments_) std::fill_n(&jac_[static_cast<std::size_t>(k) * per], per, 0.0);
     // products in the forward pass' order, d(m_l m_r) = m_l dm_r + m_r dm_l; each run is summed in registers, up
     // to six chunks at a time with the two terms in separate sums (short dependency chains); the first run of a
-    // derived moment sets its row, a later one (none in MLIP's files) adds to it
-    for (std::size_t r = 0; r < basis_.runs.size(); ++r) {
-        const auto& run = basis_.runs[r];
-        const bool assign = run_assigns_[r];
-        // the row's chunks in as few blocks of at most kMaxBlock as possible, of about equal size
-        const int chunks = per / kVector, blocks = (chunks + kMaxBlock - 1) / kMaxBlock;
-        for (int b = 0, q0 = 0; b < blocks; ++b) {
-            const int size = chunks / blocks + (b < chunks % blocks ? 1 : 0);
-            switch (size) {
-                case 1: product_run_block<1>(run, assign, per, q0); break;
-                case 2: product_run_block<2>(run, assign, per, q0); break;
-                case 3: product_run_block<3>(run, assign, per, q0); break;
-                case 4: product_run_block<4>(run, assign, per, q0); break;
-                case 5: product_run_block<5>(run, assign, per, q0); break;
-                default: product_run_block<6>(run, assign, per, q0); break;
-            }
-            q0 += size * kVector;
+    // derived moment sets its row, a later one (none in MLIP's files) adds to it. Block by block of columns, all
+    // runs each: a block's columns of every moment (at most 48 doubles each) stay in the L2 cache however wide the
+    // table is.
+    const int chunks = per / kVector, blocks = (chunks + kMaxBlock - 1) / kMaxBlock;
+    for (int b = 0, q0 = 0; b < blocks; ++b) {
+        // as few blocks of at most kMaxBlock chunks as possible, of about equal size
+        const int size = chunks / blocks + (b < chunks % blocks ? 1 : 0);
+        switch (size) {
+            case 1: product_runs_block<1>(per, q0); break;
+            case 2: product_runs_block<2>(per, q0); break;
+            case 3: product_runs_block<3>(per, q0); break;
+            case 4: product_runs_block<4>(per, q0); break;
+            case 5: product_runs_block<5>(per, q0); break;
+            default: product_runs_block<6>(per, q0); break;
+        }
+        q0 += size * kVector;
+    }
+}
+
+const double* SiteKernel::moment_jacobian(int a0, int w) {
+    // a row holds the x, y and z blocks of w values back to back, padded to whole 8-double chunks
+    const int per = (3 * w + 7) / 8 * 8;
+    jac_stride_ = w;
+    jac_row_ = per;
+    if (jac_.size() < static_cast<std::size_t>(per) * m_.size()) jac_.resize(static_cast<std::size_t>(per) * m_.size());
+    basic_tangents(a0, w, w, jac_.data(), per);
+    product_tangents(per);
+    return jac_.data();
+}
+
+namespace {
+
+// T[c], T[K + c], T[2K + c] = the sums of tx, ty, tz over the images members[c·L …] of atom column c; L = IMAGES,
+// or `images` for IMAGES = 0 (a fixed count unrolls: most columns of a small cell have one to four images)
+template <int IMAGES>
+void sum_images(const double* tx, const double* ty, const double* tz, const int* members, int K, double* T,
+                int images = IMAGES) {
+    const int L = IMAGES ? IMAGES : images;
+    for (int c = 0; c < K; ++c) {
+        const int* m = members + c * L;
+        double sx = 0.0, sy = 0.0, sz = 0.0;
+#pragma GCC unroll 4
+        for (int l = 0; l < L; ++l) {
+            sx += tx[m[l]];
+            sy += ty[m[l]];
+            sz += tz[m[l]];
+        }
+        T[c] = sx;
+        T[K + c] = sy;
+        T[2 * K + c] = sz;
+    }
+}
+
+}  // namespace
+
+const double* SiteKernel::moment_jacobian_atoms(const int* members, int images, int K) {
+    // the neighbours' rows with one zero after each component block: members[c·images + l] = na (no neighbour)
+    // pads the columns of atoms with fewer images
+    const int na = n_active(), block = na + 1, per_n = (3 * block + 7) / 8 * 8, per = (3 * K + kStrains + 7) / 8 * 8;
+    const std::size_t n_basic = basis_.basic.size();
+    jac_stride_ = K;
+    jac_row_ = per;
+    if (jac_.size() < static_cast<std::size_t>(per) * m_.size()) jac_.resize(static_cast<std::size_t>(per) * m_.size());
+    if (basic_tan_.size() < per_n * n_basic) basic_tan_.resize(per_n * n_basic);
+    basic_tangents(0, na, block, basic_tan_.data(), per_n);
+    // r_ij = r u, its components per neighbour
+    double *x = row(acc_, 4), *y = row(acc_, 5), *z = row(acc_, 6);
+    {
+        const double *r = row(r_, 0), *ux = row(ux_, 0), *uy = row(uy_, 0), *uz = row(uz_, 0);
+        for (int a = 0; a < na; ++a) {
+            x[a] = r[a] * ux[a];
+            y[a] = r[a] * uy[a];
+            z[a] = r[a] * uz[a];
         }
     }
+    for (std::size_t k = 0; k < n_basic; ++k) {
+        const double *tx = &basic_tan_[k * per_n], *ty = tx + block, *tz = ty + block;
+        double* T = &jac_[k * per];
+        switch (images) {
+            case 1: sum_images<1>(tx, ty, tz, members, K, T); break;
+            case 2: sum_images<2>(tx, ty, tz, members, K, T); break;
+            case 3: sum_images<3>(tx, ty, tz, members, K, T); break;
+            case 4: sum_images<4>(tx, ty, tz, members, K, T); break;
+            default: sum_images<0>(tx, ty, tz, members, K, T, images); break;
+        }
+        double e0 = 0.0, e1 = 0.0, e2 = 0.0, e3 = 0.0, e4 = 0.0, e5 = 0.0;
+#pragma omp simd reduction(+ : e0, e1, e2, e3, e4, e5)
+        for (int a = 0; a < na; ++a) {
+            e0 += tx[a] * x[a];
+            e1 += ty[a] * y[a];
+            e2 += tz[a] * z[a];
+            e3 += ty[a] * z[a] + tz[a] * y[a];
+            e4 += tx[a] * z[a] + tz[a] * x[a];
+            e5 += tx[a] * y[a] + ty[a] * x[a];
+        }
+        double* strain = T + 3 * K;
+        strain[0] = e0;
+        strain[1] = e1;
+        strain[2] = e2;
+        strain[3] = 0.5 * e3;
+        strain[4] = 0.5 * e4;
+        strain[5] = 0.5 * e5;
+        for (int q = 3 * K + kStrains; q < per; ++q) T[q] = 0.0;
+    }
+    product_tangents(per);
     return jac_.data();
 }
 

@@ -18,6 +18,11 @@
 
 namespace mtpfit {
 
+// Directions of a forward-mode pass over one atom's neighbourhood: moment_jacobian() (the neighbours'
+// displacements) or moment_jacobian_atoms() (the distinct atoms' displacements and the strains); automatic: the
+// caller's choice of the cheaper.
+enum class TangentDirections { automatic, neighbours, atoms };
+
 class SiteKernel {
 public:
     static constexpr int kLanes = 4;
@@ -52,6 +57,14 @@ public:
     // the x, y and z blocks of jacobian_stride() = w values, neighbour a0 + a at position a of each block. Valid
     // until the next call.
     const double* moment_jacobian(int a0, int w);
+    // As moment_jacobian(), for all active neighbours at once, along 3K + kStrains collective directions instead
+    // of their 3w displacements: the displacement of each of K atoms, atom column c moving the active neighbours
+    // members[c·images] … members[c·images + images − 1] (its images, padded with n_active(), no neighbour; images
+    // of the central atom move with it and are in no column), then the symmetric strains r_ij ↦ ε r_ij with ε = e_x e_x, e_y e_y, e_z e_z, sym(e_y e_z),
+    // sym(e_x e_z), sym(e_x e_y). Row k holds the x, y and z blocks of K values (jacobian_stride() = K), then the
+    // kStrains values. In small periodic cells a neighbourhood holds several images of one atom, and 3K + 6 < 3w.
+    const double* moment_jacobian_atoms(const int* members, int images, int K);
+    static constexpr int kStrains = 6;
     int jacobian_stride() const { return jac_stride_; }
     int jacobian_row() const { return jac_row_; }
     // Neighbours of the current atom inside the basis' cutoff, as indices into its neighbour list.
@@ -100,9 +113,17 @@ private:
     void tangent_adjoints(double e);
     // the θ-derivative of e·V + Φ once tangents_batch() and tangent_adjoints(e) ran
     void theta_gradient_batch(int count, double e, double* grad);
+    // rows of the basic moments in table (row stride per): ∂m_k/∂r_ij for the active neighbours a0 … a0+w−1,
+    // the x, y and z blocks `block` ≥ w apart (zero-padded)
+    void basic_tangents(int a0, int w, int block, double* table, int per);
+    // the derived moments' rows of jac_ (row stride per) from its basic moments' rows, through the products
+    void product_tangents(int per);
     // moment_jacobian(): the run's target row for columns q0 … q0 + 8·NC − 1
     template <int NC>
     void product_run_block(const ProductRun& run, bool assign, int per, int q0);
+    // every run's target row for columns q0 … q0 + 8·NC − 1
+    template <int NC>
+    void product_runs_block(int per, int q0);
     // f''_μ of the current atom's neighbours into ddf_
     void radial_second_derivatives();
 
@@ -125,6 +146,7 @@ private:
     std::vector<double> m_, adj_;  // the current atom
     std::vector<double> lane_tan_adj_;  // one lane's tangent adjoints (second_order_batch)
     std::vector<double> jac_;  // moment_jacobian(): [moment][component][neighbour], rows of jac_row_
+    std::vector<double> basic_tan_;  // moment_jacobian_atoms(): the basic moments' neighbour rows
     int jac_stride_ = 0, jac_row_ = 0;
     std::vector<char> run_assigns_;       // per run of the basis: its target's row is set, not added to
     std::vector<int> unwritten_moments_;  // moments neither basic nor a product target: zero rows

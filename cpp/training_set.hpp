@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "basis.hpp"
+#include "site_kernel.hpp"
 #include "structure.hpp"
 
 namespace mtpfit {
@@ -65,8 +66,10 @@ public:
     // of θ: the R factor (n × n row-major, n = S + M + 1, upper triangular) of W^½ [A | y], A the design of every
     // weighted residual (linear_system.hpp) and y the labels. min ‖W^½(A x − y)‖ = min ‖R₁₁ x − R₁ₙ‖ and the
     // residual norm at the minimum is |R_nn|. Rows of zero weight are left out. One pass; bit-identical for any
-    // thread count (fixed blocks of configurations, their factors combined in order).
-    void linear_system(const Basis& basis, const double* theta, double* R, int n_threads) const;
+    // thread count (fixed blocks of configurations, their factors combined in a fixed tree). `directions` as in
+    // structure_linear_design().
+    void linear_system(const Basis& basis, const double* theta, double* R, int n_threads,
+                       TangentDirections directions = TangentDirections::automatic) const;
 
 private:
     std::vector<Structure> structures_;

@@ -59,6 +59,24 @@ def test_linear_system_equals_the_column_by_column_construction(level, species, 
     np.testing.assert_array_equal((R.T @ R)[~used], 0.0)
 
 
+@pytest.mark.parametrize("directions", ["neighbours", "atoms"])
+@pytest.mark.parametrize("level", [6, 16])
+@pytest.mark.parametrize("species", [1, 3])
+@pytest.mark.parametrize("loss", ["mlip", "stress heavy"])
+def test_both_tangent_directions_give_the_column_by_column_system(directions, level, species, loss):
+    """The forward-mode pass along the neighbours' displacements and along the distinct atoms' displacements and the
+    six strains (the cheaper in small periodic cells, chosen automatically at high levels) build the same system:
+    forces from the translation invariance, the virial from the strains."""
+    objective, x = _case(species, level, holes=loss == "mlip", loss=LOSSES[loss])
+    R = objective.training_set.linear_system(objective.mtp.basis.core, x, 2, directions=directions)
+    G = weighted_gram(objective, x)
+    scale = np.sqrt(np.outer(np.diag(G), np.diag(G)))
+    used = scale > 0
+    assert np.max(np.abs(R.T @ R - G)[used] / scale[used]) < 1e-10
+    with pytest.raises(ValueError, match="directions"):
+        objective.training_set.linear_system(objective.mtp.basis.core, x, 2, directions="images")
+
+
 def test_the_data_loss_comes_with_the_solve():
     """‖R₁₁θ − R₁ₙ‖² + R_nn² is the data part of the loss at θ; at the solution, the loss minus the penalty."""
     objective, x = _case(3, 10, holes=True, loss=Loss())

@@ -256,11 +256,13 @@ class Objective:
         radial block is ‖R₁₁ θ_lin − R₁ₙ‖² + R_nn². Under MPI each rank factors its shard and the ranks' factors
         are stacked and factored again.
 
-        Cost: per atom one forward pass and one forward-mode pass through the moment products, plus QR updates of
-        about 2.7 (S + M + 1)² flops per weighted residual: about 2 loss+gradient passes at level 16 and 4–6 at
-        level 20 (benchmarks/RESULTS.md §7). Memory: a few (S + M + 1)² per block of configurations, whatever the
-        number of residuals. Bit-identical for any thread count; under MPI it agrees with one process to
-        round-off.
+        Cost: per atom one forward pass and one forward-mode pass through the moment products — along its
+        neighbours' displacements, or, where fewer (small periodic cells, whose neighbourhoods hold several images
+        of one atom), along the displacements of the distinct atoms among them and six strains — plus QR updates
+        of about 2.7 (S + M + 1)² flops per weighted residual: about 1.5–2 loss+gradient passes at level 16 and
+        3–4 at level 20 (benchmarks/RESULTS.md §7). Memory: a few (S + M + 1)² per block of configurations,
+        whatever the number of residuals. Bit-identical for any thread count; under MPI it agrees with one
+        process to round-off.
 
         Parameters
         ----------
