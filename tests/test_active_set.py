@@ -225,6 +225,25 @@ def test_grade_and_select_commands_on_the_bundled_mo_set(tmp_path, capsys):
         # (extxyz prints the per-atom arrays to 8 decimals)
         assert all(f.info["MV_grade"] == pytest.approx(f.arrays["nbh_grades"].max(), abs=1e-7) for f in frames)
         assert len(read_configurations(per_atom)) == 23
+        # per atom into .cfg, as MLIP writes it: the AtomData column nbh_grades, the configuration's MV_grade
+        per_atom_cfg = tmp_path / "graded_atoms.cfg"
+        assert main(["grade", str(pot), train, test, "--mode", "neighbourhood", "--output", str(per_atom_cfg),
+                     *order]) == 0
+        header = next(line for line in per_atom_cfg.read_text().splitlines() if "AtomData" in line)
+        assert header.split()[-1] == "nbh_grades"
+        cfg_back = read_configurations(per_atom_cfg, species=["Mo"])
+        from mtpfit.active import atom_grades
+        from mtpfit.io import read_files
+
+        test_set = read_files([test], None, "xx yy zz xy xz yz", species=["Mo"])
+        expected = atom_grades(ActiveSet.load(tmp_path / "pot.mtp.als.npz", potential), potential, test_set,
+                               n_threads=2)
+        assert len(cfg_back) == len(expected) == 23
+        for c, want in zip(cfg_back, expected):
+            # .cfg keeps every bit (repr); the tolerance only allows for another thread count than the command's
+            np.testing.assert_allclose(c.atom_data["nbh_grades"], want, rtol=1e-12, atol=0)
+            assert float(c.features["MV_grade"]) == c.atom_data["nbh_grades"].max()
+        assert max(float(c.features["MV_grade"]) for c in cfg_back) > 0
         # candidates outside the training set: the test configurations strained by 10 %
         from mtpfit.io import write_cfg
 

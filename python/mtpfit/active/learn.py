@@ -6,8 +6,10 @@ around ``mlp train``, ``mlp select-add`` and LAMMPS):
 
 1. train on every labelled configuration (cycle 0 from scratch at ``level``, later from the previous cycle's
    potential), write ``cycleKKK.mtp`` and the MaxVol active set of the training set next to it;
-2. explore: Langevin NVT MD (:class:`ase.md.langevin.Langevin`) at each temperature from each seed with the new
-   potential (:class:`mtpfit.MTPCalculator`), grading a frame every ``grade_every`` steps; a frame with
+2. explore: MD from each seed with the new potential (:class:`mtpfit.MTPCalculator`) at each temperature,
+   Langevin NVT (:class:`ase.md.langevin.Langevin`) in the seed's cell, or, with ``pressures``, NPT at each
+   (temperature, pressure) pair with the Martyna–Tobias–Klein equations (:class:`ase.md.nose_hoover_chain.MTKNPT`:
+   cell volume and shape follow the pressure), grading a frame every ``grade_every`` steps; a frame with
    γ > ``gamma_select`` is a candidate, one with γ > ``gamma_break`` is a candidate too and ends that exploration
    (the trajectory has left what the potential knows, so its later frames are not worth following);
 3. select the candidates that enlarge the active set's volume by more than ``select_threshold`` (MaxVol
@@ -32,8 +34,7 @@ same settings and folder and never computes a label twice:
   ``mtpfit grade`` reads), ``final.mtp`` the last one;
 * ``summary.csv`` and ``summary.png``: one row per training.
 
-Only the configuration mode is implemented (γ of whole configurations, :mod:`mtpfit.active.grade`); NPT
-explorations are not.
+Only the configuration mode is implemented (γ of whole configurations, :mod:`mtpfit.active.grade`).
 """
 from __future__ import annotations
 
@@ -167,12 +168,24 @@ class LearningConfig:
         Iterations of every retraining.
     temperatures : list of float
         Temperatures of the explorations, K; each seed is explored at each.
+    pressures : list of float, optional
+        External pressures of NPT explorations, GPa (positive compresses; 1 GPa = 10 kbar = ``ase.units.GPa`` =
+        1/160.2 eV/Å³); each seed is then explored at every (temperature, pressure) pair with
+        :class:`ase.md.nose_hoover_chain.MTKNPT`, its cell's volume and shape free. Every seed must be periodic in
+        three directions and carry no ASE constraints (MTKNPT supports none). ``None`` (the default): Langevin NVT
+        in each seed's cell.
+    barostat_time : float
+        Time scale τ_P of the NPT barostat, fs (MTKNPT's ``pdamp``: barostat mass W = (N + 1) k_B T τ_P²); the
+        volume oscillates about its mean with a period of roughly τ_P / 5 (EMT Cu at 300 K), so an exploration
+        should last a few of those. The default, 1000 fs, is ASE's usual 1000 time steps of 1 fs; used only with
+        ``pressures``.
     steps : int
         MD steps of one exploration.
     timestep : float
         MD time step, fs.
     friction : float
-        Langevin friction, 1/fs (0.01: velocities decorrelate in ~100 fs).
+        Langevin friction of NVT, 1/fs (0.01: velocities decorrelate in ~100 fs); in NPT its inverse is the time
+        scale of the Nosé–Hoover chain thermostat (MTKNPT's ``tdamp``, 100 fs for 0.01).
     grade_every : int
         Steps between graded frames.
     gamma_select : float
@@ -188,8 +201,8 @@ class LearningConfig:
     max_cycles : int
         Most explorations; 0 only trains on the seeds.
     seed : int
-        Seeds the MD's velocities and Langevin noise (one stream per cycle, temperature and seed structure, so a
-        resumed exploration repeats the uninterrupted one).
+        Seeds the MD's velocities and Langevin noise (one stream per cycle, temperature, pressure and seed
+        structure, so a resumed exploration repeats the uninterrupted one).
     threads : int
         OpenMP threads of training, MD and grading (0: all cores).
     output : path
@@ -198,7 +211,9 @@ class LearningConfig:
     Raises
     ------
     ValueError
-        For a setting of the wrong type or range, naming it.
+        For a setting of the wrong type or range, naming it; with ``pressures``, for an ``ase.Atoms`` seed that is
+        not periodic in three directions or has constraints, naming it (seeds read from files are checked when
+        :func:`learn` reads them).
     """
 
     seeds: list
@@ -211,6 +226,8 @@ class LearningConfig:
     optimizer: str = "varpro"
     max_iter: int = 200
     temperatures: list = field(default_factory=lambda: [300.0])
+    pressures: list | None = None
+    barostat_time: float = 1000.0
     steps: int = 1000
     timestep: float = 1.0
     friction: float = 0.01
@@ -258,6 +275,18 @@ class LearningConfig:
         for T in self.temperatures:
             _number("every temperature", T, 0.0, inclusive=False)
         self.temperatures = [float(T) for T in self.temperatures]
+        if self.pressures is not None:
+            if not isinstance(self.pressures, (list, tuple)) or not self.pressures:
+                raise ValueError(f"pressures must be a non-empty list of pressures in GPa (or None for NVT), got "
+                                 f"{self.pressures!r:.100}")
+            for P in self.pressures:
+                if not (isinstance(P, numbers.Real) and not isinstance(P, bool) and math.isfinite(P)):
+                    raise ValueError(f"every pressure must be a finite number of GPa, got {P!r:.100}")
+            self.pressures = [float(P) for P in self.pressures]
+            for k, seed in enumerate(self.seeds):
+                if not isinstance(seed, str):
+                    _check_npt_seed(seed, f"seeds[{k}] ({seed.get_chemical_formula()})")
+        _number("barostat_time", self.barostat_time, 0.0, inclusive=False)
         for name in ("max_iter", "steps", "grade_every", "max_selected"):
             _number(name, getattr(self, name), 1, integer=True)
         for name in ("max_cycles", "seed", "threads"):
@@ -319,10 +348,12 @@ class LearningConfig:
     def settings(self) -> dict:
         """The JSON record of the settings (``state.json``): seeds as file names or ``<Atoms k: formula sha256:…>``
         (a digest of numbers, positions, cell and pbc), a callable labeller by its qualified name, an in-memory
-        validation set by its name and size."""
+        validation set by its name and size; ``pressures`` and ``barostat_time`` only for NPT explorations."""
         record = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
+            if self.pressures is None and name in ("pressures", "barostat_time"):
+                continue  # NVT: the record (and so the resumption of a loop of an earlier version) is as before
             if name == "seeds":
                 value = [s if isinstance(s, str) else f"<Atoms {k}: {s.get_chemical_formula()} {_digest(s)}>"
                          for k, s in enumerate(value)]
@@ -332,6 +363,17 @@ class LearningConfig:
                 value = f"<Dataset {value.name}: {len(value)} configurations>"
             record[name] = value
         return record
+
+
+def _check_npt_seed(atoms, name: str) -> None:
+    """Refuse a seed MTKNPT cannot explore: a barostat needs a volume (periodic along all three cell vectors), and
+    MTKNPT supports no constraints."""
+    if not np.all(atoms.pbc):
+        raise ValueError(f"{name} is not periodic in three directions (pbc {atoms.pbc.tolist()}): NPT explorations "
+                         f"(pressures) need a periodic cell; explore it without pressures")
+    if atoms.constraints:
+        raise ValueError(f"{name} has constraints ({', '.join(type(c).__name__ for c in atoms.constraints)}), which "
+                         f"ASE's MTKNPT of NPT explorations (pressures) does not support")
 
 
 def _digest(atoms) -> str:
@@ -541,53 +583,78 @@ def _train(config: LearningConfig, folder: _Folder, validation: Dataset | None, 
     return MTP.read(path)
 
 
-def _explore(config: LearningConfig, mtp: MTP, active, seeds: list, cycle: int, log) -> tuple[list, list, dict]:
-    """Every exploration of one cycle: the candidates (γ > gamma_select), every graded frame (with its γ as the
-    feature ``MV_grade``) and counts."""
+def _dynamics(config: LearningConfig, atoms, temperature: float, pressure: float | None, rng):
+    """The MD of one exploration of ``atoms`` (its calculator set) at ``temperature`` K and, unless ``None``,
+    ``pressure`` GPa, its momenta drawn from ``rng`` at that temperature."""
     from ase import units
-    from ase.constraints import FixCom
-    from ase.md.langevin import Langevin
     try:
         from ase.md.velocitydistribution import thermalize_momenta
     except ImportError:  # ASE < 3.29 names it so
         from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
+    if pressure is None:
+        from ase.constraints import FixCom
+        from ase.md.langevin import Langevin
+
+        # ASE ≥ 3.28: Langevin's own fixcm is deprecated (it does not sample NVT exactly); FixCom is its successor
+        atoms.set_constraint(atoms.constraints + [FixCom()])
+        thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
+        return Langevin(atoms, config.timestep * units.fs, temperature_K=temperature,
+                        friction=config.friction / units.fs, fixcm=False, rng=rng)
+    from ase.md.nose_hoover_chain import MTKNPT
+
+    # MTKNPT integrates the Martyna–Tobias–Klein equations (J. Chem. Phys. 101, 4177 (1994)), which sample the NPT
+    # ensemble exactly (Hoover's and Melchionna's, ase.md.npt.NPT, do not, and NPT wants an upper-triangular cell;
+    # Berendsen's samples no ensemble; LangevinBAOAB's barostat mass is an empirical heuristic), with the full 3×3
+    # cell as a variable: any triclinic cell, its shape free to follow anisotropic stress; and it is deterministic,
+    # so the momenta drawn from rng fix the whole exploration. The centre of mass is left to move:
+    # the Nosé–Hoover chain thermostats all 3N momenta, so removing its momentum would heat the 3N − 3 others.
+    # MTKNPT copies positions and momenta when it is built: the momenta are drawn first.
+    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
+    return MTKNPT(atoms, config.timestep * units.fs, temperature_K=temperature, pressure_au=pressure * units.GPa,
+                  tdamp=units.fs / config.friction, pdamp=config.barostat_time * units.fs)
+
+
+def _explore(config: LearningConfig, mtp: MTP, active, seeds: list, cycle: int, log) -> tuple[list, list, dict]:
+    """Every exploration of one cycle: the candidates (γ > gamma_select), every graded frame (with its γ as the
+    feature ``MV_grade``) and counts."""
     from ..calculator import MTPCalculator
 
     candidates, graded, frames, breaks, largest = [], [], 0, 0, 0.0
     for t, temperature in enumerate(config.temperatures):
-        for s, (seed, name) in enumerate(seeds):
-            rng = np.random.default_rng([config.seed, cycle, t, s])
-            atoms = seed.copy()
-            # ASE ≥ 3.28: Langevin's own fixcm is deprecated (it does not sample NVT exactly); FixCom is its successor
-            atoms.set_constraint(atoms.constraints + [FixCom()])
-            atoms.calc = MTPCalculator(mtp, n_threads=config.threads)
-            thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
-            dynamics = Langevin(atoms, config.timestep * units.fs, temperature_K=temperature,
-                                friction=config.friction / units.fs, fixcm=False, rng=rng)
-            done, stopped = 0, ""
-            while done < config.steps and not stopped:
-                stride = min(config.grade_every, config.steps - done)
-                try:
-                    dynamics.run(stride)
-                except (FloatingPointError, ValueError) as error:
-                    # a potential far outside its data can blow atoms together: the exploration ends there
-                    stopped = f"MD failed at step {done + stride}: {error}"
-                    breaks += 1
-                    break
-                done += stride
-                source = f"cycle {cycle}, {temperature:g} K from {name}, step {done}"
-                frame = _configuration(atoms, source, group=f"cycle{cycle:03d}")
-                gamma = float(grade(active, mtp, Dataset([frame], source), n_threads=config.threads)[0])
-                frames += 1
-                graded.append(dataclasses.replace(frame, features={**frame.features, "MV_grade": f"{gamma:.17g}"}))
-                largest = max(largest, gamma)
-                if gamma > config.gamma_select:
-                    candidates.append(frame)
-                if gamma > config.gamma_break:
-                    stopped, breaks = f"γ = {gamma:.3g} > {config.gamma_break:g} at step {done}", breaks + 1
-            log(f"cycle {cycle}: {temperature:g} K from {name}: {done} steps"
-                + (f", stopped ({stopped})" if stopped else ""))
+        for p, pressure in enumerate(config.pressures or [None]):
+            for s, (seed, name) in enumerate(seeds):
+                # NVT keeps the streams of the loop before pressures existed
+                rng = np.random.default_rng([config.seed, cycle, t, s] + ([] if pressure is None else [p]))
+                atoms = seed.copy()
+                atoms.calc = MTPCalculator(mtp, n_threads=config.threads)
+                dynamics = _dynamics(config, atoms, temperature, pressure, rng)
+                where = f"{temperature:g} K" + ("" if pressure is None else f", {pressure:g} GPa")
+                done, stopped = 0, ""
+                while done < config.steps and not stopped:
+                    stride = min(config.grade_every, config.steps - done)
+                    try:
+                        dynamics.run(stride)
+                    except (FloatingPointError, ValueError) as error:
+                        # a potential far outside its data can blow atoms together (or, in NPT, the cell apart):
+                        # the exploration ends there
+                        stopped = f"MD failed at step {done + stride}: {error}"
+                        breaks += 1
+                        break
+                    done += stride
+                    source = f"cycle {cycle}, {where} from {name}, step {done}"
+                    frame = _configuration(atoms, source, group=f"cycle{cycle:03d}")
+                    gamma = float(grade(active, mtp, Dataset([frame], source), n_threads=config.threads)[0])
+                    frames += 1
+                    graded.append(dataclasses.replace(frame, features={**frame.features,
+                                                                       "MV_grade": f"{gamma:.17g}"}))
+                    largest = max(largest, gamma)
+                    if gamma > config.gamma_select:
+                        candidates.append(frame)
+                    if gamma > config.gamma_break:
+                        stopped, breaks = f"γ = {gamma:.3g} > {config.gamma_break:g} at step {done}", breaks + 1
+                log(f"cycle {cycle}: {where} from {name}: {done} steps"
+                    + (f", stopped ({stopped})" if stopped else ""))
     return candidates, graded, {"frames": frames, "candidates": len(candidates), "breaks": breaks,
                                 "max_gamma": round(largest, 6)}
 
@@ -622,6 +689,9 @@ def learn(config: LearningConfig | dict, log: Callable[[str], None] | None = pri
     say = log or (lambda line: None)
     factory = resolve_labeller(config.labeller)
     seeds = _read_seeds(config)
+    if config.pressures is not None:
+        for atoms, name in seeds:
+            _check_npt_seed(atoms, name)
     species = list(config.species) if config.species else sorted({s for a, _ in seeds
                                                                   for s in a.get_chemical_symbols()})
     folder = _Folder(config, species)

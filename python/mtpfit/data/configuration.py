@@ -48,6 +48,11 @@ class Configuration:
         error messages.
     features : dict
         Free-form metadata (``.cfg`` ``Feature`` lines, JSON descriptions).
+    atom_data : dict of str to ndarray, optional
+        Further per-atom values, each a float array of shape (N,) under its name: the ``.cfg`` ``AtomData``
+        columns beyond id, type, coordinates and forces (e.g. MLIP's ``nbh_grades``, each atom's extrapolation
+        grade γ, dimensionless), read and written by :func:`mtpfit.io.read_cfg` and :func:`mtpfit.io.write_cfg`.
+        Metadata like ``features``: training does not use them.
 
     Raises
     ------
@@ -67,6 +72,7 @@ class Configuration:
     group: str | None = None
     source: str = "<memory>"
     features: dict[str, Any] = field(default_factory=dict)
+    atom_data: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.positions = np.array(self.positions, dtype=float).reshape(-1, 3)
@@ -99,6 +105,19 @@ class Configuration:
             self._check_finite("stress", self.plus_stress)
         if self.force_mask is not None:
             self.force_mask = np.array(self.force_mask, dtype=bool).reshape(n)
+        atom_data = {}
+        for name, values in dict(self.atom_data).items():
+            self._check(isinstance(name, str) and bool(name), f"per-atom data named {name!r}")
+            try:
+                values = np.array(values, dtype=float)
+            except (TypeError, ValueError):
+                values = None
+            self._check(values is not None and values.shape == (n,),
+                        f"per-atom data {name!r} must be {n} numbers, one per atom, got shape "
+                        f"{None if values is None else values.shape}")
+            self._check_finite(f"per-atom data {name!r}", values)
+            atom_data[name] = values
+        self.atom_data = atom_data
         if self.weights is not None:
             w = dict(self.weights)
             w["energy"] = float(w.get("energy", 1.0))

@@ -28,6 +28,10 @@ _COORDINATES = {"cartes": ("cartes_x", "cartes_y", "cartes_z"),
                 "direct": ("direct_x", "direct_y", "direct_z")}
 _FORCES = ("fx", "fy", "fz")
 _KNOWN_COLUMNS = {"id", "type", *_COORDINATES["cartes"], *_COORDINATES["direct"], *_FORCES}
+# Any other AtomData column (MLIP's nbh_grades, charge, magmom_x, ...) is per-atom data of real numbers under a name
+# of this form: MLIP-3 knows a fixed list and refuses the rest, but a file of a newer MLIP, or of another writer's
+# extension, is still readable here.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # PlusStress component -> entry of the symmetric 3x3 tensor
 _STRESS_INDEX = {"xx": (0, 0), "yy": (1, 1), "zz": (2, 2), "yz": (1, 2), "xz": (0, 2), "xy": (0, 1)}
 _STRESS_ORDER = ("xx", "yy", "zz", "yz", "xz", "xy")
@@ -123,7 +127,9 @@ def read_cfg(path: str | os.PathLike, species: Sequence[str] | None = None) -> l
         not periodic), ``None`` without a ``Supercell``; ``energy`` in eV; ``forces``
         (N, 3) in eV/Å; ``plus_stress`` the symmetric (3, 3) PlusStress in eV;
         ``features`` the ``Feature`` lines as ``{key: str}``; ``group`` the
-        ``config_type`` (else ``group``) feature.
+        ``config_type`` (else ``group``) feature; ``atom_data`` every other ``AtomData``
+        column (e.g. ``nbh_grades``, the per-atom γ of ``mtpfit grade --mode neighbourhood``
+        and MLIP) as a float array (N,) under its name, in the file's column order.
 
     Raises
     ------
@@ -131,8 +137,9 @@ def read_cfg(path: str | os.PathLike, species: Sequence[str] | None = None) -> l
         If ``path`` does not exist.
     FormatError
         On a malformed file, naming the file and the line: missing or invalid ``Size``,
-        more or fewer atom lines than ``Size``, non-numeric or non-finite values, missing,
-        repeated or unknown ``AtomData`` columns, direct coordinates without a 3-row
+        more or fewer atom lines than ``Size``, non-numeric or non-finite values, missing or
+        repeated ``AtomData`` columns, a column name that is not a name (letters, digits
+        and ``_``, not starting with a digit), direct coordinates without a 3-row
         ``Supercell``, ``BEGIN_CFG`` without ``END_CFG``, unknown keywords, text outside
         a configuration, or a file without any configuration; with ``species``, a type
         ≥ ``len(species)`` (naming the configuration and the atom's line).
@@ -162,6 +169,10 @@ def write_cfg(path: str | os.PathLike, configurations: Configuration | Iterable[
     * Feature values other than strings: they are written with ``str`` and read back as
       strings; leading and trailing whitespace of a value is not preserved.
 
+    ``atom_data`` (per-atom values such as ``nbh_grades``) is written as further
+    ``AtomData`` columns after the forces, as MLIP writes ``nbh_grades``, and read back
+    bit for bit.
+
     ``group``, when set, is written as the ``config_type`` feature unless the features
     already name that group, so that it is read back.
 
@@ -180,9 +191,11 @@ def write_cfg(path: str | os.PathLike, configurations: Configuration | Iterable[
     ------
     ValueError
         If there is no configuration, if a species cannot be mapped to a type, if a
-        force mask leaves forces unlabelled, or if a feature key is empty or contains
-        whitespace or a feature value contains a line break; the message names the
-        configuration's ``source``.
+        force mask leaves forces unlabelled, if a feature key is empty or contains
+        whitespace or a feature value contains a line break, or if a per-atom data name is
+        not a column name (letters, digits and ``_``, not starting with a digit) or is one of
+        the columns the format defines (id, type, cartes_*, direct_*, fx fy fz); the message
+        names the configuration's ``source``.
     """
     if isinstance(configurations, Configuration):
         configurations = [configurations]
@@ -353,9 +366,10 @@ class _CfgReader:
                        for j, name in enumerate(columns)}
 
     def check_columns(self, columns: list[str], line: int) -> None:
-        unknown = [c for c in columns if c not in _KNOWN_COLUMNS]
-        if unknown:
-            raise self.error(f"unknown AtomData column(s) {', '.join(unknown)}", line)
+        unnamed = [c for c in columns if c not in _KNOWN_COLUMNS and not _NAME.fullmatch(c)]
+        if unnamed:
+            raise self.error(f"AtomData column(s) {', '.join(repr(c[:40]) for c in unnamed)} are not names "
+                             "(letters, digits and _, not starting with a digit)", line)
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         if repeated:
             raise self.error(f"repeated AtomData column(s) {', '.join(repeated)}", line)
@@ -423,11 +437,12 @@ class _CfgReader:
             species = self.named(species, block, index)
         group = next((block.features[k] for k in _GROUP_FEATURES if k in block.features), None)
         source = f"{self.path}, configuration {index} (line {block.begin})"
+        atom_data = {name: values for name, values in atoms.items() if name not in _KNOWN_COLUMNS}
         try:
             return Configuration(positions=positions, species=species, cell=cell, pbc=pbc,
                                  energy=block.energy, forces=forces,
                                  plus_stress=block.plus_stress, group=group, source=source,
-                                 features=block.features)
+                                 features=block.features, atom_data=atom_data)
         except ValueError as exc:
             raise self.error(str(exc).removeprefix(f"{source}: "), block.begin) from None
 
@@ -490,6 +505,14 @@ def _features(c: Configuration) -> dict[str, str]:
     return features
 
 
+def _atom_data(c: Configuration) -> dict[str, np.ndarray]:
+    for name in c.atom_data:
+        if name in _KNOWN_COLUMNS or not _NAME.fullmatch(name):
+            raise ValueError(f"{c.source}: per-atom data {name!r} cannot be an AtomData column (a name of letters, "
+                             f"digits and _, not starting with a digit, and none of {' '.join(sorted(_KNOWN_COLUMNS))})")
+    return c.atom_data
+
+
 def _format_configuration(c: Configuration, type_of: dict | None) -> str:
     if c.force_mask is not None and c.forces is not None and not c.force_mask.all():
         raise ValueError(f"{c.source}: a .cfg file cannot mark forces as unlabelled "
@@ -500,11 +523,12 @@ def _format_configuration(c: Configuration, type_of: dict | None) -> str:
     if c.cell is not None and c.pbc.any():
         out.append(" Supercell")
         out += ["    " + " ".join(f"{_r(x):>24}" for x in row) for row in c.cell[c.pbc]]
-    columns = list(_COORDINATES["cartes"]) + (list(_FORCES) if c.forces is not None else [])
+    extra = _atom_data(c)
+    columns = list(_COORDINATES["cartes"]) + (list(_FORCES) if c.forces is not None else []) + list(extra)
+    table = np.column_stack([c.positions] + ([c.forces] if c.forces is not None else []) + list(extra.values()))
     out.append(f" AtomData:{'id':>6} {'type':>4} " + " ".join(f"{n:>24}" for n in columns))
     for k in range(c.n_atoms):
-        values = list(c.positions[k]) + (list(c.forces[k]) if c.forces is not None else [])
-        out.append(f"{'':10}{k + 1:6d} {types[k]:4d} " + " ".join(f"{_r(x):>24}" for x in values))
+        out.append(f"{'':10}{k + 1:6d} {types[k]:4d} " + " ".join(f"{_r(x):>24}" for x in table[k]))
     if c.energy is not None:
         out += [" Energy", f"    {_r(c.energy)}"]
     if c.plus_stress is not None:
