@@ -32,6 +32,19 @@ def active(mo):
     return build_active_set(mtp, train, n_threads=2)
 
 
+@pytest.fixture(scope="module")
+def active_atoms(mo):
+    mtp, train, _ = mo
+    return build_active_set(mtp, train, n_threads=2, tol=1.0 + 1e-10, mode="neighbourhood")
+
+
+def _candidates(test, seed=5):
+    """Two test configurations as they are, and four strained or hot ones (γ 1e2–1e3 per atom at level 8)."""
+    rng = np.random.default_rng(seed)
+    return Dataset([test[1], _strained(test[1], 1.1), _hot(test[2], rng), test[5], _strained(test[4], 0.9),
+                    _hot(test[6], rng)], "candidates")
+
+
 def _strained(c, factor):
     return Configuration(positions=c.positions * factor, species=c.species, cell=c.cell * factor, pbc=c.pbc,
                          source=f"{c.source} strained {factor}")
@@ -99,6 +112,33 @@ def test_grow_updates_the_inverse_and_the_volume():
     assert np.abs(candidates @ inverse).max() <= 1.5 + 1e-10
     with pytest.raises(ValueError, match="threshold must be >= 1"):
         grow(rows, np.linalg.inv(rows), candidates, threshold=0.5)
+
+
+def test_grow_limits_the_groups_not_the_swaps():
+    """With groups (atoms of configurations) max_new bounds the groups among the members; swaps go on inside them,
+    so no row of a member group is left above the threshold."""
+    rng = np.random.default_rng(6)
+    A = rng.normal(size=(80, 6))
+    indices, _ = maxvol(A)
+    rows = A[indices]
+    candidates = 3.0 * rng.normal(size=(40, 6))
+    groups = np.repeat(np.arange(10), 4) * 7  # any labels, not 0 … G−1
+    for limit in (1, 2, 3):
+        chosen, new_rows, inverse, origin = grow(rows, np.linalg.inv(rows), candidates, threshold=1.2,
+                                                 max_new=limit, groups=groups)
+        members = set(groups[origin[origin >= 0]].tolist())
+        assert len(members) == limit and set(groups[chosen].tolist()) == members
+        assert len(chosen) > limit  # more rows than groups: the loop went on inside them
+        inside = np.isin(groups, list(members))
+        assert np.abs(candidates[inside] @ inverse).max() <= 1.2 + 1e-10
+        assert np.abs(candidates[~inside] @ inverse).max() > 1.2  # the limit, not the threshold, stopped it
+        np.testing.assert_allclose(inverse, np.linalg.inv(new_rows), rtol=0, atol=1e-10 * np.abs(inverse).max())
+    _, _, inverse, _ = grow(rows, np.linalg.inv(rows), candidates, threshold=1.2, groups=groups)
+    assert np.abs(candidates @ inverse).max() <= 1.2 + 1e-10
+    with pytest.raises(ValueError, match="one group per candidate"):
+        grow(rows, np.linalg.inv(rows), candidates, groups=groups[:-1])
+    with pytest.raises(ValueError, match="max_new must be >= 0"):
+        grow(rows, np.linalg.inv(rows), candidates, max_new=-1)
 
 
 # the grade of a Mo potential --------------------------------------------------------------------------------
@@ -309,8 +349,6 @@ def test_neighbourhood_mode_grades_atoms(mo):
     np.testing.assert_array_equal(grade(active, mtp, train, n_threads=2), [a.max() for a in per_atom])
     strained = Dataset([_strained(c, 1.15) for c in test], "strained")
     assert np.all(grade(active, mtp, strained, n_threads=2) > 1.0)
-    with pytest.raises(ValueError, match="configuration-mode"):
-        select(active, mtp, strained)
 
 
 def test_modes_agree_on_one_atom_cells(mo, tmp_path):
@@ -366,3 +404,113 @@ def test_configuration_rows_are_the_energy_gradient_per_atom(mo):
     atoms = np.array([c.n_atoms for c in test], dtype=float)[:, None]
     np.testing.assert_allclose(configuration_rows(mtp, test, n_threads=2), linear / atoms, rtol=1e-12,
                                atol=1e-14 * np.abs(linear / atoms).max())
+
+
+def test_select_in_neighbourhood_mode_adds_atoms_and_their_configurations(mo, active_atoms):
+    """Atoms are swapped in, their configurations are selected: the swapped-in atoms grade 1, no candidate atom is
+    left above the threshold (with max_new: none of a selected configuration), the sources name the atoms."""
+    from mtpfit.active import atom_grades, neighbourhood_rows
+
+    mtp, _, test = mo
+    candidates = _candidates(test)
+    threshold = 1.5
+    before = atom_grades(active_atoms, mtp, candidates, n_threads=2)
+    assert sum(a.max() > threshold for a in before) >= 3  # so that max_new = 1, 2 bind
+    atom_rows, owner = neighbourhood_rows(mtp, candidates, n_threads=2)
+    for limit in (None, 1, 2):
+        chosen, updated = select(active_atoms, mtp, candidates, threshold=threshold, max_new=limit, n_threads=2)
+        assert updated.mode == "neighbourhood" and len(chosen) == len(set(chosen.tolist())) >= 1
+        assert limit is None or len(chosen) <= limit
+        assert np.argmax([a.max() for a in before]) == chosen[0]  # the atom of largest grade comes first
+        np.testing.assert_allclose(updated.inverse, np.linalg.inv(updated.rows), rtol=0,
+                                   atol=1e-10 * np.abs(updated.inverse).max())
+        after = atom_grades(updated, mtp, candidates, n_threads=2)
+        new = [s for s in updated.sources if s not in active_atoms.sources]
+        owners = set()
+        for source in new:
+            config, atom = source.rsplit(", atom ", 1)
+            k, i = _index(candidates, config), int(atom)
+            owners.add(k)
+            assert after[k][i] == pytest.approx(1.0, abs=1e-10)
+            # the member's row is that atom's row
+            row = atom_rows[np.flatnonzero(owner == k)[i], updated.columns]
+            np.testing.assert_array_equal(updated.rows[updated.sources.index(source)], row)
+        assert owners == set(chosen.tolist())
+        assert max(after[int(k)].max() for k in chosen) <= threshold + 1e-10
+        left = max(a.max() for a in after)
+        assert left <= threshold + 1e-10 if limit is None else left > threshold  # the limit stopped it
+    # the input set is unchanged
+    for a, b in zip(atom_grades(active_atoms, mtp, candidates, n_threads=2), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_select_command_writes_the_updated_set_only_when_asked(mo, tmp_path, capsys):
+    """`mtpfit select` leaves POT.als.npz as TRAIN's set without --update; with it (or --active-set-output) the
+    updated set is written, loads back, grades what was swapped in at 1 and its inverse is the rows' inverse; the
+    file's mode is used, another --mode is refused."""
+    from mtpfit.active import atom_grades
+    from mtpfit.cli import main
+    from mtpfit.io import read_configurations, write_cfg
+
+    mtp, _, test = mo
+    train = str(Path(mtpfit.__file__).parent / "datasets" / "mlearn_Mo" / "training.json.gz")
+    order = ["--stress-order", "xx yy zz xy xz yz"]
+    candidates = _candidates(test)
+    cand = tmp_path / "candidates.cfg"
+    write_cfg(cand, list(candidates), species_order=["Mo"])
+    candidates = read_configurations(cand, species=["Mo"])  # with the sources the command sees
+    for mode in ("neighbourhood", "configuration"):
+        pot = tmp_path / f"{mode}.mtp"
+        mtp.write(pot)
+        saved = active_set_path(pot)
+        selected = tmp_path / f"{mode}_selected.cfg"
+        common = [str(pot), train, str(cand), "--threshold", "1.5", "--max", "2", "--output", str(selected),
+                  "--threads", "2", *order]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert main(["select", *common, "--mode", mode]) == 0
+            trains = saved.read_bytes()  # built from TRAIN by this first call, not updated
+            built = ActiveSet.load(saved, mtp)
+            assert built.mode == mode and not any(str(cand) in s for s in built.sources)
+            assert main(["select", *common]) == 0  # the file's mode
+            assert saved.read_bytes() == trains
+            elsewhere = tmp_path / f"{mode}_elsewhere.als.npz"
+            assert main(["select", *common, "--active-set-output", str(elsewhere)]) == 0
+            assert saved.read_bytes() == trains
+            assert main(["select", *common, "--update"]) == 0
+        out = capsys.readouterr().out
+        assert f"written to {saved}" in out and f"written to {elsewhere}" in out
+        # the written configurations are new sources: found among the candidates by their positions
+        chosen = [next(k for k, c in enumerate(candidates) if np.array_equal(c.positions, written.positions))
+                  for written in read_configurations(selected, species=["Mo"])]
+        assert 1 <= len(chosen) <= 2
+        expected_chosen, expected = select(built, mtp, candidates, threshold=1.5, max_new=2, n_threads=2)
+        assert chosen == expected_chosen.tolist()
+        for path in (saved, elsewhere):
+            loaded = ActiveSet.load(path, mtp)
+            assert loaded.mode == mode and loaded.sources == expected.sources
+            np.testing.assert_allclose(loaded.rows, expected.rows, rtol=1e-12, atol=0)
+            np.testing.assert_allclose(loaded.inverse, expected.inverse, rtol=0,
+                                       atol=1e-10 * np.abs(expected.inverse).max())
+            picked = Dataset([candidates[k] for k in chosen], "chosen")
+            if mode == "configuration":
+                np.testing.assert_allclose(grade(loaded, mtp, picked, n_threads=2), 1.0, atol=1e-10)
+            else:
+                per_atom = atom_grades(loaded, mtp, candidates, n_threads=2)
+                swapped = [s.rsplit(", atom ", 1) for s in loaded.sources if s not in built.sources]
+                assert {_index(candidates, c) for c, _ in swapped} == set(chosen)
+                for config, atom in swapped:
+                    assert per_atom[_index(candidates, config)][int(atom)] == pytest.approx(1.0, abs=1e-10)
+        # later commands use the updated file as it is (same potential: no rebuild)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert main(["grade", str(pot), train, str(cand), *order]) == 0
+        assert "written to" not in capsys.readouterr().out
+    # the file is neighbourhood-mode: select refuses configuration mode rather than replace it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pot = tmp_path / "neighbourhood.mtp"
+        updated = active_set_path(pot).read_bytes()
+        assert main(["select", str(pot), train, str(cand), "--mode", "configuration", *order]) == 2
+    assert "neighbourhood-mode active set and --mode configuration" in capsys.readouterr().err
+    assert active_set_path(pot).read_bytes() == updated

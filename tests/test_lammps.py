@@ -77,7 +77,7 @@ def run_zero(plugin, potential, coeffs, config, lammps_type, newton, extrapolati
         n = len(pos)
         types = [lammps_type[s] for s in config.species.tolist()]
         assert lmp.create_atoms(n, list(range(1, n + 1)), types, pos.ravel().tolist()) == n
-        grading = "" if extrapolation is None else f"""
+        grading = "" if extrapolation is None else """
             fix gamma all pair 1 mtp gamma 1
             compute mtp all pair mtp"""
         lmp.commands_string(f"""

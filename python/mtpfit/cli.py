@@ -257,9 +257,13 @@ def _parser() -> argparse.ArgumentParser:
     for name, what in (("grade", "extrapolation grade γ of configurations against the training set's active set"),
                        ("select", "choose the candidates that most enlarge the active set (MaxVol select-add)")):
         g = sub.add_parser(name, help=what, description=what.capitalize() + " (configuration mode: rows ∂E/∂θ "
-                           "of the species and moment coefficients per atom; Podryabinkin & Shapeev 2017). The active "
-                           "set is built from TRAIN by MaxVol once and kept next to the potential (POT.als.npz); it "
-                           "is rebuilt when the potential changed.")
+                           "of the species and moment coefficients per atom; neighbourhood mode: one row ∂V_i/∂θ per "
+                           "atom; Podryabinkin & Shapeev 2017). The active set is built from TRAIN by MaxVol once and "
+                           "kept next to the potential (POT.als.npz); it is rebuilt when the potential changed."
+                           + (" select changes that file only with --update (the chosen configurations have no "
+                              "labels yet): later grades and selections then count them as known, until the "
+                              "retrained potential's set is built from the grown TRAIN." if name == "select"
+                              else ""))
         g.add_argument("potential", help=".mtp file")
         g.add_argument("train", help="the potential's training set (any format the readers know)")
         g.add_argument("configurations", help="configurations to grade" if name == "grade" else "candidates")
@@ -271,11 +275,20 @@ def _parser() -> argparse.ArgumentParser:
         if name == "select":
             g.add_argument("--threshold", type=float, default=1.001,
                            help="add candidates whose γ exceeds this (default 1.001)")
-            g.add_argument("--max", type=int, metavar="N", help="at most N candidates (default: no limit)")
-        if name == "grade":
-            g.add_argument("--mode", choices=("configuration", "neighbourhood"), default="configuration",
-                           help="rows per configuration (default) or per atom; a configuration's γ is then its "
-                                "atoms' largest")
+            g.add_argument("--max", type=int, metavar="N", help="at most N candidate configurations (default: no "
+                           "limit); in neighbourhood mode the atoms swapped in belong to at most N configurations")
+            written = g.add_mutually_exclusive_group()
+            written.add_argument("--update", action="store_true",
+                                 help="write the active set with the chosen configurations swapped in to POT.als.npz "
+                                      "(when anything was chosen), so that later grades count them as known")
+            written.add_argument("--active-set-output", metavar="NPZ",
+                                 help="write the updated active set to NPZ instead, leaving POT.als.npz as it is")
+        g.add_argument("--mode", choices=("configuration", "neighbourhood"), default=None,
+                       help="rows per configuration or per atom (a configuration's γ is then its atoms' largest); "
+                            "default: the mode of POT.als.npz, configuration when there is none. "
+                            + ("Another mode than the file's rebuilds it from TRAIN." if name == "grade" else
+                               "Another mode than the file's is refused (the file may hold earlier selections): "
+                               "mtpfit grade --mode M rebuilds it."))
         g.add_argument("--format")
         g.add_argument("--stress-order", default="xx yy zz xy yz xz", help="Voigt order of JSON stresses")
         g.add_argument("--threads", type=int, default=0)
@@ -535,17 +548,24 @@ def _active_set(args, mtp):
     """The active set of POT, from its file next to the potential or built (and saved) from TRAIN."""
     from .active import ActiveSet, active_set_path, build_active_set
 
-    mode = getattr(args, "mode", "configuration")
+    mode = args.mode
     path = active_set_path(args.potential)
     if path.exists():
         try:
             active = ActiveSet.load(path, mtp)
-            if active.mode == mode:
-                return active
-            print(f"mtpfit {args.command}: {path} is a {active.mode}-mode set; building a {mode}-mode one from "
-                  f"{args.train}", file=sys.stderr)
         except ValueError as err:
             print(f"mtpfit {args.command}: {err}; building it again from {args.train}", file=sys.stderr)
+        else:
+            if mode is None or active.mode == mode:
+                return active
+            if args.command == "select":
+                # select --update builds on the saved set: replacing it would drop the selections it holds
+                raise ValueError(f"{path} is a {active.mode}-mode active set and --mode {mode} was asked; select "
+                                 f"with --mode {active.mode} (or without --mode), or rebuild the file from "
+                                 f"{args.train} in {mode} mode with mtpfit grade --mode {mode}")
+            print(f"mtpfit {args.command}: {path} is a {active.mode}-mode set; building a {mode}-mode one from "
+                  f"{args.train}", file=sys.stderr)
+    mode = mode or "configuration"
     names = mtp.species if mtp.named else None
     train = read_files([args.train], args.format, args.stress_order, species=names)
     active = build_active_set(mtp.named_for(train.species()), train, n_threads=args.threads, mode=mode)
@@ -556,7 +576,7 @@ def _active_set(args, mtp):
 
 
 def _grade_or_select(args) -> int:
-    from .active import atom_grades, grade, select
+    from .active import active_set_path, atom_grades, grade, select
     from .io import write_cfg
 
     mtp = MTP.read(args.potential)
@@ -595,13 +615,24 @@ def _grade_or_select(args) -> int:
                                                      if atoms_g is not None else c.atom_data)
                                  for c, g, atoms_g in zip(data, grades, per_atom)]
     else:
-        chosen, _ = select(active, mtp, data, threshold=args.threshold, max_new=args.max, n_threads=args.threads)
+        chosen, updated = select(active, mtp, data, threshold=args.threshold, max_new=args.max,
+                                 n_threads=args.threads)
         written = [data[int(k)] for k in chosen]
         print(f"selected {len(written)} of {len(data)} candidates (γ > {args.threshold:g}"
-              + (f", at most {args.max}" if args.max is not None else "") + ")")
+              + (f", at most {args.max}" if args.max is not None else "")
+              + (", by their atoms' neighbourhoods" if active.mode == "neighbourhood" else "") + ")")
     if args.output and written:
         write_cfg(args.output, written, species_order=mtp.species)
         print(f"wrote {args.output}")
+    if args.command == "select":
+        # after the selection is written: a set naming configurations that were never written would mislead
+        target = (Path(args.active_set_output) if args.active_set_output
+                  else active_set_path(args.potential) if args.update and len(chosen) else None)
+        if target is not None:
+            updated.save(target)
+            print(f"updated active set ({len(chosen)} configurations swapped in) written to {target}")
+        elif args.update:
+            print(f"nothing selected: {active_set_path(args.potential)} unchanged")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Active learning: the MaxVol extrapolation grade of an MTP and the active set behind it (configuration mode;
-Podryabinkin and Shapeev, Comput. Mater. Sci. 140, 171 (2017)).
+"""Active learning: the MaxVol extrapolation grade of an MTP and the active set behind it (configuration and
+neighbourhood mode; Podryabinkin and Shapeev, Comput. Mater. Sci. 140, 171 (2017)).
 
 :mod:`.maxvol` holds the linear algebra (maxvol, select-add), :mod:`.grade` the rows of a potential, the
 :class:`ActiveSet` and its file, :mod:`.learn` the loop (train, explore with MD, select, label, retrain).

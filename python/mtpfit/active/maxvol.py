@@ -98,14 +98,18 @@ def maxvol(A, tol: float = 1.001, max_iter: int | None = None) -> tuple[np.ndarr
     return indices, solve(A[indices].T, A.T).T
 
 
-def grow(active_rows, inverse, candidates, threshold: float = 1.001,
-         max_new: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def grow(active_rows, inverse, candidates, threshold: float = 1.001, max_new: int | None = None,
+         groups=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Greedily swap candidate rows into a square active set while they enlarge its volume ("select-add").
 
     Each step takes the candidate k of largest grade γ_k = max_j |c_kj|, c = C[k] = b_k A⁻¹; if γ_k exceeds
     ``threshold`` it replaces the member j = argmax_j |c_kj|, which multiplies |det A| by γ_k (Podryabinkin and
     Shapeev 2017, §2.3). A⁻¹ and C = candidates A⁻¹ follow by the Sherman–Morrison rank-1 update
-    A⁻¹ ← A⁻¹ − A⁻¹[:, j] (c − e_j) / c_j (the same update as in :func:`maxvol`), O(n² + mn) per step.
+    A⁻¹ ← A⁻¹ − A⁻¹[:, j] (c − e_j) / c_j (the same update as in :func:`maxvol`).
+
+    Cost: C once, O(mn²); then per swap O(mn) (the grades' maximum and the rank-1 update of C) and O(n²) (of A⁻¹),
+    memory m × n doubles. For the atoms of many configurations, m = 2000 rows of n = 100 columns, that is
+    2·10⁷ flops to start and 1–1.5 ms a swap (measured on random rows: 120 swaps in 0.14–0.18 s, one thread).
 
     Parameters
     ----------
@@ -118,7 +122,14 @@ def grow(active_rows, inverse, candidates, threshold: float = 1.001,
     threshold : float
         Add a candidate only while its grade exceeds this; must be ≥ 1 (a member's grade is 1).
     max_new : int, optional
-        Most swaps; default: no limit other than the threshold.
+        Without ``groups``: most swaps. With ``groups``: most distinct groups among the members that came from
+        candidates. Once that many are members, a step takes the row of largest grade among those whose swap keeps
+        the count (rows of a group already in, or a row replacing the last member of another group), so at the end
+        no row of a member group grades above ``threshold``; the loop ends when no such row does. Default: no limit
+        other than the threshold (and at most m swaps).
+    groups : array_like of int, shape (m,), optional
+        What each candidate row belongs to (e.g. its configuration, when the rows are atoms and a label costs one
+        computation per configuration).
 
     Returns
     -------
@@ -135,7 +146,8 @@ def grow(active_rows, inverse, candidates, threshold: float = 1.001,
     Raises
     ------
     ValueError
-        For shapes that do not match, non-finite input, or ``threshold`` < 1 (members would be added again).
+        For shapes that do not match, non-finite input, ``threshold`` < 1 (members would be added again) or
+        ``max_new`` < 0.
     """
     rows = _checked(active_rows, "active_rows").copy()
     inverse = _checked(inverse, "inverse").copy()
@@ -146,15 +158,36 @@ def grow(active_rows, inverse, candidates, threshold: float = 1.001,
                          f"{rows.shape}, {inverse.shape} and {candidates.shape}")
     if threshold < 1.0:
         raise ValueError(f"threshold must be >= 1 (the grade of a member), got {threshold}")
+    if max_new is not None and max_new < 0:
+        raise ValueError(f"max_new must be >= 0, got {max_new}")
+    limit_groups = groups is not None and max_new is not None
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (len(candidates),):
+            raise ValueError(f"need one group per candidate row, got {groups.shape} for {len(candidates)} rows")
+        group = np.unique(groups, return_inverse=True)[1].reshape(-1)  # 0 … G−1
     origin = np.full(n, -1, dtype=int)
     added = []
     C = candidates @ inverse
-    for _ in range(len(candidates) if max_new is None else max_new):
-        grades = np.abs(C).max(axis=1, initial=0.0)
-        k = int(np.argmax(grades)) if len(grades) else 0
-        if not len(grades) or grades[k] <= threshold:
+    swaps = len(candidates) if max_new is None or groups is not None else max_new
+    for _ in range(swaps):
+        if not len(C):
             break
-        j = int(np.argmax(np.abs(C[k])))
+        magnitude = np.abs(C)
+        position = magnitude.argmax(axis=1)
+        grades = magnitude[np.arange(len(C)), position]
+        if limit_groups:
+            # the number of groups among the members after swapping row k in at its position
+            count = np.bincount(group[origin[origin >= 0]], minlength=group.max() + 1)
+            out = origin[position]
+            out_group = np.where(out >= 0, group[np.maximum(out, 0)], -1)
+            leaves = (out >= 0) & (count[np.maximum(out_group, 0)] == 1) & (out_group != group)
+            after = np.count_nonzero(count) + (count[group] == 0) - leaves
+            grades = np.where(after <= max_new, grades, 0.0)
+        k = int(np.argmax(grades))
+        if grades[k] <= threshold:
+            break
+        j = int(position[k])
         c = C[k].copy()
         c[j] -= 1.0
         inverse -= np.outer(inverse[:, j] / C[k, j], c)
