@@ -8,7 +8,7 @@ import pytest
 
 import mtpfit
 from mtpfit import Configuration, Dataset
-from mtpfit.active import ActiveSet, active_set_path, build_active_set, grade, grow, maxvol, select
+from mtpfit.active import ActiveSet, active_set_path, atom_grades, build_active_set, grade, grow, maxvol, select
 from mtpfit.datasets import load_bundled
 from mtpfit.io import FormatError
 
@@ -272,7 +272,6 @@ def test_grade_and_select_commands_on_the_bundled_mo_set(tmp_path, capsys):
         header = next(line for line in per_atom_cfg.read_text().splitlines() if "AtomData" in line)
         assert header.split()[-1] == "nbh_grades"
         cfg_back = read_configurations(per_atom_cfg, species=["Mo"])
-        from mtpfit.active import atom_grades
         from mtpfit.io import read_files
 
         test_set = read_files([test], None, "xx yy zz xy xz yz", species=["Mo"])
@@ -319,6 +318,29 @@ def test_calculator_reports_the_grade(tmp_path, mo, active):
     atoms.calc = MTPCalculator(mtp)
     with pytest.raises(PropertyNotImplementedError, match="active_set"):
         atoms.calc.get_property("extrapolation_grade", atoms)
+
+
+def test_calculator_reports_atom_grades_in_neighbourhood_mode(mo, active, active_atoms):
+    """With a neighbourhood-mode set the calculator gives each atom's γ (= atom_grades), the configuration's γ is
+    their largest, and kept candidates carry them; a configuration-mode set refuses the per-atom property."""
+    from ase import Atoms
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    from mtpfit import MTPCalculator
+
+    mtp, _, test = mo
+    c = _strained(test[4], 1.1)
+    atoms = Atoms(c.species.tolist(), positions=c.positions, cell=c.cell, pbc=True)
+    atoms.calc = calc = MTPCalculator(mtp, active_set=active_atoms, gamma_select=1.0, n_threads=1)
+    per_atom = atoms.calc.get_property("extrapolation_grades", atoms)
+    expected = atom_grades(active_atoms, mtp, Dataset([c], "one"), n_threads=1)[0]
+    assert per_atom.shape == (len(atoms),)
+    np.testing.assert_allclose(per_atom, expected, rtol=1e-12)
+    assert atoms.calc.get_property("extrapolation_grade", atoms) == per_atom.max() > 1.0
+    np.testing.assert_array_equal(calc.extrapolating[0].arrays["extrapolation_grades"], per_atom)
+    atoms.calc = MTPCalculator(mtp, active_set=active, n_threads=1)
+    with pytest.raises(PropertyNotImplementedError, match="neighbourhood-mode"):
+        atoms.calc.get_property("extrapolation_grades", atoms)
 
 
 def _one_atom_cells(count, rng, spread):

@@ -192,6 +192,7 @@ def test_validation_errors_are_reported(tmp_path):
     ({"pressures": [0.0, float("nan")]}, "every pressure must be a finite number"),
     ({"pressures": ["5"]}, "every pressure must be a finite number"),
     ({"barostat_time": 0.0}, "barostat_time must be a number above 0"),
+    ({"mode": "atoms"}, "mode must be one of configuration, neighbourhood, got 'atoms'"),
 ])
 def test_bad_settings_are_refused(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
@@ -279,6 +280,48 @@ def test_nvt_settings_record_is_unchanged(tmp_path):
     assert LearningConfig(**settings(tmp_path, pressures=[1])).settings()["pressures"] == [1.0]
 
 
+def test_neighbourhood_loop_grades_atoms_and_selects(reference, tmp_path):
+    """mode = "neighbourhood": the active set of atoms each cycle, a frame's γ the largest of its atoms' (written per
+    atom as nbh_grades, the frame's as MV_grade), selection by atoms counting configurations; the mode is recorded,
+    so a loop is not resumed in the other mode, while a configuration-mode folder (no mode in its record, as those of
+    loops older than the setting) resumes."""
+    from mtpfit import MTP
+    from mtpfit.active import ActiveSet
+    from mtpfit.active.grade import atom_grades
+
+    folder = tmp_path / "nbh"
+    result = learn(settings(folder, mode="neighbourhood", max_cycles=1), log=None)
+    rows = result.rows
+    assert result.reason in ("max_cycles", "converged") and 1 <= rows[0]["selected"] <= 3
+    assert len(result.labelled) == 3 + rows[0]["selected"] and rows[1]["labelled"] == len(result.labelled)
+    mtp = MTP.read(folder / "cycle000.mtp")
+    active = ActiveSet.load(folder / "cycle000.mtp.als.npz", mtp)
+    assert active.mode == "neighbourhood" and all(", atom " in source for source in active.sources)
+    frames = read_cfg(folder / "cycle000_frames.cfg", species=["Cu"])
+    assert len(frames) == rows[0]["frames"]
+    per_atom = [f.atom_data["nbh_grades"] for f in frames]
+    assert all(g.shape == (f.n_atoms,) for g, f in zip(per_atom, frames))
+    assert [g.max() for g in per_atom] == [float(f.features["MV_grade"]) for f in frames]  # the same float
+    # the written grades are those of the saved set of atoms for these frames
+    expected = atom_grades(active, mtp, Dataset(frames, "frames"), n_threads=1)
+    assert all(np.allclose(g, e, rtol=1e-9, atol=0) for g, e in zip(per_atom, expected))
+    assert sum(g.max() > 2.0 for g in per_atom) == rows[0]["candidates"]
+    assert max(g.max() for g in per_atom) == pytest.approx(rows[0]["max_gamma"])
+    assert any(np.ptp(g) > 0.1 * g.max() for g in per_atom)  # atoms of one frame grade differently
+    assert "nbh_grades" not in read_cfg(reference[0] / "cycle000_frames.cfg", species=["Cu"])[0].atom_data
+    # the record and resumption
+    assert json.loads((folder / "state.json").read_text())["settings"]["mode"] == "neighbourhood"
+    with pytest.raises(ValueError, match=r"state\.json.*mode: 'neighbourhood' then, 'configuration' now"):
+        learn(settings(folder, max_cycles=1), log=None)
+    old = reference[0]
+    assert "mode" not in json.loads((old / "state.json").read_text())["settings"]
+    before = CALLS["n"]
+    assert learn(settings(old, mode="configuration"), log=None).reason == reference[1].reason
+    assert CALLS["n"] == before
+    with pytest.raises(ValueError, match=r"state\.json.*mode: 'configuration' then, 'neighbourhood' now"):
+        learn(settings(old, mode="neighbourhood"), log=None)
+
+
 def test_labeller_names():
     assert isinstance(resolve_labeller("EMT")(), EMT)
 
@@ -301,6 +344,9 @@ def test_toml_settings_with_files(tmp_path):
     npt = LearningConfig.from_toml(tmp_path / "npt.toml")
     assert npt.pressures == [0.0, 2.5] and npt.barostat_time == 400.0
     assert npt.settings()["pressures"] == [0.0, 2.5] and npt.settings()["barostat_time"] == 400.0
+    (tmp_path / "nbh.toml").write_text('seeds = ["seeds.extxyz"]\nmode = "neighbourhood"\n')
+    assert LearningConfig.from_toml(tmp_path / "nbh.toml").settings()["mode"] == "neighbourhood"
+    assert "mode" not in config.settings()
     (tmp_path / "npt.toml").write_text('seeds = ["seeds.extxyz"]\npressures = ["high"]\n')
     with pytest.raises(ValueError, match=r"npt\.toml: every pressure must be a finite number of GPa, got 'high'"):
         LearningConfig.from_toml(tmp_path / "npt.toml")

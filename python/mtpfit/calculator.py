@@ -63,8 +63,9 @@ class MTPCalculator(Calculator):
     active_set : ActiveSet or str or Path, optional
         The potential's active set (:class:`mtpfit.active.ActiveSet`, or its file, e.g. ``trained.mtp.als.npz``
         as ``mtpfit grade`` writes it): every calculation then also gives ``extrapolation_grade``, the
-        configuration's γ (Podryabinkin & Shapeev 2017; > 1: the potential extrapolates). It costs one more
-        forward pass over the atoms per call.
+        configuration's γ (Podryabinkin & Shapeev 2017; > 1: the potential extrapolates), and with a
+        neighbourhood-mode set ``extrapolation_grades``, each atom's γ, shape (N,) (the configuration's is
+        their largest). It costs one more forward pass over the atoms per call.
     gamma_select, gamma_break : float, optional
         With ``active_set``: structures above ``gamma_select`` are kept (copies, in :attr:`extrapolating`) as
         candidates to label, as MLIP's ``threshold_save``; above ``gamma_break`` the calculation raises
@@ -78,7 +79,8 @@ class MTPCalculator(Calculator):
     neighbor_builds : int
         Neighbour lists built so far (read-only).
     extrapolating : list of ase.Atoms
-        The structures calculated with γ above ``gamma_select``, with ``info["extrapolation_grade"]``.
+        The structures calculated with γ above ``gamma_select``, with ``info["extrapolation_grade"]`` (and, in
+        neighbourhood mode, the per-atom array ``arrays["extrapolation_grades"]``).
 
     Notes
     -----
@@ -105,7 +107,7 @@ class MTPCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "stresses",
-                              "extrapolation_grade"]
+                              "extrapolation_grade", "extrapolation_grades"]
 
     def __init__(self, potential: MTP | str, species: Sequence[str] | None = None, n_threads: int = 0,
                  skin: float = DEFAULT_SKIN, active_set=None, gamma_select: float | None = None,
@@ -189,16 +191,27 @@ class MTPCalculator(Calculator):
 
             self.active_set.check(mtp)
             # on the neighbour list just used: no second list, no training-set representation per call
-            gamma = self.active_set.structure_grade(_core.site_linear_rows(mtp.basis.core, mtp.theta, structure,
-                                                                            self.n_threads))
+            rows = _core.site_linear_rows(mtp.basis.core, mtp.theta, structure, self.n_threads)
+            atom_gammas = None
+            if self.active_set.mode == "neighbourhood":
+                atom_gammas = self.active_set.grades(rows)
+                self.results["extrapolation_grades"] = atom_gammas
+                gamma = float(atom_gammas.max(initial=0.0))
+            else:
+                gamma = self.active_set.structure_grade(rows)
             self.results["extrapolation_grade"] = gamma
             if self.gamma_select is not None and gamma > self.gamma_select:
                 kept = self.atoms.copy()
                 kept.info["extrapolation_grade"] = gamma
+                if atom_gammas is not None:
+                    kept.arrays["extrapolation_grades"] = atom_gammas.copy()
                 self.extrapolating.append(kept)
             if self.gamma_break is not None and gamma > self.gamma_break:
                 raise ExtrapolationError(f"{config.source}: extrapolation grade {gamma:.4g} > gamma_break "
                                          f"{self.gamma_break:g}: the potential is far outside its training set",
                                          gamma, self.atoms.copy())
-        elif "extrapolation_grade" in properties:
+        elif "extrapolation_grade" in properties or "extrapolation_grades" in properties:
             raise PropertyNotImplementedError("extrapolation_grade needs the potential's active_set")
+        if "extrapolation_grades" in properties and "extrapolation_grades" not in self.results:
+            raise PropertyNotImplementedError("extrapolation_grades (per atom) needs a neighbourhood-mode active set "
+                                              "(mtpfit grade --mode neighbourhood); this one grades configurations")

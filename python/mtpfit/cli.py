@@ -298,7 +298,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "(mtpfit.active.learn). CONFIG.toml holds LearningConfig's fields: seeds (files), "
                                    "labeller (\"emt\" or \"module:function\" returning an ASE calculator), level, "
                                    "temperatures (K), pressures (GPa: NPT explorations; absent: NVT), steps, "
-                                   "gamma_select, gamma_break, max_selected, max_cycles, output.")
+                                   "mode (configuration or neighbourhood: grade and select by atoms), gamma_select, "
+                                   "gamma_break, max_selected, max_cycles, output.")
     w.add_argument("learn_config", metavar="CONFIG.toml", help="TOML file of LearningConfig's fields")
     w.add_argument("--max-cycles", type=int, help="override max_cycles (a larger value continues a finished loop)")
     w.add_argument("--threads", type=int, help="override threads (0: all cores)")

@@ -1,19 +1,23 @@
-"""The active-learning loop of MTP training (configuration mode): train, explore with molecular dynamics, select the
-extrapolating frames, label them, retrain, until the explorations stop extrapolating.
+"""The active-learning loop of MTP training: train, explore with molecular dynamics, select the extrapolating
+frames, label them, retrain, until the explorations stop extrapolating.
 
 One cycle k (Podryabinkin and Shapeev, Comput. Mater. Sci. 140, 171 (2017), §3; the loop MLIP-2 users script
 around ``mlp train``, ``mlp select-add`` and LAMMPS):
 
 1. train on every labelled configuration (cycle 0 from scratch at ``level``, later from the previous cycle's
-   potential), write ``cycleKKK.mtp`` and the MaxVol active set of the training set next to it;
+   potential), write ``cycleKKK.mtp`` and the MaxVol active set of the training set next to it, built in
+   ``mode`` (:mod:`mtpfit.active.grade`): one row per configuration (``"configuration"``, the default) or one
+   per atom's neighbourhood (``"neighbourhood"``, MLIP's per-atom grade);
 2. explore: MD from each seed with the new potential (:class:`mtpfit.MTPCalculator`) at each temperature,
    Langevin NVT (:class:`ase.md.langevin.Langevin`) in the seed's cell, or, with ``pressures``, NPT at each
    (temperature, pressure) pair with the Martyna–Tobias–Klein equations (:class:`ase.md.nose_hoover_chain.MTKNPT`:
-   cell volume and shape follow the pressure), grading a frame every ``grade_every`` steps; a frame with
+   cell volume and shape follow the pressure), grading a frame every ``grade_every`` steps (in neighbourhood
+   mode a frame's γ is the largest of its atoms'); a frame with
    γ > ``gamma_select`` is a candidate, one with γ > ``gamma_break`` is a candidate too and ends that exploration
    (the trajectory has left what the potential knows, so its later frames are not worth following);
 3. select the candidates that enlarge the active set's volume by more than ``select_threshold`` (MaxVol
-   select-add, :func:`mtpfit.active.select`), at most ``max_selected``;
+   select-add, :func:`mtpfit.active.select`), at most ``max_selected`` configurations (in neighbourhood mode the
+   atoms of the candidates are swapped in, and the configurations owning them are selected);
 4. label them with the labeller (energy, forces, and the stress of cells periodic in three directions).
 
 It ends when an exploration selects nothing (converged: the last potential was trained on every label) or after
@@ -27,14 +31,13 @@ same settings and folder and never computes a label twice:
   uninterrupted one would);
 * ``cycleKKK_selected.cfg``: the configurations an exploration chose, unlabelled; labelling resumes inside it;
 * ``cycleKKK_frames.cfg``: every frame the cycle's explorations graded, unlabelled, its γ as the feature
-  ``MV_grade`` (what the selection chose from);
+  ``MV_grade`` (what the selection chose from) and, in neighbourhood mode, each atom's γ as the ``AtomData`` column
+  ``nbh_grades`` (as MLIP writes them; ``MV_grade`` is their largest, the same float);
 * ``state.json``: the cycle, its phase (``seeds``, ``train``, ``explore``, ``label``, ``done``), the settings the
   loop was started with and the summary rows so far;
 * ``cycleKKK.mtp`` and ``cycleKKK.mtp.als.npz``: the potential of each cycle and its active set (what
   ``mtpfit grade`` reads), ``final.mtp`` the last one;
 * ``summary.csv`` and ``summary.png``: one row per training.
-
-Only the configuration mode is implemented (γ of whole configurations, :mod:`mtpfit.active.grade`).
 """
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ from ..io.cfg import read_cfg, write_cfg
 from ..io.errors import FormatError
 from ..potential.mtp import LEVELS, MTP, AbsurdEnergyWarning
 from ..train.checkpoint import write_atomically, write_text_atomically
-from .grade import active_set_path, build_active_set, grade, select
+from .grade import MODES, active_set_path, atom_grades, build_active_set, grade, select
 
 __all__ = ["LearningConfig", "LearningResult", "learn", "LABELLERS", "resolve_labeller"]
 
@@ -88,6 +91,10 @@ COLUMNS = ("cycle", "labelled", "train_force_rmse", "validation_force_rmse", "fr
 #: compared with the one before: a loop resumed with the same VASP settings under a new lambda is the same loop, so
 #: keeping the labels consistent is the caller's part); any other change is refused.
 RESUMABLE = frozenset({"max_cycles", "threads", "output", "labeller"})
+
+#: Settings ``state.json`` records only when they differ from these defaults (the record of a loop started before
+#: they existed lacks them); a missing one is compared, and reported, as its default.
+UNRECORDED_DEFAULTS = {"mode": "configuration"}
 
 _PATHS = (str, os.PathLike)
 
@@ -188,6 +195,12 @@ class LearningConfig:
         scale of the Nosé–Hoover chain thermostat (MTKNPT's ``tdamp``, 100 fs for 0.01).
     grade_every : int
         Steps between graded frames.
+    mode : {"configuration", "neighbourhood"}
+        What the active set is built from, grades and selects (:data:`mtpfit.active.grade.MODES`):
+        ``"configuration"`` (default), one row per configuration, γ of the whole frame; ``"neighbourhood"``, one
+        row per atom (MLIP's neighbourhood mode), a frame's γ the largest of its atoms', which then flags a frame
+        one atom of which extrapolates even when its mean row does not. The thresholds apply to that γ in either
+        mode; ``max_selected`` counts configurations in both.
     gamma_select : float
         Frames with γ above this are candidates (MLIP's usual 2).
     gamma_break : float
@@ -232,6 +245,7 @@ class LearningConfig:
     timestep: float = 1.0
     friction: float = 0.01
     grade_every: int = 10
+    mode: str = "configuration"
     gamma_select: float = 2.0
     gamma_break: float = 10.0
     select_threshold: float = 1.001
@@ -293,6 +307,8 @@ class LearningConfig:
             _number(name, getattr(self, name), 0, integer=True)
         for name in ("timestep", "friction"):
             _number(name, getattr(self, name), 0.0, inclusive=False)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r:.100}")
         _number("gamma_select", self.gamma_select, 1.0)
         _number("select_threshold", self.select_threshold, 1.0)
         _number("gamma_break", self.gamma_break, self.gamma_select, inclusive=False)
@@ -348,12 +364,16 @@ class LearningConfig:
     def settings(self) -> dict:
         """The JSON record of the settings (``state.json``): seeds as file names or ``<Atoms k: formula sha256:…>``
         (a digest of numbers, positions, cell and pbc), a callable labeller by its qualified name, an in-memory
-        validation set by its name and size; ``pressures`` and ``barostat_time`` only for NPT explorations."""
+        validation set by its name and size; ``pressures`` and ``barostat_time`` only for NPT explorations, ``mode``
+        only when not ``"configuration"`` (so the record of a loop started before these settings existed, and the
+        resumption of its folder, are as before)."""
         record = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
             if self.pressures is None and name in ("pressures", "barostat_time"):
                 continue  # NVT: the record (and so the resumption of a loop of an earlier version) is as before
+            if name in UNRECORDED_DEFAULTS and value == UNRECORDED_DEFAULTS[name]:
+                continue  # the same for a setting at its default that older loops did not have
             if name == "seeds":
                 value = [s if isinstance(s, str) else f"<Atoms {k}: {s.get_chemical_formula()} {_digest(s)}>"
                          for k, s in enumerate(value)]
@@ -494,7 +514,8 @@ class _Folder:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise FormatError(self.state_path, f"is not the state of an mtpfit learning loop (needs format "
                                                f"{STATE_FORMAT!r})")
-        old = state.get("settings", {})
+        old = {**UNRECORDED_DEFAULTS, **state.get("settings", {})}
+        settings = {**UNRECORDED_DEFAULTS, **settings}
         changed = sorted(k for k in set(old) | set(settings) if k not in RESUMABLE and old.get(k) != settings.get(k))
         if changed:
             details = "; ".join(f"{k}: {old.get(k)!r:.60} then, {settings.get(k)!r:.60} now" for k in changed)
@@ -617,7 +638,8 @@ def _dynamics(config: LearningConfig, atoms, temperature: float, pressure: float
 
 def _explore(config: LearningConfig, mtp: MTP, active, seeds: list, cycle: int, log) -> tuple[list, list, dict]:
     """Every exploration of one cycle: the candidates (γ > gamma_select), every graded frame (with its γ as the
-    feature ``MV_grade``) and counts."""
+    feature ``MV_grade`` and, for a neighbourhood-mode ``active``, its atoms' γ as ``atom_data["nbh_grades"]``)
+    and counts."""
     from ..calculator import MTPCalculator
 
     candidates, graded, frames, breaks, largest = [], [], 0, 0, 0.0
@@ -644,10 +666,18 @@ def _explore(config: LearningConfig, mtp: MTP, active, seeds: list, cycle: int, 
                     done += stride
                     source = f"cycle {cycle}, {where} from {name}, step {done}"
                     frame = _configuration(atoms, source, group=f"cycle{cycle:03d}")
-                    gamma = float(grade(active, mtp, Dataset([frame], source), n_threads=config.threads)[0])
+                    # graded here, not by MTPCalculator(active_set=…): the calculator grades every step, on its own
+                    # neighbour list, at about a fifth of what a grade() with a fresh list costs (EMT-Cu level 10,
+                    # 108 and 864 atoms), so at grade_every ≥ 6 this is cheaper; and it keeps no per-atom grades
+                    one = Dataset([frame], source)
+                    if active.mode == "neighbourhood":
+                        atoms_gamma = atom_grades(active, mtp, one, n_threads=config.threads)[0]
+                        gamma, extra = float(atoms_gamma.max()), {"nbh_grades": atoms_gamma}
+                    else:
+                        gamma, extra = float(grade(active, mtp, one, n_threads=config.threads)[0]), {}
                     frames += 1
-                    graded.append(dataclasses.replace(frame, features={**frame.features,
-                                                                       "MV_grade": f"{gamma:.17g}"}))
+                    graded.append(dataclasses.replace(frame, features={**frame.features, "MV_grade": f"{gamma:.17g}"},
+                                                      atom_data={**frame.atom_data, **extra}))
                     largest = max(largest, gamma)
                     if gamma > config.gamma_select:
                         candidates.append(frame)
@@ -730,7 +760,7 @@ def learn(config: LearningConfig | dict, log: Callable[[str], None] | None = pri
         mtp = MTP.read(folder.potential(cycle))
         if state["phase"] == "explore":
             tick = time.perf_counter()
-            active = build_active_set(mtp, folder.dataset(), n_threads=config.threads)
+            active = build_active_set(mtp, folder.dataset(), n_threads=config.threads, mode=config.mode)
             active.save(active_set_path(folder.potential(cycle)))
             with warnings.catch_warnings():
                 # hot frames come close to min_dist, an extrapolating potential predicts absurd site energies:
