@@ -1,5 +1,7 @@
 #include "active_set_file.hpp"
 
+#include "mtp_file.hpp"
+
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -28,14 +30,8 @@ std::vector<std::string> words(const std::string& line) {
 class Reader {
 public:
     Reader(const std::string& text, const std::string& name) : name_(name) {
-        std::size_t start = 0;
-        while (start <= text.size()) {
-            std::size_t end = text.find('\n', start);
-            if (end == std::string::npos) end = text.size();
-            std::string line = text.substr(start, end - start);
+        for (const std::string& line : text_lines(text))
             lines_.push_back(words(line.substr(0, line.find('#'))));  // '#' starts a comment
-            start = end + 1;
-        }
     }
 
     ActiveSetFile read() {

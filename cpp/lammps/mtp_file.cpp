@@ -31,15 +31,7 @@ struct Field {
 
 class Reader {
 public:
-    Reader(const std::string& text, const std::string& name) : name_(name) {
-        std::size_t start = 0;
-        while (start <= text.size()) {
-            std::size_t end = text.find('\n', start);
-            if (end == std::string::npos) end = text.size();
-            lines_.push_back(text.substr(start, end - start));
-            start = end + 1;
-        }
-    }
+    Reader(const std::string& text, const std::string& name) : name_(name), lines_(text_lines(text)) {}
 
     MtpFile read() {
         scan();
@@ -334,6 +326,18 @@ private:
 };
 
 }  // namespace
+
+std::vector<std::string> text_lines(const std::string& text) {
+    std::vector<std::string> lines;
+    std::size_t start = 0;
+    while (start <= text.size()) {
+        std::size_t end = text.find('\n', start);
+        if (end == std::string::npos) end = text.size();
+        lines.push_back(text.substr(start, end - start));
+        start = end + 1;
+    }
+    return lines;
+}
 
 MtpFile parse_mtp(const std::string& text, const std::string& name) { return Reader(text, name).read(); }
 

@@ -20,4 +20,7 @@ struct MtpFile {
 // Throws std::runtime_error "<name>:<line>: <what>" for a malformed or untrained file (no coefficients).
 MtpFile parse_mtp(const std::string& text, const std::string& name);
 
+// The '\n'-separated lines of a file's text (line k + 1 of the file is element k), for the plugin's readers.
+std::vector<std::string> text_lines(const std::string& text);
+
 }  // namespace mtpfit
