@@ -13,6 +13,7 @@
 #endif
 
 #include "basis.hpp"
+#include "etn.hpp"
 #include "site_kernel.hpp"
 #include "structure.hpp"
 #include "linear_system.hpp"
@@ -32,8 +33,9 @@ void require_size(const py::array& a, py::ssize_t n, const char* name) {
                                     std::to_string(n));
 }
 
-const double* checked_theta(const Basis& basis, const DoubleArray& theta) {
-    require_size(theta, basis.n_params(), "theta");
+template <class Model>
+const double* checked_theta(const Model& model, const DoubleArray& theta) {
+    require_size(theta, model.n_params(), "theta");
     const double* p = theta.data();
     for (py::ssize_t k = 0; k < theta.size(); ++k)
         if (!std::isfinite(p[k])) throw std::invalid_argument("theta[" + std::to_string(k) + "] is not finite");
@@ -51,6 +53,183 @@ int resolve_threads(int n_threads) {
 #else
     return 1;
 #endif
+}
+
+// The bindings that take either model, the MTP (Basis) or the ETN (EtnModel): the single-structure evaluations and the
+// TrainingSet passes. `arg` names the model's argument.
+template <class Model>
+void bind_model(py::module_& m, py::class_<TrainingSet>& ts, const char* arg) {
+    m.def(
+        "evaluate",
+        [](const Model& model, DoubleArray theta, Structure& s, int n_threads, bool virials) -> py::tuple {
+            const double* th = checked_theta(model, theta);
+            py::array_t<double> site(s.n_atoms), forces({s.n_atoms, 3}), stress({3, 3});
+            py::array_t<double> atom_virials(virials ? std::vector<py::ssize_t>{s.n_atoms, 3, 3}
+                                                     : std::vector<py::ssize_t>{0});
+            double *ps = site.mutable_data(), *pf = forces.mutable_data(), *pst = stress.mutable_data();
+            double* pv = virials ? atom_virials.mutable_data() : nullptr;
+            const int threads = resolve_threads(n_threads);
+            s.index_incoming();  // once per structure, under the GIL: a structure may be shared across threads
+            {
+                py::gil_scoped_release release;
+                evaluate_structure_parallel(model, th, s, ps, pf, pst, pv, threads);
+            }
+            if (virials) return py::make_tuple(site, forces, stress, atom_virials);
+            return py::make_tuple(site, forces, stress);
+        },
+        py::arg(arg), py::arg("theta"), py::arg("structure"), py::arg("n_threads") = 1,
+        py::arg("virials") = false,
+        "Site energies (N,), forces (N, 3) and PlusStress (3, 3) of one configuration on n_threads OpenMP threads "
+        "(0: all), identical bit for bit for every thread count; with virials=True also the per-atom virials "
+        "(N, 3, 3), eV, each pair's term split half to each of its atoms, summing to the PlusStress.");
+
+    m.def(
+        "vjp",
+        [](const Model& model, DoubleArray theta, const Structure& s, double e, py::object phi, py::object sigma) {
+            const double* th = checked_theta(model, theta);
+            DoubleArray phi_a, sigma_a;
+            const double *pphi = nullptr, *psig = nullptr;
+            if (!phi.is_none()) {
+                phi_a = phi.cast<DoubleArray>();
+                require_size(phi_a, 3 * s.n_atoms, "phi");
+                pphi = phi_a.data();
+            }
+            if (!sigma.is_none()) {
+                sigma_a = sigma.cast<DoubleArray>();
+                require_size(sigma_a, 9, "sigma");
+                psig = sigma_a.data();
+            }
+            py::array_t<double> grad(model.n_params());
+            double* pg = grad.mutable_data();
+            std::fill(pg, pg + model.n_params(), 0.0);
+            {
+                py::gil_scoped_release release;
+                typename KernelOf<Model>::type kernel(model, th);
+                structure_vjp(kernel, s, e, pphi, psig, pg);
+            }
+            return grad;
+        },
+        py::arg(arg), py::arg("theta"), py::arg("structure"), py::arg("e"), py::arg("phi") = py::none(),
+        py::arg("sigma") = py::none(),
+        "e·dE/dθ + Σ φ_i·dF_i/dθ + Σ σ_ab dS_ab/dθ for one configuration, shape (n_params,).");
+
+    ts.def(
+            "loss_and_gradient",
+            [](const TrainingSet& ts, const Model& model, DoubleArray theta, int n_threads, py::object subset) {
+                const double* th = checked_theta(model, theta);
+                std::vector<int> indices;
+                if (!subset.is_none()) indices = to_vector<int>(subset.cast<IntArray>());
+                const std::vector<int>* chosen = subset.is_none() ? nullptr : &indices;
+                const py::ssize_t terms = chosen ? static_cast<py::ssize_t>(indices.size()) : ts.size();
+                py::array_t<double> grad(model.n_params()), per_config(terms);
+                double *pg = grad.mutable_data(), *pc = per_config.mutable_data();
+                double loss;
+                {
+                    py::gil_scoped_release release;
+                    loss = ts.loss_and_gradient(model, th, pg, pc, resolve_threads(n_threads), chosen);
+                }
+                return py::make_tuple(loss, grad, per_config);
+            },
+            py::arg(arg), py::arg("theta"), py::arg("n_threads") = 0, py::arg("subset") = py::none(),
+            "Weighted loss, its gradient (n_params,) and each configuration's term, over every configuration or "
+            "over the indices in `subset` (a mini-batch).")
+        .def(
+            "predict",
+            [](const TrainingSet& ts, const Model& model, DoubleArray theta, int n_threads) {
+                const double* th = checked_theta(model, theta);
+                py::array_t<double> e(ts.size()), f({static_cast<py::ssize_t>(ts.n_atoms()), py::ssize_t(3)}),
+                    s({static_cast<py::ssize_t>(ts.size()), py::ssize_t(3), py::ssize_t(3)});
+                double *pe = e.mutable_data(), *pf = f.mutable_data(), *ps = s.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    ts.predict(model, th, pe, pf, ps, resolve_threads(n_threads));
+                }
+                return py::make_tuple(e, f, s);
+            },
+            py::arg(arg), py::arg("theta"), py::arg("n_threads") = 0,
+            "Energies (K,), forces (n_atoms, 3) and PlusStress (K, 3, 3).")
+        .def(
+            "energy_gradients",
+            [](const TrainingSet& ts, const Model& model, DoubleArray theta, int n_threads) {
+                const double* th = checked_theta(model, theta);
+                py::array_t<double> out({static_cast<py::ssize_t>(ts.size()), static_cast<py::ssize_t>(model.n_params())});
+                double* po = out.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    ts.energy_gradients(model, th, po, resolve_threads(n_threads));
+                }
+                return out;
+            },
+            py::arg(arg), py::arg("theta"), py::arg("n_threads") = 0, "dE_k/dθ, shape (K, n_params).")
+        .def(
+            "residual_jacobian",
+            [](const TrainingSet& ts, const Model& model, DoubleArray theta, int k) {
+                const double* th = checked_theta(model, theta);
+                if (k < 0 || k >= ts.size()) throw py::index_error("configuration " + std::to_string(k) +
+                                                                   " out of range");
+                const py::ssize_t m = ts.n_residuals(k);
+                py::array_t<double> r(m), w(m), J({m, static_cast<py::ssize_t>(model.n_params())});
+                double *pr = r.mutable_data(), *pw = w.mutable_data(), *pJ = J.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    ts.residual_jacobian(model, th, k, pr, pw, pJ);
+                }
+                return py::make_tuple(r, w, J);
+            },
+            py::arg(arg), py::arg("theta"), py::arg("k"),
+            "Configuration k's residuals r (energy, 3N forces, 9 PlusStress), weights w and Jacobian dr/dθ.")
+        .def(
+            "residuals",
+            [](const TrainingSet& ts, const Model& model, DoubleArray theta, int n_threads) {
+                const double* th = checked_theta(model, theta);
+                const py::ssize_t m = ts.n_residuals_total();
+                py::array_t<double> r(m), w(m);
+                double *pr = r.mutable_data(), *pw = w.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    ts.residuals(model, th, pr, pw, resolve_threads(n_threads));
+                }
+                return py::make_tuple(r, w);
+            },
+            py::arg(arg), py::arg("theta"), py::arg("n_threads") = 0,
+            "Every residual r = prediction − label and its weight, configurations in order (energy, 3N forces, "
+            "9 PlusStress each).")
+        .def(
+            "residual_vjp",
+            [](const TrainingSet& ts, const Model& model, DoubleArray theta, DoubleArray c, int n_threads) {
+                const double* th = checked_theta(model, theta);
+                require_size(c, ts.n_residuals_total(), "c");
+                py::array_t<double> g(model.n_params());
+                double* pg = g.mutable_data();
+                const double* pc = c.data();
+                {
+                    py::gil_scoped_release release;
+                    ts.residual_vjp(model, th, pc, pg, resolve_threads(n_threads));
+                }
+                return g;
+            },
+            py::arg(arg), py::arg("theta"), py::arg("c"), py::arg("n_threads") = 0,
+            "Jᵀc for a cotangent c over every residual, shape (n_params,).")
+        .def(
+            "gauss_newton",
+            [](const TrainingSet& ts, const Model& model, DoubleArray theta, int n_threads, int sketch,
+               std::uint64_t seed) {
+                const double* th = checked_theta(model, theta);
+                if (sketch < 0) throw std::invalid_argument("sketch must be >= 0");
+                const py::ssize_t np = model.n_params();
+                py::array_t<double> H({np, np}), g(np);
+                double *pH = H.mutable_data(), *pg = g.mutable_data();
+                double loss;
+                {
+                    py::gil_scoped_release release;
+                    loss = ts.gauss_newton(model, th, pH, pg, resolve_threads(n_threads), sketch, seed);
+                }
+                return py::make_tuple(loss, H, g);
+            },
+            py::arg(arg), py::arg("theta"), py::arg("n_threads") = 0, py::arg("sketch") = 0,
+            py::arg("seed") = 0,
+            "Loss Σ w r², JᵀWJ (n_params, n_params) and JᵀWr (n_params,) over every configuration, J not stored; "
+            "with sketch > 0, JᵀWJ is a random sketch of that many rows per configuration.");
 }
 
 }  // namespace
@@ -82,6 +261,93 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_params", &Basis::n_params)
         .def_property_readonly("n_radial", &Basis::n_radial)
         .def_readonly("max_dist", &Basis::max_dist);
+
+    py::class_<EtnModel>(m, "EtnModel")
+        .def(py::init([](int species_count, int radial_basis_size, int max_l, int channels, int copies,
+                         std::vector<int> ranks, double min_dist, double max_dist) {
+                 EtnShape shape;
+                 shape.species_count = species_count;
+                 shape.radial_basis_size = radial_basis_size;
+                 shape.max_l = max_l;
+                 shape.channels = channels;
+                 shape.copies = copies;
+                 shape.ranks = std::move(ranks);
+                 shape.min_dist = min_dist;
+                 shape.max_dist = max_dist;
+                 return EtnModel(std::move(shape));
+             }),
+             py::arg("species_count"), py::arg("radial_basis_size"), py::arg("max_l"), py::arg("channels"),
+             py::arg("copies"), py::arg("ranks"), py::arg("min_dist"), py::arg("max_dist"),
+             "The ETN tensor network of a shape (cpp/etn.hpp); its Gaunt tables are built here, once. Raises "
+             "ValueError naming the offending hyper-parameter.")
+        .def_property_readonly("n_params", &EtnModel::n_params)
+        .def_property_readonly("n_radial", &EtnModel::n_radial)
+        .def_property_readonly("species_offset", &EtnModel::species_offset)
+        .def_property_readonly("cores_offset", &EtnModel::cores_offset)
+        .def_property_readonly("n_features", &EtnModel::n_features)
+        .def_property_readonly("species_count", &EtnModel::species_count)
+        .def_property_readonly("radial_basis_size", &EtnModel::radial_basis_size)
+        .def_property_readonly("max_l", &EtnModel::max_l)
+        .def_property_readonly("channels", &EtnModel::channels)
+        .def_property_readonly("copies", &EtnModel::copies)
+        .def_property_readonly("ranks", [](const EtnModel& e) { return e.shape().ranks; })
+        .def_property_readonly("min_dist", &EtnModel::min_dist)
+        .def_property_readonly("max_dist", &EtnModel::max_dist)
+        .def(
+            "core_offset",
+            [](const EtnModel& e, int k) {
+                if (k < 1 || k > e.copies())
+                    throw py::index_error("core " + std::to_string(k) + " out of range 1…" + std::to_string(e.copies()));
+                return e.core_offset(k);
+            },
+            py::arg("k"), "Offset in θ of core k = 1 … d (1: A, 2 … d−1: G_k, d: B).")
+        .def(
+            "core_size",
+            [](const EtnModel& e, int k) {
+                if (k < 1 || k > e.copies())
+                    throw py::index_error("core " + std::to_string(k) + " out of range 1…" + std::to_string(e.copies()));
+                return e.core_size(k);
+            },
+            py::arg("k"), "Number of θ values of core k = 1 … d.")
+        .def_property_readonly(
+            "paths",
+            [](const EtnModel& e) {
+                py::list out;
+                for (const EtnPath& p : e.paths()) out.append(py::make_tuple(p.l1, p.l2, p.l3));
+                return out;
+            },
+            "The coupling paths (l1, l2, l3) of the interior cores, in θ order.")
+        .def(
+            "gaunt",
+            [](const EtnModel& e, int p) {
+                if (p < 0 || p >= static_cast<int>(e.paths().size()))
+                    throw py::index_error("path " + std::to_string(p) + " out of range");
+                const auto& entries = e.paths()[p].entries;
+                py::array_t<double> out({static_cast<py::ssize_t>(entries.size()), py::ssize_t(4)});
+                double* o = out.mutable_data();
+                for (std::size_t q = 0; q < entries.size(); ++q) {
+                    o[4 * q] = entries[q].m1;
+                    o[4 * q + 1] = entries[q].m2;
+                    o[4 * q + 2] = entries[q].m3;
+                    o[4 * q + 3] = entries[q].value;
+                }
+                return out;
+            },
+            py::arg("p"),
+            "The non-zero real Gaunt coefficients of path p as rows (m1 + l1, m2 + l2, m3 + l3, value).")
+        .def(
+            "harmonics",
+            [](const EtnModel& e, DoubleArray units) {
+                if (units.ndim() != 2 || units.shape(1) != 3) throw std::invalid_argument("units must be (n, 3)");
+                const py::ssize_t n = units.shape(0), nh = e.n_harmonics();
+                py::array_t<double> Y({n, nh});
+                for (py::ssize_t k = 0; k < n; ++k)
+                    e.real_harmonics(units.at(k, 0), units.at(k, 1), units.at(k, 2), Y.mutable_data() + k * nh,
+                                     nullptr);
+                return Y;
+            },
+            py::arg("units"),
+            "Real orthonormal spherical harmonics Y_lm of unit vectors (n, 3), shape (n, (L+1)²), column l² + m + l.");
 
     py::class_<Structure>(m, "Structure")
         .def(py::init([](IntArray types, IntArray offsets, IntArray neighbors, DoubleArray vectors,
@@ -145,30 +411,6 @@ PYBIND11_MODULE(_core, m) {
         "(N, S + M).");
 
     m.def(
-        "evaluate",
-        [](const Basis& basis, DoubleArray theta, Structure& s, int n_threads, bool virials) -> py::tuple {
-            const double* th = checked_theta(basis, theta);
-            py::array_t<double> site(s.n_atoms), forces({s.n_atoms, 3}), stress({3, 3});
-            py::array_t<double> atom_virials(virials ? std::vector<py::ssize_t>{s.n_atoms, 3, 3}
-                                                     : std::vector<py::ssize_t>{0});
-            double *ps = site.mutable_data(), *pf = forces.mutable_data(), *pst = stress.mutable_data();
-            double* pv = virials ? atom_virials.mutable_data() : nullptr;
-            const int threads = resolve_threads(n_threads);
-            s.index_incoming();  // once per structure, under the GIL: a structure may be shared across threads
-            {
-                py::gil_scoped_release release;
-                evaluate_structure_parallel(basis, th, s, ps, pf, pst, pv, threads);
-            }
-            if (virials) return py::make_tuple(site, forces, stress, atom_virials);
-            return py::make_tuple(site, forces, stress);
-        },
-        py::arg("basis"), py::arg("theta"), py::arg("structure"), py::arg("n_threads") = 1,
-        py::arg("virials") = false,
-        "Site energies (N,), forces (N, 3) and PlusStress (3, 3) of one configuration on n_threads OpenMP threads "
-        "(0: all), identical bit for bit for every thread count; with virials=True also the per-atom virials "
-        "(N, 3, 3), eV, each pair's term split half to each of its atoms, summing to the PlusStress.");
-
-    m.def(
         "vjp",
         [](const Basis& basis, DoubleArray theta, const Structure& s, double e, py::object phi, py::object sigma) {
             const double* th = checked_theta(basis, theta);
@@ -217,8 +459,8 @@ PYBIND11_MODULE(_core, m) {
         "For a cotangent a (N, 3) on the forces: (a·dF/dθ of shape (n_params,), a·dF/dX of shape (N, 3)). "
         "dF/dX = −∇²E is symmetric, so the second is the exact Hessian–vector product −∇²E·a.");
 
-    py::class_<TrainingSet>(m, "TrainingSet")
-        .def(py::init<>())
+    py::class_<TrainingSet> ts(m, "TrainingSet");
+    ts.def(py::init<>())
         .def(
             "add",
             [](TrainingSet& ts, Structure s, double energy, double energy_weight, DoubleArray forces,
@@ -242,103 +484,6 @@ PYBIND11_MODULE(_core, m) {
         .def("__len__", &TrainingSet::size)
         .def_property_readonly("n_atoms", &TrainingSet::n_atoms)
         .def_property_readonly("n_residuals_total", &TrainingSet::n_residuals_total)
-        .def(
-            "loss_and_gradient",
-            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads, py::object subset) {
-                const double* th = checked_theta(basis, theta);
-                std::vector<int> indices;
-                if (!subset.is_none()) indices = to_vector<int>(subset.cast<IntArray>());
-                const std::vector<int>* chosen = subset.is_none() ? nullptr : &indices;
-                const py::ssize_t terms = chosen ? static_cast<py::ssize_t>(indices.size()) : ts.size();
-                py::array_t<double> grad(basis.n_params()), per_config(terms);
-                double *pg = grad.mutable_data(), *pc = per_config.mutable_data();
-                double loss;
-                {
-                    py::gil_scoped_release release;
-                    loss = ts.loss_and_gradient(basis, th, pg, pc, resolve_threads(n_threads), chosen);
-                }
-                return py::make_tuple(loss, grad, per_config);
-            },
-            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0, py::arg("subset") = py::none(),
-            "Weighted loss, its gradient (n_params,) and each configuration's term, over every configuration or "
-            "over the indices in `subset` (a mini-batch).")
-        .def(
-            "predict",
-            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
-                const double* th = checked_theta(basis, theta);
-                py::array_t<double> e(ts.size()), f({static_cast<py::ssize_t>(ts.n_atoms()), py::ssize_t(3)}),
-                    s({static_cast<py::ssize_t>(ts.size()), py::ssize_t(3), py::ssize_t(3)});
-                double *pe = e.mutable_data(), *pf = f.mutable_data(), *ps = s.mutable_data();
-                {
-                    py::gil_scoped_release release;
-                    ts.predict(basis, th, pe, pf, ps, resolve_threads(n_threads));
-                }
-                return py::make_tuple(e, f, s);
-            },
-            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0,
-            "Energies (K,), forces (n_atoms, 3) and PlusStress (K, 3, 3).")
-        .def(
-            "energy_gradients",
-            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
-                const double* th = checked_theta(basis, theta);
-                py::array_t<double> out({static_cast<py::ssize_t>(ts.size()), static_cast<py::ssize_t>(basis.n_params())});
-                double* po = out.mutable_data();
-                {
-                    py::gil_scoped_release release;
-                    ts.energy_gradients(basis, th, po, resolve_threads(n_threads));
-                }
-                return out;
-            },
-            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0, "dE_k/dθ, shape (K, n_params).")
-        .def(
-            "residual_jacobian",
-            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int k) {
-                const double* th = checked_theta(basis, theta);
-                if (k < 0 || k >= ts.size()) throw py::index_error("configuration " + std::to_string(k) +
-                                                                   " out of range");
-                const py::ssize_t m = ts.n_residuals(k);
-                py::array_t<double> r(m), w(m), J({m, static_cast<py::ssize_t>(basis.n_params())});
-                double *pr = r.mutable_data(), *pw = w.mutable_data(), *pJ = J.mutable_data();
-                {
-                    py::gil_scoped_release release;
-                    ts.residual_jacobian(basis, th, k, pr, pw, pJ);
-                }
-                return py::make_tuple(r, w, J);
-            },
-            py::arg("basis"), py::arg("theta"), py::arg("k"),
-            "Configuration k's residuals r (energy, 3N forces, 9 PlusStress), weights w and Jacobian dr/dθ.")
-        .def(
-            "residuals",
-            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads) {
-                const double* th = checked_theta(basis, theta);
-                const py::ssize_t m = ts.n_residuals_total();
-                py::array_t<double> r(m), w(m);
-                double *pr = r.mutable_data(), *pw = w.mutable_data();
-                {
-                    py::gil_scoped_release release;
-                    ts.residuals(basis, th, pr, pw, resolve_threads(n_threads));
-                }
-                return py::make_tuple(r, w);
-            },
-            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0,
-            "Every residual r = prediction − label and its weight, configurations in order (energy, 3N forces, "
-            "9 PlusStress each).")
-        .def(
-            "residual_vjp",
-            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, DoubleArray c, int n_threads) {
-                const double* th = checked_theta(basis, theta);
-                require_size(c, ts.n_residuals_total(), "c");
-                py::array_t<double> g(basis.n_params());
-                double* pg = g.mutable_data();
-                const double* pc = c.data();
-                {
-                    py::gil_scoped_release release;
-                    ts.residual_vjp(basis, th, pc, pg, resolve_threads(n_threads));
-                }
-                return g;
-            },
-            py::arg("basis"), py::arg("theta"), py::arg("c"), py::arg("n_threads") = 0,
-            "Jᵀc for a cotangent c over every residual, shape (n_params,).")
         .def(
             "linear_system",
             [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads,
@@ -365,25 +510,8 @@ PYBIND11_MODULE(_core, m) {
             "with the labels as last column, at the radial coefficients of theta; one pass, design not stored. "
             "directions: the forward-mode pass along each atom's neighbour displacements ('neighbours'), along the "
             "displacements of the distinct atoms among them and 6 strains ('atoms': fewer in small periodic cells), "
-            "or the cheaper of the two by a cost model ('auto'); the same system to round-off.")
-        .def(
-            "gauss_newton",
-            [](const TrainingSet& ts, const Basis& basis, DoubleArray theta, int n_threads, int sketch,
-               std::uint64_t seed) {
-                const double* th = checked_theta(basis, theta);
-                if (sketch < 0) throw std::invalid_argument("sketch must be >= 0");
-                const py::ssize_t np = basis.n_params();
-                py::array_t<double> H({np, np}), g(np);
-                double *pH = H.mutable_data(), *pg = g.mutable_data();
-                double loss;
-                {
-                    py::gil_scoped_release release;
-                    loss = ts.gauss_newton(basis, th, pH, pg, resolve_threads(n_threads), sketch, seed);
-                }
-                return py::make_tuple(loss, H, g);
-            },
-            py::arg("basis"), py::arg("theta"), py::arg("n_threads") = 0, py::arg("sketch") = 0,
-            py::arg("seed") = 0,
-            "Loss Σ w r², JᵀWJ (n_params, n_params) and JᵀWr (n_params,) over every configuration, J not stored; "
-            "with sketch > 0, JᵀWJ is a random sketch of that many rows per configuration.");
+            "or the cheaper of the two by a cost model ('auto'); the same system to round-off.");
+
+    bind_model<Basis>(m, ts, "basis");
+    bind_model<EtnModel>(m, ts, "model");
 }

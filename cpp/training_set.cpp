@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "etn.hpp"
 #include "site_kernel.hpp"
 
 namespace mtpfit {
@@ -25,7 +26,8 @@ using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 
 // Residuals r = prediction − label and weights w of one configuration (energy, 3N forces, 9 PlusStress), with
 // the forward state kept in `state` (if not null) for reverse passes.
-void config_residuals(SiteKernel& kernel, const Structure& s, const Labels& y, std::vector<double>* state,
+template <class Kernel>
+void config_residuals(Kernel& kernel, const Structure& s, const Labels& y, std::vector<double>* state,
                       double* r, double* w) {
     const int n3 = 3 * s.n_atoms;
     std::vector<double> site(s.n_atoms);
@@ -56,8 +58,8 @@ double sketch_sign(std::uint64_t seed, std::uint64_t k, std::uint64_t t, std::ui
 // Residuals, weights and (for the rows where `want(w)` holds) Jacobian rows of one configuration; returns the
 // number of rows written to J, in residual order. One forward pass, then one reverse pass per row (the
 // vector–Jacobian product with a unit cotangent), reusing the forward state.
-template <class Want>
-int config_jacobian(SiteKernel& kernel, const Structure& s, const Labels& y, int np, std::vector<double>& state,
+template <class Kernel, class Want>
+int config_jacobian(Kernel& kernel, const Structure& s, const Labels& y, int np, std::vector<double>& state,
                     double* r, double* w, RowMatrix& J, std::vector<int>& rows, Want want) {
     const int m = 10 + 3 * s.n_atoms;
     config_residuals(kernel, s, y, &state, r, w);
@@ -80,19 +82,20 @@ void TrainingSet::add(Structure structure, Labels labels) {
     labels_.push_back(std::move(labels));
 }
 
-double TrainingSet::loss_and_gradient(const Basis& basis, const double* theta, double* grad, double* per_config,
+template <class Model>
+double TrainingSet::loss_and_gradient(const Model& model, const double* theta, double* grad, double* per_config,
                                       int n_threads, const std::vector<int>* subset) const {
     if (subset)
         for (int k : *subset)
             if (k < 0 || k >= size()) throw std::out_of_range("configuration index out of range");
     const int n = subset ? static_cast<int>(subset->size()) : size();
-    const int np = basis.n_params();
+    const int np = model.n_params();
     const int blocks = block_count(n);
     std::vector<double> block_grad(static_cast<std::size_t>(blocks) * np, 0.0);
     std::vector<double> losses(std::max(n, 0), 0.0);
 #pragma omp parallel num_threads(n_threads)
     {
-        SiteKernel kernel(basis, theta);
+        typename KernelOf<Model>::type kernel(model, theta);
         std::vector<double> site, forces, phi, state;
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < blocks; ++b) {
@@ -136,12 +139,13 @@ double TrainingSet::loss_and_gradient(const Basis& basis, const double* theta, d
     return total;
 }
 
-void TrainingSet::predict(const Basis& basis, const double* theta, double* energies, double* forces,
+template <class Model>
+void TrainingSet::predict(const Model& model, const double* theta, double* energies, double* forces,
                           double* stresses, int n_threads) const {
     const int n = size();
 #pragma omp parallel num_threads(n_threads)
     {
-        SiteKernel kernel(basis, theta);
+        typename KernelOf<Model>::type kernel(model, theta);
         std::vector<double> site;
 #pragma omp for schedule(dynamic, 1)
         for (int k = 0; k < n; ++k) {
@@ -155,24 +159,26 @@ void TrainingSet::predict(const Basis& basis, const double* theta, double* energ
     }
 }
 
-void TrainingSet::energy_gradients(const Basis& basis, const double* theta, double* out, int n_threads) const {
+template <class Model>
+void TrainingSet::energy_gradients(const Model& model, const double* theta, double* out, int n_threads) const {
     const int n = size();
-    const int np = basis.n_params();
+    const int np = model.n_params();
     std::fill(out, out + static_cast<std::size_t>(n) * np, 0.0);
 #pragma omp parallel num_threads(n_threads)
     {
-        SiteKernel kernel(basis, theta);
+        typename KernelOf<Model>::type kernel(model, theta);
 #pragma omp for schedule(dynamic, 1)
         for (int k = 0; k < n; ++k)
             structure_vjp(kernel, structures_[k], 1.0, nullptr, nullptr, out + static_cast<std::size_t>(k) * np);
     }
 }
 
-void TrainingSet::residual_jacobian(const Basis& basis, const double* theta, int k, double* r, double* w,
+template <class Model>
+void TrainingSet::residual_jacobian(const Model& model, const double* theta, int k, double* r, double* w,
                                     double* J) const {
     if (k < 0 || k >= size()) throw std::out_of_range("configuration index out of range");
-    const int np = basis.n_params();
-    SiteKernel kernel(basis, theta);
+    const int np = model.n_params();
+    typename KernelOf<Model>::type kernel(model, theta);
     std::vector<double> state;
     std::vector<int> rows;
     RowMatrix rowsJ;
@@ -180,16 +186,17 @@ void TrainingSet::residual_jacobian(const Basis& basis, const double* theta, int
     std::copy(rowsJ.data(), rowsJ.data() + rowsJ.size(), J);
 }
 
-double TrainingSet::gauss_newton(const Basis& basis, const double* theta, double* JtWJ, double* JtWr,
+template <class Model>
+double TrainingSet::gauss_newton(const Model& model, const double* theta, double* JtWJ, double* JtWr,
                                  int n_threads, int sketch, std::uint64_t seed) const {
-    const int n = size(), np = basis.n_params();
+    const int n = size(), np = model.n_params();
     const int blocks = std::min(n, kMaxMatrixBlocks);
     std::vector<Eigen::MatrixXd> block_H(blocks);
     std::vector<Eigen::VectorXd> block_g(blocks);
     std::vector<double> block_loss(blocks, 0.0);
 #pragma omp parallel num_threads(n_threads)
     {
-        SiteKernel kernel(basis, theta);
+        typename KernelOf<Model>::type kernel(model, theta);
         std::vector<double> state, r, w;
         std::vector<int> rows;
         RowMatrix J;
@@ -253,11 +260,12 @@ double TrainingSet::gauss_newton(const Basis& basis, const double* theta, double
     return loss;
 }
 
-void TrainingSet::residuals(const Basis& basis, const double* theta, double* r, double* w, int n_threads) const {
+template <class Model>
+void TrainingSet::residuals(const Model& model, const double* theta, double* r, double* w, int n_threads) const {
     const int n = size();
 #pragma omp parallel num_threads(n_threads)
     {
-        SiteKernel kernel(basis, theta);
+        typename KernelOf<Model>::type kernel(model, theta);
 #pragma omp for schedule(dynamic, 1)
         for (int k = 0; k < n; ++k)
             config_residuals(kernel, structures_[k], labels_[k], nullptr, r + residual_offset(k),
@@ -265,14 +273,15 @@ void TrainingSet::residuals(const Basis& basis, const double* theta, double* r, 
     }
 }
 
-void TrainingSet::residual_vjp(const Basis& basis, const double* theta, const double* c, double* grad,
+template <class Model>
+void TrainingSet::residual_vjp(const Model& model, const double* theta, const double* c, double* grad,
                                int n_threads) const {
-    const int n = size(), np = basis.n_params();
+    const int n = size(), np = model.n_params();
     const int blocks = block_count(n);
     std::vector<double> block_grad(static_cast<std::size_t>(blocks) * np, 0.0);
 #pragma omp parallel num_threads(n_threads)
     {
-        SiteKernel kernel(basis, theta);
+        typename KernelOf<Model>::type kernel(model, theta);
 #pragma omp for schedule(dynamic, 1)
         for (int b = 0; b < blocks; ++b)
             for (int k = block_begin(b, n, blocks); k < block_begin(b + 1, n, blocks); ++k) {
@@ -285,5 +294,21 @@ void TrainingSet::residual_vjp(const Basis& basis, const double* theta, const do
     for (int b = 0; b < blocks; ++b)
         for (int p = 0; p < np; ++p) grad[p] += block_grad[static_cast<std::size_t>(b) * np + p];
 }
+
+// The MTP and the ETN
+#define MTPFIT_TRAINING_SET_MODEL(Model)                                                                          \
+    template double TrainingSet::loss_and_gradient(const Model&, const double*, double*, double*, int,           \
+                                                   const std::vector<int>*) const;                               \
+    template void TrainingSet::predict(const Model&, const double*, double*, double*, double*, int) const;       \
+    template void TrainingSet::energy_gradients(const Model&, const double*, double*, int) const;                \
+    template void TrainingSet::residual_jacobian(const Model&, const double*, int, double*, double*, double*)    \
+        const;                                                                                                    \
+    template void TrainingSet::residuals(const Model&, const double*, double*, double*, int) const;              \
+    template void TrainingSet::residual_vjp(const Model&, const double*, const double*, double*, int) const;     \
+    template double TrainingSet::gauss_newton(const Model&, const double*, double*, double*, int, int,           \
+                                              std::uint64_t) const;
+MTPFIT_TRAINING_SET_MODEL(Basis)
+MTPFIT_TRAINING_SET_MODEL(EtnModel)
+#undef MTPFIT_TRAINING_SET_MODEL
 
 }  // namespace mtpfit

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "basis.hpp"
+#include "etn.hpp"
 #include "site_kernel.hpp"
 #include "structure.hpp"
 
@@ -22,6 +23,20 @@ struct Labels {
     long id = -1;  // the configuration's index in the whole dataset (a shard holds part of it); -1: its position
 };
 
+// The per-thread kernel of a model: what every TrainingSet method below evaluates configurations with.
+template <class Model>
+struct KernelOf;
+template <>
+struct KernelOf<Basis> {
+    using type = SiteKernel;
+};
+template <>
+struct KernelOf<EtnModel> {
+    using type = EtnKernel;
+};
+
+// The methods templated on Model take either potential, the MTP (Basis) or the ETN (EtnModel), with its θ; they
+// are instantiated for both in training_set.cpp.
 class TrainingSet {
 public:
     void add(Structure structure, Labels labels);
@@ -34,32 +49,39 @@ public:
     // L = Σ_k [ wE_k ΔE_k² + Σ wF ΔF² + Σ wS ΔS² ] and ∂L/∂θ (adjoint method), over every configuration or,
     // with `subset`, over those listed (a mini-batch). grad has n_params entries; per_config (optional, one
     // value per configuration summed over) receives each term. Bit-identical for any thread count.
-    double loss_and_gradient(const Basis& basis, const double* theta, double* grad, double* per_config,
+    template <class Model>
+    double loss_and_gradient(const Model& model, const double* theta, double* grad, double* per_config,
                              int n_threads, const std::vector<int>* subset = nullptr) const;
     // Energies (size()), forces (n_atoms()×3) and PlusStress (size()×9) for every configuration.
-    void predict(const Basis& basis, const double* theta, double* energies, double* forces, double* stresses,
+    template <class Model>
+    void predict(const Model& model, const double* theta, double* energies, double* forces, double* stresses,
                  int n_threads) const;
     // dE_k/dθ, size()×n_params row-major.
-    void energy_gradients(const Basis& basis, const double* theta, double* out, int n_threads) const;
+    template <class Model>
+    void energy_gradients(const Model& model, const double* theta, double* out, int n_threads) const;
 
     // Residuals of configuration k: energy, forces (atom-major, 3N), PlusStress (9), in this order.
     int n_residuals(int k) const { return 10 + 3 * structures_[k].n_atoms; }
     // Configuration k's residuals r = prediction − label (n_residuals(k)), their weights w and the Jacobian
     // J = dr/dθ (n_residuals(k)×n_params row-major; rows of zero weight are computed too).
-    void residual_jacobian(const Basis& basis, const double* theta, int k, double* r, double* w, double* J) const;
+    template <class Model>
+    void residual_jacobian(const Model& model, const double* theta, int k, double* r, double* w, double* J) const;
     // Offset of configuration k's residuals in the residual vector of the whole set (10 k + 3 × atoms before k).
     long residual_offset(int k) const { return 10L * k + 3 * atom_offsets_[k]; }
     long n_residuals_total() const { return residual_offset(size()); }
     // Every residual and weight of the set (n_residuals_total()), one energy+forces pass.
-    void residuals(const Basis& basis, const double* theta, double* r, double* w, int n_threads) const;
+    template <class Model>
+    void residuals(const Model& model, const double* theta, double* r, double* w, int n_threads) const;
     // grad = Jᵀc for a cotangent c over every residual (n_residuals_total()), one reverse pass.
-    void residual_vjp(const Basis& basis, const double* theta, const double* c, double* grad, int n_threads) const;
+    template <class Model>
+    void residual_vjp(const Model& model, const double* theta, const double* c, double* grad, int n_threads) const;
     // Gauss–Newton quantities of the loss L = Σ w r² without storing J: JᵀWJ (n_params², row-major, both
     // triangles) and JᵀWr (n_params) summed over every configuration; returns L. Rows of zero weight are
     // skipped. Bit-identical for any thread count (fixed blocks, summed in order). With sketch > 0, JᵀWJ is the
     // unbiased random sketch Σ_t (JᵀW^½ξ_t)(JᵀW^½ξ_t)ᵀ, ξ_t Rademacher/√sketch drawn from `seed`, per
     // configuration: `sketch` reverse passes instead of one per residual (JᵀWr and the loss stay exact).
-    double gauss_newton(const Basis& basis, const double* theta, double* JtWJ, double* JtWr, int n_threads,
+    template <class Model>
+    double gauss_newton(const Model& model, const double* theta, double* JtWJ, double* JtWr, int n_threads,
                         int sketch = 0, std::uint64_t seed = 0) const;
 
     // The weighted linear least-squares system of the species and moment coefficients at the radial coefficients

@@ -13,7 +13,8 @@ from ..data.neighbors import build_structure
 from .basis import MTPBasis, element_symbols, elements_tag
 from .mtp_file import read_mtp, write_mtp
 
-__all__ = ["MTP", "Prediction", "LEVELS", "MAX_SITE_INTERACTION", "AbsurdEnergyWarning", "species_labels"]
+__all__ = ["MTP", "Prediction", "LEVELS", "MAX_SITE_INTERACTION", "AbsurdEnergyWarning", "species_labels",
+           "type_indices", "check_prediction"]
 
 #: Levels with a shipped untrained template (MLIP's ``untrained_mtps``).
 LEVELS = (6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28)
@@ -59,6 +60,27 @@ def species_labels(labels: Sequence) -> list:
     return out
 
 
+def type_indices(config: Configuration, species: Sequence) -> np.ndarray:
+    """Type index of every atom of ``config`` for a potential whose type k has the label ``species[k]``.
+
+    Returns
+    -------
+    ndarray of int32, shape (N,)
+
+    Raises
+    ------
+    ValueError
+        If the configuration has a species not among ``species``, naming the configuration and the species.
+    """
+    index = {s: k for k, s in enumerate(species)}
+    labels = config.species.tolist()
+    try:
+        return np.array([index[s] for s in labels], dtype=np.int32)
+    except KeyError as err:
+        raise ValueError(f"{config.source}: species {err.args[0]!r} is not one of the potential's "
+                         f"species {list(species)}") from None
+
+
 class Prediction(NamedTuple):
     """What the MTP predicts for one configuration."""
 
@@ -70,6 +92,43 @@ class Prediction(NamedTuple):
     #: − ½ Σ_k g_ki ⊗ r_ki, each pair's term of the PlusStress split half to each of its two atoms (the split
     #: of LAMMPS's per-atom virial and of ASE's Lennard-Jones calculator), so that Σ_i W_i = plus_stress.
     atom_virials: np.ndarray | None = None
+
+
+def check_prediction(config: Configuration, isolated: np.ndarray, prediction: Prediction, stacklevel: int = 2) -> None:
+    """Refuse a non-finite prediction of ``config``; warn about absurd site energies.
+
+    Parameters
+    ----------
+    config : Configuration
+        Names the configuration in the messages.
+    isolated : ndarray, shape (N,)
+        Each atom's isolated-atom energy ξ of its species, eV.
+    prediction : Prediction
+    stacklevel : int, optional
+        Passed to :func:`warnings.warn`: 2 points at the caller of this function.
+
+    Warns (:class:`AbsurdEnergyWarning`) when a site energy is further than :data:`MAX_SITE_INTERACTION` from its
+    isolated-atom value.
+
+    Raises
+    ------
+    FloatingPointError
+        If the energy, site energies, forces or stress are not finite, naming the configuration.
+    """
+    parts = (("energy", prediction.energy), ("site energies", prediction.site_energies),
+             ("forces", prediction.forces), ("stress", prediction.plus_stress))
+    bad = [name for name, values in parts if not np.isfinite(values).all()]
+    if bad:
+        raise FloatingPointError(f"{config.source}: the predicted {', '.join(bad)} are not finite; the "
+                                 "potential's coefficients or scaling overflow")
+    site = prediction.site_energies
+    interaction = np.abs(site - isolated)
+    k = int(np.argmax(interaction))
+    if interaction[k] > MAX_SITE_INTERACTION:
+        warnings.warn(f"{config.source}: the site energy of atom {k} is {site[k]:.6g} eV, {interaction[k]:.3g} "
+                      f"eV from its isolated-atom value (more than MAX_SITE_INTERACTION = "
+                      f"{MAX_SITE_INTERACTION:g} eV): the potential is extrapolating", AbsurdEnergyWarning,
+                      stacklevel=stacklevel)
 
 
 class MTP:
@@ -378,13 +437,7 @@ class MTP:
         ValueError
             If the configuration has a species the potential does not know, naming it.
         """
-        index = {s: k for k, s in enumerate(self.species)}
-        labels = config.species.tolist()
-        try:
-            return np.array([index[s] for s in labels], dtype=np.int32)
-        except KeyError as err:
-            raise ValueError(f"{config.source}: species {err.args[0]!r} is not one of the potential's "
-                             f"species {self.species}") from None
+        return type_indices(config, self.species)
 
     def structure(self, config: Configuration):
         """The core's neighbour representation of ``config`` at this potential's cutoff.
@@ -458,20 +511,7 @@ class MTP:
     def _check_prediction(self, config: Configuration, theta, types, prediction: Prediction) -> None:
         """Refuse a non-finite prediction of ``config`` and warn about absurd site energies (see
         :meth:`evaluate`)."""
-        parts = (("energy", prediction.energy), ("site energies", prediction.site_energies),
-                 ("forces", prediction.forces), ("stress", prediction.plus_stress))
-        bad = [name for name, values in parts if not np.isfinite(values).all()]
-        if bad:
-            raise FloatingPointError(f"{config.source}: the predicted {', '.join(bad)} are not finite; the "
-                                     "potential's coefficients or scaling overflow")
-        site = prediction.site_energies
-        interaction = np.abs(site - np.asarray(theta)[self.blocks["species"]][types])
-        k = int(np.argmax(interaction))
-        if interaction[k] > MAX_SITE_INTERACTION:
-            warnings.warn(f"{config.source}: the site energy of atom {k} is {site[k]:.6g} eV, {interaction[k]:.3g} "
-                          f"eV from its isolated-atom value (more than MAX_SITE_INTERACTION = "
-                          f"{MAX_SITE_INTERACTION:g} eV): the potential is extrapolating", AbsurdEnergyWarning,
-                          stacklevel=3)
+        check_prediction(config, np.asarray(theta)[self.blocks["species"]][types], prediction, stacklevel=4)
 
     def energy_gradient(self, config: Configuration, theta: np.ndarray | None = None) -> np.ndarray:
         """dE/dθ for one configuration, shape (n_params,), eV per unit of each coefficient."""
