@@ -436,6 +436,8 @@ def _study_entry(**changes) -> dict:
 
 
 def test_study_json_synthetic(tmp_path):
+    """By default the six stress values (and their weights) are the PlusStress in eV, MLIP order xx yy zz yz xz xy,
+    as the study's loss used them; stress_units="kBar" with VASP's order reads maml's convention."""
     path = tmp_path / "study.json"
     path.write_text(json.dumps([_study_entry(), _study_entry(stress=None, weights=None)]))
     c, unlabelled = read_study_json(path)
@@ -444,14 +446,23 @@ def test_study_json_synthetic(tmp_path):
     assert c.forces.tolist() == [[0.1, 0.2, 0.3], [-0.1, -0.2, -0.3]]
     volume = 4.0 * 5.0 * 6.0  # det of the triangular cell
     assert c.volume == pytest.approx(volume)
-    expected = np.array([[10, 1, 3], [1, 20, 2], [3, 2, 30]]) * volume / KBAR
-    np.testing.assert_allclose(c.plus_stress, expected, rtol=1e-14)
+    # [10, 20, 30, 1, 2, 3] as xx yy zz yz xz xy, eV
+    np.testing.assert_array_equal(c.plus_stress, [[10, 3, 2], [3, 20, 1], [2, 1, 30]])
     assert c.weights["energy"] == 0.5
     np.testing.assert_array_equal(c.weights["forces"], [[1, 2, 3], [4, 5, 6]])
-    # xx yy zz xy yz xz -> xx yy zz yz xz xy
-    np.testing.assert_array_equal(c.weights["stress"], [0.1, 0.2, 0.3, 0.5, 0.6, 0.4])
+    np.testing.assert_array_equal(c.weights["stress"], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     assert unlabelled.plus_stress is None and unlabelled.weights is None
     assert c.source == f"{path}, configuration 0"
+
+    vasp, _ = read_study_json(path, stress_order=VASP_STRESS_ORDER, stress_units="kBar")
+    expected = np.array([[10, 1, 3], [1, 20, 2], [3, 2, 30]]) * volume / KBAR
+    np.testing.assert_allclose(vasp.plus_stress, expected, rtol=1e-14)
+    # xx yy zz xy yz xz -> xx yy zz yz xz xy
+    np.testing.assert_array_equal(vasp.weights["stress"], [0.1, 0.2, 0.3, 0.5, 0.6, 0.4])
+    assert read_configurations(path, stress_units="kBar", stress_order=VASP_STRESS_ORDER)[0].plus_stress \
+        == pytest.approx(vasp.plus_stress, rel=1e-15)
+    with pytest.raises(ValueError, match="stress units must be one of kBar, eV, got 'GPa'"):
+        read_study_json(path, stress_units="GPa")
 
 
 @pytest.mark.parametrize("change", [
@@ -494,10 +505,8 @@ def test_study_json_agpd_from_shared():
     assert len(configs) == len(raw) == 1191
     c, sim = configs[5], raw[5]["sim"]
     assert c.n_atoms == 32 and sorted(set(c.species.tolist())) == [0, 1]
-    volume = abs(np.linalg.det(np.array(sim["cfg"]["cell"])))
-    s = np.array(sim["stress"]) * volume / KBAR
-    np.testing.assert_allclose(c.plus_stress[[0, 1, 2, 0, 1, 0], [0, 1, 2, 1, 2, 2]], s,
-                               rtol=1e-13)
+    # the PlusStress itself, eV, in MLIP's order xx yy zz yz xz xy
+    np.testing.assert_array_equal(c.plus_stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]], sim["stress"])
     assert c.weights["forces"].shape == (32, 3)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from . import __version__
 from .datasets import BUNDLED
 from .io import FormatError, read_files
+from .io.json_formats import STRESS_UNITS
 from .metrics import error_metrics, format_errors
 from .objective import Loss, Objective
 from .optim import OPTIMIZERS
@@ -35,6 +36,17 @@ def _species_arg(values: list | None) -> list | None:
     return None if values is None else species_labels(values)
 
 
+def _add_stress_options(parser) -> None:
+    """--stress-order and --stress-units: how JSON files store stresses (default: each format's convention)."""
+    parser.add_argument("--stress-order", help="Voigt order of JSON stresses (default: VASP's xx yy zz xy yz xz for "
+                                               "mlearn/maml, MLIP's xx yy zz yz xz xy for the study's JSON; mlearn "
+                                               "Cu/Mo/Ni files: 'xx yy zz xy xz yz')")
+    parser.add_argument("--stress-units", choices=STRESS_UNITS,
+                        help="units of JSON stresses: kBar (VASP's stress; the default for mlearn/maml) or eV (the "
+                             "PlusStress; the default for the study's JSON, whose MoNbTaW seed_validation.json needs "
+                             "kBar and VASP's order)")
+
+
 def _data_arguments(parser: argparse.ArgumentParser):
     """The data options and the species and cutoffs of the model; returns the model group."""
     data = parser.add_argument_group("data")
@@ -44,8 +56,7 @@ def _data_arguments(parser: argparse.ArgumentParser):
                       help="fraction held out when no --validation is given (default 0.1)")
     data.add_argument("--format", help="force a reader: cfg, mlearn-json, study-json, deepmd (a DeePMD-kit folder) or an "
                                           "ASE format")
-    data.add_argument("--stress-order", default="xx yy zz xy yz xz",
-                      help="Voigt order of JSON stresses (mlearn Cu/Mo/Ni files: 'xx yy zz xy xz yz')")
+    _add_stress_options(data)
     data.add_argument("--dataset", choices=sorted(BUNDLED), default="mlearn-Mo",
                       help="bundled dataset used when --train is absent (default mlearn-Mo)")
     model = parser.add_argument_group("model")
@@ -58,8 +69,8 @@ def _data_arguments(parser: argparse.ArgumentParser):
 
 def _load_data(args):
     """Training and validation sets, species and cutoffs from the data options (as :func:`mtpfit.fit` reads them)."""
-    keys = ("train", "validation", "validation_fraction", "format", "stress_order", "dataset", "species", "min_dist",
-            "max_dist", "seed")
+    keys = ("train", "validation", "validation_fraction", "format", "stress_order", "stress_units", "dataset",
+            "species", "min_dist", "max_dist", "seed")
     data = load_training_data(TrainingConfig(**{k: getattr(args, k) for k in keys}, output=None))
     return data.train, data.validation, data.species, data.min_dist, data.max_dist
 
@@ -222,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
                         "loss")
     f.add_argument("--test", nargs="+", required=True, metavar="FILE", help="labelled data whose minima test")
     f.add_argument("--format")
-    f.add_argument("--stress-order", default="xx yy zz xy yz xz", help="Voigt order of JSON stresses")
+    _add_stress_options(f)
     f.add_argument("--species", nargs="+", help="species of types 0..S-1 (default: those in --train, sorted)")
     f.add_argument("--k", type=int, nargs="+", default=[10, 20, 50], help="unrolled steps (default 10 20 50)")
     f.add_argument("--eta", type=float, nargs="+", default=[0.02, 0.05],
@@ -290,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
                                "Another mode than the file's is refused (the file may hold earlier selections): "
                                "mtpfit grade --mode M rebuilds it."))
         g.add_argument("--format")
-        g.add_argument("--stress-order", default="xx yy zz xy yz xz", help="Voigt order of JSON stresses")
+        _add_stress_options(g)
         g.add_argument("--threads", type=int, default=0)
 
     w = sub.add_parser("learn", help="active learning: train, explore with MD, select by γ, label, retrain",
@@ -308,7 +319,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("potential", help=".mtp file")
     e.add_argument("data", nargs="+", help="labelled files")
     e.add_argument("--format")
-    e.add_argument("--stress-order", default="xx yy zz xy yz xz", help="Voigt order of JSON stresses")
+    _add_stress_options(e)
     e.add_argument("--species", nargs="+", help="species of types 0..S-1 (element symbols or indices)")
     e.add_argument("--threads", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print the errors as JSON")
@@ -505,8 +516,10 @@ def _finetune_relax(args) -> int:
 
     mtp = MTP.read(args.potential, species=_species_arg(args.species))
     names = mtp.species if mtp.named else None  # .cfg types are the potential's types (MLIP's convention)
-    train = read_files(args.train, args.format, args.stress_order, species=names)
-    test = read_files(args.test, args.format, args.stress_order, species=names)
+    train = read_files(args.train, args.format, args.stress_order, species=names,
+                       stress_units=args.stress_units)
+    test = read_files(args.test, args.format, args.stress_order, species=names,
+                      stress_units=args.stress_units)
     mtp = mtp.named_for(train.species() + test.species())
     print(f"mtpfit {__version__}: {mtp} from {args.potential}; {train} / test {test}")
     hyper = {} if args.optimizer in ("BFGS", "L-BFGS-B", "CG") else {"lr": args.lr}
@@ -527,7 +540,8 @@ def _finetune_relax(args) -> int:
 def _evaluate(args) -> int:
     mtp = MTP.read(args.potential, species=_species_arg(args.species))
     names = mtp.species if mtp.named else None  # .cfg types are the potential's types (MLIP's convention)
-    data = read_files(args.data, args.format, args.stress_order, species=names)
+    data = read_files(args.data, args.format, args.stress_order, species=names,
+                      stress_units=args.stress_units)
     mtp = mtp.named_for(data.species())
     predictions = Objective(mtp, data, n_threads=args.threads).predict()
     errors = error_metrics(data, predictions)
@@ -568,7 +582,7 @@ def _active_set(args, mtp):
                   f"{args.train}", file=sys.stderr)
     mode = mode or "configuration"
     names = mtp.species if mtp.named else None
-    train = read_files([args.train], args.format, args.stress_order, species=names)
+    train = read_files([args.train], args.format, args.stress_order, species=names, stress_units=args.stress_units)
     active = build_active_set(mtp.named_for(train.species()), train, n_threads=args.threads, mode=mode)
     active.save(path)
     what = "configurations" if mode == "configuration" else "atoms' neighbourhoods"
@@ -583,7 +597,7 @@ def _grade_or_select(args) -> int:
     mtp = MTP.read(args.potential)
     active = _active_set(args, mtp)
     names = mtp.species if mtp.named else None
-    data = read_files([args.configurations], args.format, args.stress_order, species=names)
+    data = read_files([args.configurations], args.format, args.stress_order, species=names, stress_units=args.stress_units)
     mtp = mtp.named_for(data.species())
     if args.command == "grade":
         # per atom (neighbourhood mode) the configurations' grades are their atoms' largest: one pass for both

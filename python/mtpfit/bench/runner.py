@@ -37,10 +37,9 @@ def start_of(opt: dict) -> str:
 def _datasets(dataset_json: str, base: str, seed: int) -> tuple[Dataset, Dataset]:
     """Training and validation sets of a dataset entry (cached per worker process)."""
     entry = json.loads(dataset_json)
-    order = entry.get("stress_order", "xx yy zz xy yz xz")
-
     def read(paths):
-        return read_files([Path(base) / p for p in paths], stress_order=order)
+        return read_files([Path(base) / p for p in paths], stress_order=entry.get("stress_order"),
+                          stress_units=entry.get("stress_units"))
 
     if "bundled" in entry:
         return load_bundled(entry["bundled"])

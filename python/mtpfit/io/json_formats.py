@@ -1,7 +1,9 @@
 """JSON datasets: the mlearn/maml format and the optimizer study's format.
 
-Both store the stress as VASP prints it: kBar, positive in compression, which is the
-PlusStress sign; PlusStress (eV) = stress (kBar) · V (Å³) / 1602.1766208.
+Their stresses are positive in compression (the PlusStress sign) but come in two units: mlearn/maml files store
+VASP's stress in kBar, PlusStress (eV) = stress (kBar) · V (Å³) / 1602.1766208, in VASP's order; the study's
+Ag–Pd file stores the PlusStress itself, in eV and MLIP's order (its loss used them so). ``stress_units`` and
+``stress_order`` choose; ``None`` means the format's own convention (:data:`STRESS_CONVENTIONS`).
 Plain and gzip-compressed files are both accepted (recognised by their content).
 """
 from __future__ import annotations
@@ -23,15 +25,27 @@ from .cfg import MAX_TYPE
 from .errors import FormatError
 
 __all__ = ["read_mlearn_json", "read_study_json", "read_json", "KBAR_PER_EV_PER_A3",
-           "VASP_STRESS_ORDER", "StressOrderWarning"]
+           "VASP_STRESS_ORDER", "MLIP_STRESS_ORDER", "STRESS_UNITS", "STRESS_CONVENTIONS", "StressOrderWarning"]
 
 KBAR_PER_EV_PER_A3 = 1602.1766208
 """1 eV/Å³ in kBar (the elementary charge of CODATA 2014, as :mod:`ase.units`)."""
 
 VASP_STRESS_ORDER = "xx yy zz xy yz xz"
+MLIP_STRESS_ORDER = "xx yy zz yz xz xy"
+"""The Voigt order of MLIP's ``.cfg`` PlusStress, and of :class:`~mtpfit.data.configuration.Configuration`'s
+stress weights."""
+
+STRESS_UNITS = ("kBar", "eV")
+"""``"kBar"``: VASP's stress, PlusStress = stress · V / 1602.1766208; ``"eV"``: the PlusStress (virial) itself."""
+
+STRESS_CONVENTIONS = {"mlearn": ("kBar", VASP_STRESS_ORDER), "study": ("eV", MLIP_STRESS_ORDER)}
+"""Each JSON format's (units, order) when ``stress_units``/``stress_order`` are ``None``. The study's: fitted on
+its Ag–Pd set, where energies and forces alone (level 10, stress weight 0) predict the stored off-diagonal
+values with slope 1.00 (R² 0.997) as eV in MLIP's order, and the diagonal fluctuations with slope 0.98 (R²
+0.998); read as VASP kBar the off-diagonal components were misplaced and 2.84× too small
+(benchmarks/RESULTS.md §7). Its MoNbTaW ``seed_validation.json`` holds maml's kBar values in VASP order
+(weight 0 in the study's loss): read it with ``stress_units="kBar", stress_order=VASP_STRESS_ORDER``."""
 _COMPONENT = {"xx": (0, 0), "yy": (1, 1), "zz": (2, 2), "yz": (1, 2), "xz": (0, 2), "xy": (0, 1)}
-# The study's 6 stress weights (w[1:7]) follow VASP order; Configuration wants xx yy zz yz xz xy.
-_VASP_TO_VOIGT = [0, 1, 2, 4, 5, 3]
 # mlearn entries that are data or derived from it rather than metadata.
 _MLEARN_NOT_FEATURES = {"structure", "outputs", "num_atoms"}
 # Element symbols; index 0 of ASE's list is the dummy "X", not an element.
@@ -65,17 +79,19 @@ class StressOrderWarning(UserWarning):
         self.used, self.indicated = used, indicated
 
 
-def read_mlearn_json(path: str | os.PathLike,
-                     stress_order: str = VASP_STRESS_ORDER) -> list[Configuration]:
+def read_mlearn_json(path: str | os.PathLike, stress_order: str | None = None,
+                     stress_units: str | None = None) -> list[Configuration]:
     """Read an mlearn/maml JSON file: a list of ``{"structure", "outputs", ...}``.
 
     Parameters
     ----------
     path : str or os.PathLike
         ``.json`` or gzip-compressed ``.json.gz``.
-    stress_order : str
+    stress_order : str, optional
         Order of the six stress values, as component names separated by spaces. The
-        default is VASP's; see Notes.
+        default (``None``) is VASP's; see Notes.
+    stress_units : {"kBar", "eV"}, optional
+        Units of the stored stress (:data:`STRESS_UNITS`); default kBar.
 
     Returns
     -------
@@ -101,7 +117,8 @@ def read_mlearn_json(path: str | os.PathLike,
         than three booleans, a stress without a cell volume — naming the configuration
         index.
     ValueError
-        If ``stress_order`` is not a permutation of xx yy zz yz xz xy.
+        If ``stress_order`` is not a permutation of xx yy zz yz xz xy, or ``stress_units`` not in
+        :data:`STRESS_UNITS`.
 
     Warns
     -----
@@ -126,30 +143,36 @@ def read_mlearn_json(path: str | os.PathLike,
     the Cu, Mo (training) and Ni files read in VASP order and the Ge, Li, Si files read with xz and yz
     swapped; the Mo test file has xy shears only, which both orders place alike, so it cannot be checked.
     """
-    return _read_mlearn(path, _load_json(path), stress_order)
+    return _read_mlearn(path, _load_json(path), stress_order, stress_units)
 
 
-def read_study_json(path: str | os.PathLike) -> list[Configuration]:
+def read_study_json(path: str | os.PathLike, stress_order: str | None = None,
+                    stress_units: str | None = None) -> list[Configuration]:
     """Read the optimizer study's JSON: a list of ``{"sim": {...}, "weights": [...]}``.
 
     Each entry is ``{"sim": {"cfg": {"cell": (3, 3) Å rows, "pos": (N, 3) Å,
-    "types": N ints}, "energy": eV, "forces": (N, 3) eV/Å, "stress": 6 kBar in VASP
-    order xx yy zz xy yz xz}, "weights": [1 + 6 + 3N per-residual weights]}``, the
-    weights laid out **[energy, stress (6, VASP order xx yy zz xy yz xz), forces (3N,
-    atom by atom, x y z)]**.
+    "types": N ints}, "energy": eV, "forces": (N, 3) eV/Å, "stress": 6 values},
+    "weights": [1 + 6 + 3N per-residual weights]}``, the weights laid out **[energy,
+    stress (6, in the order of the stress values), forces (3N, atom by atom, x y z)]**.
 
     Parameters
     ----------
     path : str or os.PathLike
         ``.json`` or gzip-compressed ``.json.gz``.
+    stress_order : str, optional
+        Order of the six stress values (and of their weights); default (``None``) MLIP's
+        xx yy zz yz xz xy (:data:`STRESS_CONVENTIONS`).
+    stress_units : {"eV", "kBar"}, optional
+        Default (``None``) eV: the values are the PlusStress itself, as the study's loss used
+        them. Its MoNbTaW ``seed_validation.json`` holds VASP kBar in VASP order instead.
 
     Returns
     -------
     list of Configuration
         ``species`` the integer types; ``plus_stress`` (3, 3) in eV; ``weights``
-        ``{"energy": w[0], "stress": w[1:7] re-ordered from VASP's xx yy zz xy yz xz
-        to the Voigt order xx yy zz yz xz xy of the Configuration, "forces": w[7:7+3N]
-        as (N, 3) (row i = atom i's x y z)}``. Absent labels or weights give ``None``.
+        ``{"energy": w[0], "stress": w[1:7] re-ordered to the Voigt order xx yy zz yz xz xy
+        of the Configuration, "forces": w[7:7+3N] as (N, 3) (row i = atom i's x y z)}``.
+        Absent labels or weights give ``None``.
 
     Raises
     ------
@@ -162,6 +185,9 @@ def read_study_json(path: str | os.PathLike) -> list[Configuration]:
         0…:data:`~mtpfit.io.cfg.MAX_TYPE`, values that are not JSON numbers (``true`` is
         not 1), non-finite or negative values — naming the file and the configuration
         index.
+    ValueError
+        If ``stress_order`` is not a permutation of xx yy zz yz xz xy, or ``stress_units`` not in
+        :data:`STRESS_UNITS`.
 
     Notes
     -----
@@ -174,20 +200,22 @@ def read_study_json(path: str | os.PathLike) -> list[Configuration]:
     without its 1/K average. :class:`~mtpfit.objective.loss.Loss` with
     ``kind="file"`` uses them as they are.
     """
-    return _configurations(path, _load_json(path), _study_configuration)
+    return _read_study(path, _load_json(path), stress_order, stress_units)
 
 
-def read_json(path: str | os.PathLike, stress_order: str = VASP_STRESS_ORDER) -> list[Configuration]:
+def read_json(path: str | os.PathLike, stress_order: str | None = None,
+              stress_units: str | None = None) -> list[Configuration]:
     """Read either JSON format, recognised by the keys of the first entry
-    (``sim`` → study, ``structure`` → mlearn; ``stress_order`` and its
+    (``sim`` → study, ``structure`` → mlearn), each with its own stress convention unless
+    ``stress_order``/``stress_units`` are given (:data:`STRESS_CONVENTIONS`; the
     :class:`StressOrderWarning` as in :func:`read_mlearn_json`).
     Raises :class:`FormatError` otherwise."""
     entries = _load_json(path)
     first = entries[0] if isinstance(entries[0], dict) else {}
     if "sim" in first:
-        return _configurations(path, entries, _study_configuration)
+        return _read_study(path, entries, stress_order, stress_units)
     if "structure" in first:
-        return _read_mlearn(path, entries, stress_order)
+        return _read_mlearn(path, entries, stress_order, stress_units)
     raise FormatError(path, "unrecognised JSON: the entry has neither 'sim' (study format) "
                             "nor 'structure' (mlearn format)", index=0)
 
@@ -236,10 +264,32 @@ def _configurations(path: str | os.PathLike, entries: list,
     return configurations
 
 
-def _read_mlearn(path: str | os.PathLike, entries: list, stress_order: str) -> list[Configuration]:
+def _convention(kind: str, stress_order: str | None, stress_units: str | None) -> tuple[str, str]:
+    """(units, order) of a JSON format, the given ones checked."""
+    units, order = STRESS_CONVENTIONS[kind]
+    units = units if stress_units is None else stress_units
+    if units not in STRESS_UNITS:
+        raise ValueError(f"stress units must be one of {', '.join(STRESS_UNITS)}, got {units!r}")
+    order = order if stress_order is None else stress_order
+    _parse_order(order)
+    return units, order
+
+
+def _read_study(path: str | os.PathLike, entries: list, stress_order: str | None,
+                stress_units: str | None) -> list[Configuration]:
+    units, order = _convention("study", stress_order, stress_units)
+    components = _parse_order(order)
+    voigt = [components.index(c) for c in _parse_order(MLIP_STRESS_ORDER)]
+    return _configurations(path, entries,
+                           lambda entry, source: _study_configuration(entry, source, components, voigt, units))
+
+
+def _read_mlearn(path: str | os.PathLike, entries: list, stress_order: str | None,
+                 stress_units: str | None) -> list[Configuration]:
+    units, stress_order = _convention("mlearn", stress_order, stress_units)
     order = _parse_order(stress_order)
     configurations = _configurations(path, entries,
-                                     lambda entry, source: _mlearn_configuration(entry, source, order))
+                                     lambda entry, source: _mlearn_configuration(entry, source, order, units))
     indicated = _indicated_order(entries, configurations, stress_order.split())
     if indicated is not None:
         used, shown, evidence = stress_order, " ".join(indicated[0]), indicated[1]
@@ -371,8 +421,9 @@ def _parse_order(order: str) -> list[tuple[int, int]]:
     return [_COMPONENT[n] for n in names]
 
 
-def _plus_stress(stress_kbar, cell: np.ndarray, order: list[tuple[int, int]], name: str):
-    values = _array(stress_kbar, (6,), name)
+def _plus_stress(stored, cell: np.ndarray, order: list[tuple[int, int]], name: str, units: str):
+    """The PlusStress (3, 3), eV, of six stored values in ``order`` and ``units`` (:data:`STRESS_UNITS`)."""
+    values = _array(stored, (6,), name)
     with np.errstate(over="ignore", invalid="ignore"):
         volume = abs(np.linalg.det(cell))
     if not volume > 0.0:
@@ -381,10 +432,10 @@ def _plus_stress(stress_kbar, cell: np.ndarray, order: list[tuple[int, int]], na
     for (i, j), value in zip(order, values):
         tensor[i, j] = tensor[j, i] = value
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused as non-finite by Configuration
-        return tensor * (volume / KBAR_PER_EV_PER_A3)
+        return tensor * (volume / KBAR_PER_EV_PER_A3) if units == "kBar" else tensor
 
 
-def _mlearn_configuration(entry, source: str, order: list[tuple[int, int]]) -> Configuration:
+def _mlearn_configuration(entry, source: str, order: list[tuple[int, int]], units: str) -> Configuration:
     lattice = _field(entry, "structure", "lattice")
     cell = _array(_field(lattice, "matrix"), (3, 3), "structure.lattice.matrix")
     sites = _field(entry, "structure", "sites")
@@ -403,7 +454,7 @@ def _mlearn_configuration(entry, source: str, order: list[tuple[int, int]]) -> C
         raise ValueError("outputs is not a JSON object")
     stress_key = next((k for k in ("virial_stress", "stress") if _label(outputs.get(k)) is not None), None)
     stress = (None if stress_key is None else
-              _plus_stress(outputs[stress_key], cell, order, f"outputs.{stress_key}"))
+              _plus_stress(outputs[stress_key], cell, order, f"outputs.{stress_key}", units))
     forces = _label(outputs.get("forces"))
     group = next((entry[k] for k in ("group", "tag", "config_type") if entry.get(k)), None)
     features = {k: v for k, v in entry.items() if k not in _MLEARN_NOT_FEATURES
@@ -430,7 +481,8 @@ def _site_element(site, k: int) -> str:
     return element
 
 
-def _study_configuration(entry, source: str) -> Configuration:
+def _study_configuration(entry, source: str, order: list[tuple[int, int]], voigt: list[int],
+                         units: str) -> Configuration:
     cell = _array(_field(entry, "sim", "cfg", "cell"), (3, 3), "sim.cfg.cell")
     positions = _array(_field(entry, "sim", "cfg", "pos"), (-1, 3), "sim.cfg.pos")
     n = len(positions)
@@ -441,19 +493,17 @@ def _study_configuration(entry, source: str) -> Configuration:
                          f"found {_show(types)}")
     sim = entry["sim"]
     forces, stress = _label(sim.get("forces")), _label(sim.get("stress"))
-    vasp_order = _parse_order(VASP_STRESS_ORDER)
     weights = _label(entry.get("weights"))
     if weights is not None:
         w = _array(weights, (-1,), "weights")
         if len(w) != 1 + 6 + 3 * n:
             raise ValueError(f"weights has {len(w)} values, expected 1 + 6 + 3N = {1 + 6 + 3 * n} for "
                              f"N = {n} atoms (energy, 6 stress, then 3N force weights)")
-        weights = {"energy": w[0], "stress": w[1:7][_VASP_TO_VOIGT],
+        weights = {"energy": w[0], "stress": w[1:7][voigt],
                    "forces": w[7:].reshape(n, 3)}
     return Configuration(
         positions=positions, species=np.array(types, dtype=np.int64), cell=cell,
         energy=_scalar(sim.get("energy"), "sim.energy"),
         forces=None if forces is None else _array(forces, (n, 3), "sim.forces"),
-        plus_stress=None if stress is None else _plus_stress(stress, cell, vasp_order,
-                                                             "sim.stress"),
+        plus_stress=None if stress is None else _plus_stress(stress, cell, order, "sim.stress", units),
         weights=weights, source=source)

@@ -10,7 +10,7 @@ from .ase_formats import read_ase
 from .cfg import name_species, read_cfg
 from .deepmd import read_deepmd
 from .errors import FormatError
-from .json_formats import VASP_STRESS_ORDER, read_json, read_mlearn_json, read_study_json
+from .json_formats import read_json, read_mlearn_json, read_study_json
 
 __all__ = ["read_configurations", "read_files"]
 
@@ -18,8 +18,8 @@ _READERS = {"cfg": read_cfg, "mlearn-json": read_mlearn_json, "study-json": read
 
 
 def read_configurations(path: str | os.PathLike, format: str | None = None,
-                        name: str | None = None, stress_order: str = VASP_STRESS_ORDER,
-                        species: Sequence[str] | None = None) -> Dataset:
+                        name: str | None = None, stress_order: str | None = None,
+                        species: Sequence[str] | None = None, stress_units: str | None = None) -> Dataset:
     """Read a file (or DeePMD-kit folder) of labelled configurations into a
     :class:`~mtpfit.data.dataset.Dataset`.
 
@@ -36,13 +36,17 @@ def read_configurations(path: str | os.PathLike, format: str | None = None,
         ``structure`` → mlearn); anything else → ASE.
     name : str, optional
         The dataset's name; the file's (or folder's) name by default.
-    stress_order : str
-        Voigt order of the 6 stress values in mlearn/maml JSON (see :func:`read_mlearn_json`;
-        the mlearn Cu, Mo and Ni files need ``"xx yy zz xy xz yz"``).
+    stress_order : str, optional
+        Voigt order of the 6 stress values of JSON files; default each format's own
+        (:data:`~mtpfit.io.json_formats.STRESS_CONVENTIONS`: VASP's for mlearn/maml, MLIP's for the study's). The
+        mlearn Cu, Mo and Ni files need ``"xx yy zz xy xz yz"`` (see :func:`read_mlearn_json`).
     species : sequence of str, optional
         Element symbol of each type 0 … S−1 (``--species``). Integer types (``.cfg``, study JSON) are read as
         ``species[type]``; element symbols of other formats are only checked to be among ``species``
         (:func:`~mtpfit.io.cfg.name_species`).
+    stress_units : {"kBar", "eV"}, optional
+        Units of the stress values of JSON files; default each format's own (kBar for mlearn/maml, eV — the
+        PlusStress — for the study's; its MoNbTaW ``seed_validation.json`` needs ``"kBar"`` and VASP order).
 
     Returns
     -------
@@ -78,9 +82,11 @@ def read_configurations(path: str | os.PathLike, format: str | None = None,
         configurations = read_deepmd(path)
     elif format is not None:
         if format == "mlearn-json":
-            configurations = read_mlearn_json(path, stress_order=stress_order)
+            configurations = read_mlearn_json(path, stress_order=stress_order, stress_units=stress_units)
         elif format == "cfg":
             configurations = read_cfg(path, species)
+        elif format == "study-json":
+            configurations = read_study_json(path, stress_order=stress_order, stress_units=stress_units)
         elif format in _READERS:
             configurations = _READERS[format](path)
         else:
@@ -88,7 +94,7 @@ def read_configurations(path: str | os.PathLike, format: str | None = None,
     elif lower.endswith(".cfg"):
         configurations = read_cfg(path, species)
     elif lower.endswith((".json", ".json.gz")):
-        configurations = read_json(path, stress_order=stress_order)
+        configurations = read_json(path, stress_order=stress_order, stress_units=stress_units)
     else:
         configurations = read_ase(path)
     if species is not None:
@@ -96,15 +102,16 @@ def read_configurations(path: str | os.PathLike, format: str | None = None,
     return Dataset(configurations, name or path.absolute().name)  # "." names its folder
 
 
-def read_files(paths: Sequence, format: str | None = None, stress_order: str = VASP_STRESS_ORDER,
-               species: Sequence | None = None) -> Dataset:
+def read_files(paths: Sequence, format: str | None = None, stress_order: str | None = None,
+               species: Sequence | None = None, stress_units: str | None = None) -> Dataset:
     """The configurations of several files (or DeePMD folders), in order, as one dataset (named ``a+b+…``).
 
     Parameters and errors as :func:`read_configurations`, applied to each path; ``paths`` must not be empty.
     """
     if not paths:
         raise ValueError("no files to read")
-    sets = [read_configurations(p, format=format, stress_order=stress_order, species=species) for p in paths]
+    sets = [read_configurations(p, format=format, stress_order=stress_order, species=species,
+                                stress_units=stress_units) for p in paths]
     total = sets[0]
     for other in sets[1:]:
         total = total + other

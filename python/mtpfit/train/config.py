@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from ..data.dataset import Dataset
-from ..io.json_formats import VASP_STRESS_ORDER
 from ..optim import OPTIMIZERS
 from ..potential.mtp import LEVELS, species_labels
 from .full_batch import FULL_BATCH_METHODS
@@ -79,8 +78,8 @@ class TrainingConfig:
         ``validation_fraction`` of ``train`` is held out (recorded in the run's ``split.json``).
     validation_fraction : float
         In (0, 1).
-    format, stress_order : str
-        Reader options (:func:`mtpfit.io.read_configurations`).
+    format, stress_order, stress_units : str, optional
+        Reader options (:func:`mtpfit.io.read_configurations`; ``None``: each format's own).
     dataset : str
         A bundled dataset (:data:`mtpfit.datasets.BUNDLED`).
     species : list of str or int, optional
@@ -144,7 +143,8 @@ class TrainingConfig:
     validation: Any = None
     validation_fraction: float = 0.1
     format: str | None = None
-    stress_order: str = VASP_STRESS_ORDER
+    stress_order: str | None = None
+    stress_units: str | None = None
     dataset: str = "mlearn-Mo"
     species: list | None = None
     min_dist: float | None = None

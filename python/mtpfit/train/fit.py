@@ -75,10 +75,12 @@ def load_training_data(config: TrainingConfig) -> TrainingData:
         split = {"kind": "published", "dataset": config.dataset, "train": _sources(train),
                  "validation": _sources(validation)}
     else:
-        train = config.train if isinstance(config.train, Dataset) else read_files(config.train, config.format, config.stress_order, names)
+        train = (config.train if isinstance(config.train, Dataset)
+                 else read_files(config.train, config.format, config.stress_order, names, config.stress_units))
         if config.validation is not None:
             validation = (config.validation if isinstance(config.validation, Dataset)
-                          else read_files(config.validation, config.format, config.stress_order, names))
+                          else read_files(config.validation, config.format, config.stress_order, names,
+                                          config.stress_units))
             split = {"kind": "given", "train": _sources(train), "validation": _sources(validation)}
         else:
             kept, held = train.split_indices(config.validation_fraction, seed=config.seed)
