@@ -1,15 +1,25 @@
 // mtp_bench: times the mtpfit core without Python.
 //
 //   mtp_bench POTENTIAL.mtp DATA.cfg [--frames N] [--threads T] [--min-time S] [--json OUT.json]
+//             [--etn SHAPE]... [--etn-only]
 //
 // Reads an .mtp file (trained or untrained: untrained gets the MLIP load defaults) and the first N
 // configurations of a .cfg file, then reports per atom, for 1 … T OpenMP threads: neighbour-list
 // construction (vesin), energy+forces+PlusStress over the set, and one loss+gradient pass with MLIP-2's
 // default weights; serially, the force vector–Jacobian product in positions and θ (one step of
 // backpropagation through a relaxation). Each figure is the median of repeated runs, repeated until at least --min-time seconds
-// and 5 runs have accumulated.
+// and 5 runs have accumulated; the process CPU time of the same runs is reported beside it (its median), since on a
+// shared machine the wall time of a single-threaded run grows with the load and its CPU time does not.
+//
+// --etn SHAPE (repeatable) adds an ETN-style model (cpp/etn.hpp) of that shape, timed on the same structures
+// with the same passes (energy+forces+PlusStress, loss+gradient) beside the MTP. SHAPE is comma-separated
+// key=value: max_l=L, channels=N_c, copies=d, ranks=r_1x…xr_{d−1} (required), radial_basis_size=R (default the
+// MTP's); species count, min_dist and cutoff are the MTP's. Its θ is uniform in ±0.1 (seed 42), the optimizer
+// study's initialisation. --etn-only skips the MTP's neighbour-list and force-VJP timings (its energy+forces and
+// loss+gradient rows stay, for the side-by-side table).
 #include <omp.h>
 #include <vesin.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +29,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <random>
 #include <regex>
 #include <sstream>
 #include <stdexcept>
@@ -26,6 +37,7 @@
 #include <vector>
 
 #include "basis.hpp"
+#include "etn.hpp"
 #include "structure.hpp"
 #include "site_kernel.hpp"
 #include "training_set.hpp"
@@ -200,40 +212,151 @@ Structure neighbor_structure(const Frame& f, const Basis& basis) {
     return Structure(f.types, offsets, neighbors, vectors, basis.species_count);
 }
 
-double median_seconds(const std::function<void()>& work, double min_time) {
-    std::vector<double> times;
+double process_cpu_seconds() {
+    timespec t{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+struct Timing {
+    double wall = 0.0, cpu = 0.0;  // medians over the runs, seconds
+};
+
+Timing median_times(const std::function<void()>& work, double min_time) {
+    std::vector<double> walls, cpus;
     double total = 0.0;
-    while (times.size() < 5 || (total < min_time && times.size() < 200)) {
+    while (walls.size() < 5 || (total < min_time && walls.size() < 200)) {
+        const double cpu0 = process_cpu_seconds();
         const auto start = std::chrono::steady_clock::now();
         work();
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        times.push_back(dt);
+        cpus.push_back(process_cpu_seconds() - cpu0);
+        walls.push_back(dt);
         total += dt;
     }
-    std::sort(times.begin(), times.end());
-    return times[times.size() / 2];
+    std::sort(walls.begin(), walls.end());
+    std::sort(cpus.begin(), cpus.end());
+    return {walls[walls.size() / 2], cpus[cpus.size() / 2]};
+}
+
+double median_seconds(const std::function<void()>& work, double min_time) { return median_times(work, min_time).wall; }
+
+// "max_l=3,channels=6,copies=3,ranks=3x3[,radial_basis_size=8]" with the MTP's species, min_dist and cutoff
+EtnShape parse_etn_shape(const std::string& spec, const Basis& basis) {
+    EtnShape shape;
+    shape.species_count = basis.species_count;
+    shape.radial_basis_size = basis.radial_basis_size;
+    shape.min_dist = basis.min_dist;
+    shape.max_dist = basis.max_dist;
+    shape.max_l = shape.channels = shape.copies = -1;
+    std::istringstream items(spec);
+    for (std::string item; std::getline(items, item, ',');) {
+        const auto eq = item.find('=');
+        if (eq == std::string::npos) throw std::runtime_error("--etn " + spec + ": '" + item + "' is not key=value");
+        const std::string key = trim(item.substr(0, eq)), value = trim(item.substr(eq + 1));
+        try {
+            if (key == "max_l") shape.max_l = std::stoi(value);
+            else if (key == "channels") shape.channels = std::stoi(value);
+            else if (key == "copies") shape.copies = std::stoi(value);
+            else if (key == "radial_basis_size") shape.radial_basis_size = std::stoi(value);
+            else if (key == "ranks") {
+                shape.ranks.clear();
+                std::istringstream ranks(value);
+                for (std::string r; std::getline(ranks, r, 'x');) shape.ranks.push_back(std::stoi(r));
+            } else throw std::runtime_error("--etn " + spec + ": unknown key " + key);
+        } catch (const std::logic_error&) {
+            throw std::runtime_error("--etn " + spec + ": " + key + " needs an integer, got '" + value + "'");
+        }
+    }
+    if (shape.max_l < 0 || shape.channels < 0 || shape.copies < 0 || shape.ranks.empty())
+        throw std::runtime_error("--etn " + spec + ": max_l, channels, copies and ranks are required");
+    return shape;
+}
+
+std::string etn_label(const EtnShape& s) {
+    std::string ranks;
+    for (std::size_t k = 0; k < s.ranks.size(); ++k) ranks += (k ? "x" : "") + std::to_string(s.ranks[k]);
+    return "ETN L=" + std::to_string(s.max_l) + " Nc=" + std::to_string(s.channels) + " d=" + std::to_string(s.copies) +
+           " r=" + ranks + " R=" + std::to_string(s.radial_basis_size);
+}
+
+struct ModelRow {
+    int threads;
+    Timing efs, lg;
+};
+
+// energy+forces+PlusStress and loss+gradient of one model over the set, as one table row
+template <class Model>
+ModelRow time_model(const Model& model, const std::vector<double>& theta, const TrainingSet& ts, int threads,
+                    double min_time) {
+    std::vector<double> e(ts.size()), forces(3 * ts.n_atoms()), stress(9 * ts.size()), grad(model.n_params());
+    ModelRow row{threads, {}, {}};
+    row.efs = median_times([&] { ts.predict(model, theta.data(), e.data(), forces.data(), stress.data(), threads); }, min_time);
+    row.lg = median_times([&] { ts.loss_and_gradient(model, theta.data(), grad.data(), nullptr, threads); }, min_time);
+    return row;
+}
+
+void print_row(const std::string& name, int n_params, const ModelRow& r, double per_atom) {
+    std::printf("%-40s %7d %7d %12.2f %8.2f %12.2f %8.2f %7.2f\n", name.c_str(), n_params, r.threads,
+                r.efs.wall * per_atom, r.efs.cpu * per_atom, r.lg.wall * per_atom, r.lg.cpu * per_atom,
+                r.lg.wall / r.efs.wall);
+}
+
+std::string json_rows(const std::vector<ModelRow>& rows, double per_atom, const char* indent) {
+    std::ostringstream out;
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+        const ModelRow& r = rows[k];
+        out << (k ? ",\n" : "") << indent << "{\"threads\": " << r.threads
+            << ", \"energy_forces_us_per_atom\": " << r.efs.wall * per_atom
+            << ", \"loss_gradient_us_per_atom\": " << r.lg.wall * per_atom
+            << ", \"energy_forces_cpu_us_per_atom\": " << r.efs.cpu * per_atom
+            << ", \"loss_gradient_cpu_us_per_atom\": " << r.lg.cpu * per_atom << "}";
+    }
+    return out.str();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+    const char* usage =
+        "usage: mtp_bench POTENTIAL.mtp DATA.cfg [--frames N] [--threads T] [--min-time S] [--json OUT]\n"
+        "                 [--etn max_l=L,channels=N,copies=d,ranks=r1x...[,radial_basis_size=R]]... [--etn-only]\n";
     if (argc < 3) {
-        std::cerr << "usage: mtp_bench POTENTIAL.mtp DATA.cfg [--frames N] [--threads T] [--min-time S] [--json OUT]\n";
+        std::cerr << usage;
         return 2;
     }
     int frames_wanted = 100, max_threads = omp_get_max_threads();
     double min_time = 1.0;
+    bool etn_only = false;
     std::string json_path;
-    for (int k = 3; k + 1 < argc; k += 2) {
+    std::vector<std::string> etn_specs;
+    for (int k = 3; k < argc; ++k) {
         const std::string opt = argv[k];
-        if (opt == "--frames") frames_wanted = std::stoi(argv[k + 1]);
-        else if (opt == "--threads") max_threads = std::stoi(argv[k + 1]);
-        else if (opt == "--min-time") min_time = std::stod(argv[k + 1]);
-        else if (opt == "--json") json_path = argv[k + 1];
-        else { std::cerr << "unknown option " << opt << "\n"; return 2; }
+        if (opt == "--etn-only") {
+            etn_only = true;
+            continue;
+        }
+        if (k + 1 >= argc) { std::cerr << "option " << opt << " needs a value\n" << usage; return 2; }
+        const std::string value = argv[++k];
+        if (opt == "--frames") frames_wanted = std::stoi(value);
+        else if (opt == "--threads") max_threads = std::stoi(value);
+        else if (opt == "--min-time") min_time = std::stod(value);
+        else if (opt == "--json") json_path = value;
+        else if (opt == "--etn") etn_specs.push_back(value);
+        else { std::cerr << "unknown option " << opt << "\n" << usage; return 2; }
     }
     try {
         const Potential pot = read_mtp(argv[1]);
+        std::vector<EtnModel> etns;
+        std::vector<std::vector<double>> etn_thetas;
+        for (const std::string& spec : etn_specs) {
+            etns.emplace_back(parse_etn_shape(spec, pot.basis));
+            std::mt19937_64 rng(42);
+            std::uniform_real_distribution<double> uniform(-0.1, 0.1);
+            std::vector<double> theta(etns.back().n_params());
+            for (double& v : theta) v = uniform(rng);
+            etn_thetas.push_back(std::move(theta));
+        }
         const auto frames = read_cfg(argv[2], frames_wanted);
         long atoms = 0, pairs = 0;
         TrainingSet ts;
@@ -255,11 +378,11 @@ int main(int argc, char** argv) {
         const double per_atom = 1e6 / atoms;
         std::printf("%s on %zu configurations of %s: %ld atoms, %.1f neighbours per atom, %d parameters\n", argv[1],
                     frames.size(), argv[2], atoms, double(pairs) / atoms, pot.basis.n_params());
-        const double t_nl = median_seconds([&] { for (const auto& f : frames) neighbor_structure(f, pot.basis); }, min_time);
-        std::printf("neighbour lists (serial): %.2f us/atom\n", t_nl * per_atom);
-        // one backpropagation-through-time step of a relaxation: a·dF/dX and a·dF/dθ for every configuration
-        double t_fvjp = 0.0;
-        {
+        double t_nl = 0.0, t_fvjp = 0.0;
+        if (!etn_only) {
+            t_nl = median_seconds([&] { for (const auto& f : frames) neighbor_structure(f, pot.basis); }, min_time);
+            std::printf("neighbour lists (serial): %.2f us/atom\n", t_nl * per_atom);
+            // one backpropagation-through-time step of a relaxation: a·dF/dX and a·dF/dθ for every configuration
             SiteKernel kernel(pot.basis, pot.theta.data());
             std::vector<double> gt(pot.basis.n_params()), gx;
             t_fvjp = median_seconds([&] {
@@ -272,25 +395,45 @@ int main(int argc, char** argv) {
                     structure_force_vjp(kernel, s, a.data(), gt.data(), gx.data());
                 }
             }, min_time);
+            std::printf("force vector-Jacobian product in X and theta (serial): %.2f us/atom\n", t_fvjp * per_atom);
         }
-        std::printf("force vector-Jacobian product in X and theta (serial): %.2f us/atom\n", t_fvjp * per_atom);
-        std::printf("%8s %22s %22s %10s\n", "threads", "energy+forces us/atom", "loss+gradient us/atom", "ratio");
-        std::vector<double> e(ts.size()), forces(3 * atoms), stress(9 * ts.size()), grad(pot.basis.n_params());
-        std::ostringstream rows;
+        std::printf("%-40s %7s %7s %21s %21s %7s\n", "", "", "", "energy+forces+stress", "loss+gradient", "");
+        std::printf("%-40s %7s %7s %12s %8s %12s %8s %7s\n", "model", "params", "threads", "us/atom", "cpu", "us/atom",
+                    "cpu", "ratio");
+        const std::string mtp_name = std::string("MTP ") + argv[1];
+        std::vector<ModelRow> mtp_rows;
+        std::vector<std::vector<ModelRow>> etn_rows(etns.size());
+        // the models alternate at each thread count, so a change of the machine's load hits them alike
         for (int t = 1; t <= max_threads; ++t) {
-            const double t_efs = median_seconds([&] { ts.predict(pot.basis, pot.theta.data(), e.data(), forces.data(), stress.data(), t); }, min_time);
-            const double t_lg = median_seconds([&] { ts.loss_and_gradient(pot.basis, pot.theta.data(), grad.data(), nullptr, t); }, min_time);
-            std::printf("%8d %22.2f %22.2f %10.2f\n", t, t_efs * per_atom, t_lg * per_atom, t_lg / t_efs);
-            rows << (t > 1 ? ",\n" : "") << "    {\"threads\": " << t << ", \"energy_forces_us_per_atom\": " << t_efs * per_atom
-                 << ", \"loss_gradient_us_per_atom\": " << t_lg * per_atom << "}";
+            mtp_rows.push_back(time_model(pot.basis, pot.theta, ts, t, min_time));
+            print_row(mtp_name, pot.basis.n_params(), mtp_rows.back(), per_atom);
+            for (std::size_t m = 0; m < etns.size(); ++m) {
+                etn_rows[m].push_back(time_model(etns[m], etn_thetas[m], ts, t, min_time));
+                print_row(etn_label(etns[m].shape()), etns[m].n_params(), etn_rows[m].back(), per_atom);
+            }
         }
         if (!json_path.empty()) {
             std::ofstream out(json_path);
             out << "{\n  \"potential\": \"" << argv[1] << "\",\n  \"data\": \"" << argv[2] << "\",\n  \"configurations\": "
                 << frames.size() << ",\n  \"atoms\": " << atoms << ",\n  \"neighbours_per_atom\": " << double(pairs) / atoms
-                << ",\n  \"n_params\": " << pot.basis.n_params() << ",\n  \"neighbour_list_us_per_atom\": " << t_nl * per_atom
-                << ",\n  \"force_vjp_us_per_atom\": " << t_fvjp * per_atom
-                << ",\n  \"rows\": [\n" << rows.str() << "\n  ]\n}\n";
+                << ",\n  \"n_params\": " << pot.basis.n_params();
+            if (!etn_only)
+                out << ",\n  \"neighbour_list_us_per_atom\": " << t_nl * per_atom
+                    << ",\n  \"force_vjp_us_per_atom\": " << t_fvjp * per_atom;
+            out << ",\n  \"rows\": [\n" << json_rows(mtp_rows, per_atom, "    ") << "\n  ]";
+            if (!etns.empty()) {
+                out << ",\n  \"etn\": [";
+                for (std::size_t m = 0; m < etns.size(); ++m) {
+                    const EtnShape& sh = etns[m].shape();
+                    out << (m ? "," : "") << "\n    {\"shape\": \"" << etn_specs[m] << "\", \"max_l\": " << sh.max_l
+                        << ", \"channels\": " << sh.channels << ", \"copies\": " << sh.copies << ", \"ranks\": [";
+                    for (std::size_t k = 0; k < sh.ranks.size(); ++k) out << (k ? ", " : "") << sh.ranks[k];
+                    out << "], \"radial_basis_size\": " << sh.radial_basis_size << ", \"n_params\": " << etns[m].n_params()
+                        << ",\n     \"rows\": [\n" << json_rows(etn_rows[m], per_atom, "       ") << "\n     ]}";
+                }
+                out << "\n  ]";
+            }
+            out << "\n}\n";
         }
     } catch (const std::exception& err) {
         std::cerr << "mtp_bench: " << err.what() << "\n";

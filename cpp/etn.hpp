@@ -135,7 +135,7 @@ template <class T>
 struct TrainState {
     std::vector<T> feat, featbar;          // F̃ and its adjoint, n_features()
     std::vector<std::vector<T>> h, hbar;   // h_k and its adjoint, k = 1 … d−1 at k − 1
-    std::vector<T> coupled, coupledbar;    // one path's Σ C h F̃ before its core
+    std::vector<T> coupled, coupledbar;    // every interior path's Σ_c F̃ G (etn.cpp) and one path's adjoint
     std::vector<T> work;                   // n_l values
 };
 
@@ -176,7 +176,7 @@ private:
     const double* theta_;
     int stride_ = 0;
     int type_ = 0, n_nb_ = 0, n_act_ = 0;
-    std::vector<int> active_, nb_type_;
+    std::vector<int> active_, species_begin_;  // active neighbours by species; species t is [begin[t], begin[t+1])
     // rows over active neighbours: r, u (3), Q_β, Q'_β, Y_lm, ∇_r Y_lm (3 per harmonic), R_lc, R'_lc; for
     // site_vjp() Ẏ_lm = ∇_r Y_lm·W and the radial cotangent rows x, z; scratch rows
     std::vector<double> r_, u_, Q_, dQ_, Y_, dY_, rad_, drad_, ydot_, x_, z_, scratch_;

@@ -5,20 +5,20 @@ Data flow: :mod:`mtpfit.io` → :mod:`mtpfit.data` → :mod:`mtpfit.potential` �
 """
 from .data import Configuration, Dataset
 from .objective import Loss, Objective
-from .potential import MTP
+from .potential import ETN, MTP
 
 __version__ = "0.1.0"
 
-__all__ = ["Configuration", "Dataset", "MTP", "Loss", "Objective", "MTPCalculator", "fit", "TrainingConfig",
-           "__version__"]
+__all__ = ["Configuration", "Dataset", "MTP", "ETN", "Loss", "Objective", "MTPCalculator", "PotentialCalculator",
+           "fit", "TrainingConfig", "__version__"]
 
 
 def __getattr__(name):
     # the calculator pulls in ASE's calculator machinery, fit the trainers (scipy.optimize): load them on first use
-    if name == "MTPCalculator":
-        from .calculator import MTPCalculator
+    if name in ("MTPCalculator", "PotentialCalculator"):
+        from . import calculator
 
-        return MTPCalculator
+        return getattr(calculator, name)
     if name in ("fit", "TrainingConfig"):
         from . import train
 

@@ -1,4 +1,4 @@
-"""ASE calculator: a thin adapter from :class:`ase.Atoms` to the MTP core."""
+"""ASE calculator: a thin adapter from :class:`ase.Atoms` to the core, for an MTP or an ETN."""
 from __future__ import annotations
 
 import numbers
@@ -9,9 +9,11 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from .data.configuration import Configuration
 from .data.neighbors import VerletNeighbors
+from .potential.etn import ETN
 from .potential.mtp import MTP
+from .potential.reader import read_potential
 
-__all__ = ["MTPCalculator", "DEFAULT_SKIN", "ExtrapolationError"]
+__all__ = ["MTPCalculator", "PotentialCalculator", "DEFAULT_SKIN", "ExtrapolationError"]
 
 
 class ExtrapolationError(RuntimeError):
@@ -38,7 +40,8 @@ _VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])    # xx yy zz yz xz xy
 
 
 class MTPCalculator(Calculator):
-    """Energies, forces, stresses and site energies of a Moment Tensor Potential for ASE.
+    """Energies, forces, stresses and site energies of a Moment Tensor Potential or an ETN for ASE
+    (also available as :class:`PotentialCalculator`).
 
     Works with :mod:`ase.optimize`, :mod:`ase.md` and anything else that takes a calculator. Atoms are
     mapped to the potential's types by chemical symbol, never by order. The atoms are evaluated on
@@ -48,14 +51,15 @@ class MTPCalculator(Calculator):
 
     Parameters
     ----------
-    potential : MTP or str or Path
-        The potential, or the path of an ``.mtp`` file.
+    potential : MTP or ETN or str or Path
+        The potential, or the path of its file: an ``.mtp`` file or an ETN JSON file (``trained.etn.json``;
+        :func:`mtpfit.potential.read_potential` tells them apart).
     species : sequence of str, optional
         Element symbol of each potential type 0 … S−1, e.g. ``["Nb", "Mo", "Ta", "W"]``. Needed when the
         potential's species are type indices (an ``.mtp`` file without ``potential_tag = elements:…``, as MLIP
         writes them) and it has more than one species; a one-species potential takes the element of each
         structure it is given. When the potential names its elements (files mtpfit writes, or an
-        :class:`~mtpfit.MTP` labelled with symbols), ``species`` may be omitted and must agree if given.
+        :class:`~mtpfit.MTP` or ETN labelled with symbols), ``species`` may be omitted and must agree if given.
     n_threads : int, optional
         OpenMP threads over the atoms; 0 (default) takes ``OMP_NUM_THREADS``, else every core.
     skin : float, optional
@@ -65,7 +69,8 @@ class MTPCalculator(Calculator):
         as ``mtpfit grade`` writes it): every calculation then also gives ``extrapolation_grade``, the
         configuration's γ (Podryabinkin & Shapeev 2017; > 1: the potential extrapolates), and with a
         neighbourhood-mode set ``extrapolation_grades``, each atom's γ, shape (N,) (the configuration's is
-        their largest). It costs one more forward pass over the atoms per call.
+        their largest). It costs one more forward pass over the atoms per call. MTP only (the grade is that of
+        its linear coefficients).
     gamma_select, gamma_break : float, optional
         With ``active_set``: structures above ``gamma_select`` are kept (copies, in :attr:`extrapolating`) as
         candidates to label, as MLIP's ``threshold_save``; above ``gamma_break`` the calculation raises
@@ -76,6 +81,8 @@ class MTPCalculator(Calculator):
 
     Attributes
     ----------
+    potential : MTP or ETN
+        The potential, labelled with ``species`` when given (also as ``mtp``, the name of older code).
     neighbor_builds : int
         Neighbour lists built so far (read-only).
     extrapolating : list of ase.Atoms
@@ -97,25 +104,26 @@ class MTPCalculator(Calculator):
     ValueError
         On construction, if ``species`` contradicts the elements the potential names, or the potential has
         several species labelled by type index and no ``species`` is given; for a negative ``n_threads`` or
-        ``skin``. From :meth:`calculate`, for elements the potential lacks (naming them and the potential's
-        species), overlapping atoms, or a geometry the neighbour list refuses (coordinates beyond 1e6 Å, a
+        ``skin``; for an ``active_set`` with an ETN. From :meth:`calculate`, for elements the potential lacks
+        (naming them and the potential's species), overlapping atoms, or a geometry the neighbour list refuses (coordinates beyond 1e6 Å, a
         degenerate cell, a neighbour list past :data:`mtpfit.data.neighbors.MAX_PAIRS`).
     FloatingPointError
         From :meth:`calculate`, when the prediction is not finite.
 
-    Warns as :meth:`mtpfit.MTP.evaluate` does: atoms closer than ``min_dist``, absurd site energies.
+    Warns as :meth:`mtpfit.MTP.evaluate` (:meth:`mtpfit.potential.ETN.evaluate`) does: atoms closer than
+    ``min_dist``, absurd site energies.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "stresses",
                               "extrapolation_grade", "extrapolation_grades"]
 
-    def __init__(self, potential: MTP | str, species: Sequence[str] | None = None, n_threads: int = 0,
+    def __init__(self, potential: MTP | ETN | str, species: Sequence[str] | None = None, n_threads: int = 0,
                  skin: float = DEFAULT_SKIN, active_set=None, gamma_select: float | None = None,
                  gamma_break: float | None = None, **kwargs):
         super().__init__(**kwargs)
-        mtp = potential if isinstance(potential, MTP) else MTP.read(potential)
-        self.mtp = mtp if species is None else mtp.with_species(species)
-        count = self.mtp.basis.species_count
+        mtp = potential if isinstance(potential, (MTP, ETN)) else read_potential(potential)
+        self.potential = mtp if species is None else mtp.with_species(species)
+        count = self.mtp.species_count
         if not self.mtp.named and count > 1:
             raise ValueError(f"{self.mtp.source or 'the potential'} labels its {count} species by type index "
                              f"{self.mtp.species}, not by element: pass species= with the element symbol of each "
@@ -123,10 +131,12 @@ class MTPCalculator(Calculator):
         if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) or n_threads < 0:
             raise ValueError(f"n_threads must be an integer >= 0 (0: all cores), got {n_threads!r}")
         self.n_threads = int(n_threads)
-        basis = self.mtp.basis
-        self._neighbors = VerletNeighbors(basis.max_dist, skin, basis.species_count, basis.min_dist, self.n_threads)
+        self._neighbors = VerletNeighbors(self.mtp.max_dist, skin, count, self.mtp.min_dist, self.n_threads)
         # the last atoms' elements, the potential labelled for them and their types: kept while the elements are
         self._numbers = self._symbols = self._named = self._types = None
+        if active_set is not None and not isinstance(self.mtp, MTP):
+            raise ValueError("active_set: the extrapolation grade is defined for an MTP (its linear coefficients); "
+                             f"{type(self.mtp).__name__} has none")
         if active_set is not None and not hasattr(active_set, "grades"):
             from .active import ActiveSet
 
@@ -138,6 +148,11 @@ class MTPCalculator(Calculator):
                 raise ValueError(f"{name} must be at least 1 (γ ≤ 1 inside the training set), got {value!r}")
         self.active_set, self.gamma_select, self.gamma_break = active_set, gamma_select, gamma_break
         self.extrapolating: list = []
+
+    @property
+    def mtp(self):
+        """The potential (:attr:`potential`), by the name of the code written before the ETN."""
+        return self.potential
 
     @property
     def neighbor_builds(self) -> int:
@@ -215,3 +230,8 @@ class MTPCalculator(Calculator):
         if "extrapolation_grades" in properties and "extrapolation_grades" not in self.results:
             raise PropertyNotImplementedError("extrapolation_grades (per atom) needs a neighbourhood-mode active set "
                                               "(mtpfit grade --mode neighbourhood); this one grades configurations")
+
+
+#: The calculator by a name that fits every model it takes (an MTP or an ETN): the same class as
+#: :class:`MTPCalculator`.
+PotentialCalculator = MTPCalculator

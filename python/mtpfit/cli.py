@@ -21,6 +21,7 @@ from .metrics import error_metrics, format_errors
 from .objective import Loss, Objective
 from .optim import OPTIMIZERS
 from .potential.mtp import LEVELS, MTP, species_labels
+from .potential.reader import read_potential
 from .train import STARTS, SCIPY_METHODS
 from .train.config import DEFAULT_TRAINER, TrainingConfig, canonical_optimizer
 from .train.fit import fit, load_training_data
@@ -89,7 +90,18 @@ def _parser() -> argparse.ArgumentParser:
     model = _data_arguments(t)
     model.add_argument("--level", type=int, default=16, choices=LEVELS, help="MTP level (default 16)")
     model.add_argument("--radial-basis-size", type=int, default=8)
-    model.add_argument("--init-potential", metavar="MTP", help="start from this .mtp file (e.g. a checkpoint)")
+    model.add_argument("--model", choices=("mtp", "etn"), default="mtp",
+                       help="mtp (default: a Moment Tensor Potential of --level) or etn (an equivariant tensor "
+                            "network, shaped by the --etn-* options; trainers: als, LM, GN, scipy's, the mini-batch "
+                            "zoo; writes trained.etn.json)")
+    model.add_argument("--etn-max-l", type=int, default=2, metavar="L", help="ETN: largest angular order (default 2)")
+    model.add_argument("--etn-channels", type=int, default=4, help="ETN: radial channels per order (default 4)")
+    model.add_argument("--etn-copies", type=int, default=3, metavar="D",
+                       help="ETN: feature copies in the tensor train, body order D + 1 (default 3)")
+    model.add_argument("--etn-ranks", type=int, nargs="+", default=4, metavar="R",
+                       help="ETN: bond ranks, one for every bond or D - 1 of them (default 4)")
+    model.add_argument("--init-potential", metavar="FILE",
+                       help="start from this .mtp file (e.g. a checkpoint; with --model etn an .etn.json)")
     model.add_argument("--init-interval", type=float, metavar="A",
                        help="start from θ uniform in [-A, A] (default: the MLIP load defaults)")
     model.add_argument("--start", choices=STARTS,
@@ -117,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
                           f"with the linear ones solved exactly at every step), native-bfgs (the reference "
                           f"trainer's BFGS: varpro pre-training, then BFGS on all of θ), varpro-LM (variable "
                           f"projection with Levenberg-Marquardt steps on the radial coefficients), scipy's "
-                          f"{', '.join(SCIPY_METHODS)}, LM (Levenberg-Marquardt) or GN (Gauss-Newton); mini-batch: "
+                          f"{', '.join(SCIPY_METHODS)}, LM (Levenberg-Marquardt), GN (Gauss-Newton) or als (--model "
+                          f"etn: exact least-squares sweeps over the ETN's cores); mini-batch: "
                           f"{', '.join(sorted(OPTIMIZERS))}; or a hybrid FIRST+FULLBATCH such as adam+L-BFGS-B "
                           "(--epochs, then --max-iter) or BFGS+LM (--max-iter, then --refine-iter)")
     training.add_argument("--max-iter", type=int, default=1000,
@@ -316,7 +329,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--threads", type=int, help="override threads (0: all cores)")
 
     e = sub.add_parser("evaluate", help="errors of a potential on labelled data")
-    e.add_argument("potential", help=".mtp file")
+    e.add_argument("potential", help=".mtp file, or an ETN's .etn.json")
     e.add_argument("data", nargs="+", help="labelled files")
     e.add_argument("--format")
     _add_stress_options(e)
@@ -538,7 +551,7 @@ def _finetune_relax(args) -> int:
 
 
 def _evaluate(args) -> int:
-    mtp = MTP.read(args.potential, species=_species_arg(args.species))
+    mtp = read_potential(args.potential, species=_species_arg(args.species))
     names = mtp.species if mtp.named else None  # .cfg types are the potential's types (MLIP's convention)
     data = read_files(args.data, args.format, args.stress_order, species=names,
                       stress_units=args.stress_units)

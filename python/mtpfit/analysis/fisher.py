@@ -1,4 +1,4 @@
-"""Fisher information of a trained MTP: spectrum, sloppiness, effective number of parameters, sensitivities.
+"""Fisher information of a trained MTP or ETN: spectrum, sloppiness, effective number of parameters, sensitivities.
 
 For the weighted least-squares loss L = Σ w r², with residuals read as Gaussian noise of variance 1/(2w), the
 Fisher information matrix is F = 2 JᵀWJ, the Gauss–Newton Hessian of L (Transtrum, Machta & Sethna 2011,
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+
+from ..optim.blocks import ParameterBlocks
 
 __all__ = ["FisherAnalysis", "analyse_fisher"]
 
@@ -30,9 +32,10 @@ class FisherAnalysis:
     eigenvectors : ndarray, shape (P, P)
         Columns, matching ``eigenvalues``.
     blocks : dict of str to slice
-        The θ blocks (``radial``, ``species``, ``moment``).
+        The θ blocks, a partition of θ (:meth:`mtpfit.optim.ParameterBlocks.of`): ``radial``, ``species``,
+        ``moment`` for an MTP; ``radial``, ``species``, ``core_1`` … ``core_d`` for an ETN.
     levels : ndarray of int, shape (M,)
-        Level of each moment coefficient's basis function.
+        Level of each moment coefficient's basis function (an MTP; empty for an ETN).
     """
 
     theta: np.ndarray
@@ -81,7 +84,16 @@ class FisherAnalysis:
 
     def basis_function_sensitivity(self) -> np.ndarray:
         """θ_α² F_αα per moment coefficient, shape (M,): the loss curvature of a relative change of c_α (the
-        log-parameter sensitivity), in units of the loss."""
+        log-parameter sensitivity), in units of the loss.
+
+        Raises
+        ------
+        ValueError
+            For a model without moment coefficients (an ETN).
+        """
+        if "moment" not in self.blocks:
+            raise ValueError("basis_function_sensitivity: the model has no moment coefficients (an MTP's); read "
+                             "block_trace_fraction() for an ETN's cores")
         s = self.blocks["moment"]
         return self.theta[s] ** 2 * np.diag(self.fisher)[s]
 
@@ -118,7 +130,8 @@ def analyse_fisher(objective, x) -> FisherAnalysis:
     fisher = 2.0 * JtWJ
     values, vectors = scipy.linalg.eigh(fisher)
     order = np.argsort(values)[::-1]
-    mtp = objective.mtp
+    model = objective.model
+    levels = model.basis.basis_function_levels if hasattr(model, "basis") else np.zeros(0, dtype=int)
     return FisherAnalysis(theta=x, loss=loss, fisher=fisher, eigenvalues=values[order],
-                          eigenvectors=vectors[:, order], blocks=dict(mtp.blocks),
-                          levels=mtp.basis.basis_function_levels)
+                          eigenvectors=vectors[:, order], blocks=dict(ParameterBlocks.of(model).slices),
+                          levels=levels)

@@ -14,6 +14,10 @@ A campaign is a TOML file::
     level = 8
     min_dist = 1.9
     max_dist = 5.0
+    [models.etn]                           # an ETN: model = "etn" and TrainingConfig's etn_* keys
+    model = "etn"
+    etn_max_l = 2
+    etn_ranks = 4
     [loss]                                 # mtpfit.Loss keywords
     kind = "file"
     [[optimizers]]

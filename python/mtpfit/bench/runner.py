@@ -22,15 +22,15 @@ from .results import write_result
 __all__ = ["execute", "run_and_save", "start_of", "training_config"]
 
 
-def start_of(opt: dict) -> str:
+def start_of(opt: dict, model: str = "mtp") -> str:
     """The starting point of an optimizer entry: its ``start`` (resolve, species or none), or in older campaign
     files ``species_fit`` (true: species, false: none); by default :func:`~mtpfit.train.initial.default_start` of
-    its trainer (resolve for full batch, species for the mini-batch zoo)."""
+    its trainer and ``model`` (resolve for full batch, species for the mini-batch zoo and for an ETN)."""
     if "start" in opt:
         return opt["start"]
     if "species_fit" in opt:
         return "species" if opt["species_fit"] else "none"
-    return default_start(opt["name"])
+    return default_start(opt["name"], model)
 
 
 @lru_cache(maxsize=8)
@@ -71,12 +71,16 @@ def training_config(spec: dict, train: Dataset, validation: Dataset) -> Training
         raise ValueError(f"run {opt.get('label', opt['name'])}: unknown loss key(s) {unknown}")
     # the force-label mask of a campaign is the loss's own (seed 0 unless it names one), as when the results were made
     fields.setdefault("force_seed", 0)
+    # a model entry with model = "etn" is an ETN: its etn_* keys (TrainingConfig's) give the shape
+    kind = model.get("model", "mtp")
+    fields.update({k: v for k, v in model.items() if k.startswith("etn_")})
     try:
         return TrainingConfig(
-            train=train, validation=validation, species=spec["dataset"].get("species"), level=model["level"],
+            train=train, validation=validation, species=spec["dataset"].get("species"), model=kind,
+            level=model.get("level", 16) if kind == "etn" else model["level"],
             min_dist=model.get("min_dist", 2.0), max_dist=model.get("max_dist", 5.0),
             radial_basis_size=model.get("radial_basis_size", 8), init_interval=opt.get("init_interval"),
-            start=start_of(opt), optimizer=opt["name"], max_iter=opt.get("max_iter", 1000),
+            start=start_of(opt, kind), optimizer=opt["name"], max_iter=opt.get("max_iter", 1000),
             epochs=opt.get("epochs", 10), batch_size=opt.get("batch_size", 32), patience=opt.get("patience"),
             validate_every=opt.get("validate_every"), max_seconds=opt.get("max_seconds"),
             refine_iter=opt.get("refine_iter"), refine_seconds=opt.get("refine_seconds"),

@@ -1,4 +1,4 @@
-"""The scipy bridge: loss and gradient of an MTP over a dataset as functions of θ."""
+"""The scipy bridge: loss and gradient of a potential (an MTP or an ETN) over a dataset as functions of θ."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,6 @@ import scipy.linalg
 
 from ..data.dataset import Dataset
 from ..parallel import SerialCommunicator, balanced_shards, configuration_costs
-from ..potential.mtp import MTP
 from .loss import Loss
 from .training_set import build_training_set
 
@@ -29,7 +28,8 @@ class Predictions:
 
 
 class Objective:
-    """Loss L(θ) of an MTP on a dataset, for :func:`scipy.optimize.minimize` and the optimizers.
+    """Loss L(θ) of a potential (an MTP or an ETN) on a dataset, for :func:`scipy.optimize.minimize` and the
+    optimizers.
 
     The seed study's ``MlipWrapper``: ``fun(x)`` and ``jac(x)`` share one C++ pass per point
     (the pass at the last x is cached), so
@@ -47,10 +47,17 @@ class Objective:
     Levenberg–Marquardt and Gauss–Newton reject non-finite trial points through :meth:`residuals`. A
     non-finite x is refused (``ValueError``).
 
+    The model protocol. The potential is used only through what :class:`~mtpfit.potential.MTP` and
+    :class:`~mtpfit.potential.etn.ETN` both provide: ``core`` (the compiled model the core's passes take),
+    ``max_dist``, ``min_dist``, ``species``, ``species_count``, ``types_of(config)``, ``structure(config)``,
+    ``theta``, ``n_params``, ``blocks``, ``penalty(θ)``, ``penalty_residuals(θ)``, ``copy(θ)``, and
+    ``linear_in_coefficients`` (whether :meth:`linear_system` applies).
+
     Parameters
     ----------
-    mtp : MTP
-        Supplies the basis, species and cutoff; its θ is not changed.
+    model : MTP or ETN
+        Supplies the compiled model, species and cutoff; its θ is not changed. Also available as
+        :attr:`mtp`, the name older code uses.
     dataset : Dataset
     loss : Loss, optional
         Default: MLIP-2's weighting (1, 0.01, 0.001), averaged, with penalty.
@@ -81,17 +88,17 @@ class Objective:
         an empty dataset.
     """
 
-    def __init__(self, mtp: MTP, dataset: Dataset, loss: Loss | None = None, n_threads: int | None = None,
+    def __init__(self, model, dataset: Dataset, loss: Loss | None = None, n_threads: int | None = None,
                  comm=None):
-        self.mtp = mtp
+        self.model = model
         self.dataset = dataset
         self.loss = loss or Loss()
         self.n_threads = n_threads or 0
         self.comm = comm if comm is not None else SerialCommunicator()
-        self.shards = (balanced_shards(configuration_costs(dataset, mtp.basis.max_dist), self.comm.size)
+        self.shards = (balanced_shards(configuration_costs(dataset, model.max_dist), self.comm.size)
                        if self.comm.size > 1 else [np.arange(len(dataset))])
         self.shard = self.shards[self.comm.rank]
-        self.training_set = build_training_set(mtp, dataset, self.loss, self.shard)
+        self.training_set = build_training_set(model, dataset, self.loss, self.shard)
         self._atoms = np.array([c.n_atoms for c in dataset], dtype=np.int64)
         self._local = np.full(len(dataset), -1, dtype=np.int64)
         self._local[self.shard] = np.arange(len(self.shard))
@@ -103,13 +110,18 @@ class Objective:
         self._hessp_base = None
 
     @property
+    def mtp(self):
+        """The potential (:attr:`model`), by the name of the code written before the ETN."""
+        return self.model
+
+    @property
     def x0(self) -> np.ndarray:
         """The potential's current θ (a copy)."""
-        return self.mtp.theta.copy()
+        return self.model.theta.copy()
 
     @property
     def n_params(self) -> int:
-        return self.mtp.n_params
+        return self.model.n_params
 
     @property
     def passes(self) -> float:
@@ -142,7 +154,7 @@ class Objective:
             if local is not None and len(local) == 0:  # no configuration of this mini-batch is in this shard
                 loss, grad, per_config = 0.0, np.zeros(self.n_params), np.zeros(0)
             else:
-                loss, grad, per_config = self.training_set.loss_and_gradient(self.mtp.basis.core, x,
+                loss, grad, per_config = self.training_set.loss_and_gradient(self.model.core, x,
                                                                              self.n_threads, local)
             summed = self.comm.allreduce(np.concatenate([[loss], grad]))
             loss, grad = summed[0], summed[1:]
@@ -151,7 +163,7 @@ class Objective:
                 loss, grad = loss * scale, grad * scale
             if self.penalty_coefficient:
                 with np.errstate(over="ignore", invalid="ignore"):    # an overflow is reported as L = +inf
-                    p, dp = self.mtp.penalty(x)
+                    p, dp = self.model.penalty(x)
                     loss += self.penalty_coefficient * p
                     grad += self.penalty_coefficient * dp
             self._key = (x.copy(), None if batch is None else batch.copy())
@@ -233,12 +245,12 @@ class Objective:
             JᵀWr = ∇L / 2.
         """
         x = np.asarray(x, dtype=float)
-        loss, H, g = self.training_set.gauss_newton(self.mtp.basis.core, x, self.n_threads, int(sketch), int(seed))
+        loss, H, g = self.training_set.gauss_newton(self.model.core, x, self.n_threads, int(sketch), int(seed))
         n = self.n_params
         summed = self.comm.allreduce(np.concatenate([[loss], H.ravel(), g]))
         loss, H, g = summed[0], summed[1:1 + n * n].reshape(n, n), summed[1 + n * n:]
         if self.penalty_coefficient:
-            rho, J = self.mtp.penalty_residuals(x)
+            rho, J = self.model.penalty_residuals(x)
             loss += self.penalty_coefficient * float(rho @ rho)
             H += self.penalty_coefficient * (J.T @ J)
             g += self.penalty_coefficient * (J.T @ rho)
@@ -273,9 +285,18 @@ class Objective:
         -------
         ndarray, shape (S + M + 1, S + M + 1)
             Upper triangular; columns: the S species coefficients, the M moment coefficients, the labels.
+
+        Raises
+        ------
+        TypeError
+            For a model that is not linear in its coefficients at fixed radial ones (an ETN: multilinear in its
+            cores, see :func:`mtpfit.optim.als.als` for its block-wise linear solves).
         """
+        if not self.model.linear_in_coefficients:
+            raise TypeError(f"linear_system: variable projection and the exact linear re-solve need a model linear "
+                            f"in its coefficients at fixed radial ones (an MTP); {type(self.model).__name__} is not")
         x = np.asarray(x, dtype=float)
-        R = self.training_set.linear_system(self.mtp.basis.core, x, self.n_threads)
+        R = self.training_set.linear_system(self.model.core, x, self.n_threads)
         if self.comm.size > 1:
             R = scipy.linalg.qr(np.vstack(self.comm.allgather(R)), mode="r", check_finite=False)[0]
             R = self.comm.bcast(R[:R.shape[1]])
@@ -294,12 +315,12 @@ class Objective:
             Residuals (eV, eV/Å, eV) and weights.
         """
         x = np.asarray(x, dtype=float)
-        r, w = self.training_set.residuals(self.mtp.basis.core, x, self.n_threads)
+        r, w = self.training_set.residuals(self.model.core, x, self.n_threads)
         sizes = self._residual_counts()
         r, w = self._gather(r, sizes), self._gather(w, sizes)
         self.n_residual_passes += 1
         if self.penalty_coefficient:
-            rho = self.mtp.penalty_residuals(x)[0]
+            rho = self.model.penalty_residuals(x)[0]
             r = np.concatenate([r, rho])
             w = np.concatenate([w, np.full(len(rho), self.penalty_coefficient)])
         return r, w
@@ -320,9 +341,9 @@ class Objective:
         else:
             offsets = np.concatenate([[0], np.cumsum(sizes)])
             local = np.concatenate([c[offsets[k]:offsets[k + 1]] for k in self.shard]) if len(self.shard) else c[:0]
-        out = self.comm.allreduce(self.training_set.residual_vjp(self.mtp.basis.core, x, local, self.n_threads))
+        out = self.comm.allreduce(self.training_set.residual_vjp(self.model.core, x, local, self.n_threads))
         if self.penalty_coefficient:
-            out += self.mtp.penalty_residuals(x)[1].T @ c[n_core:]
+            out += self.model.penalty_residuals(x)[1].T @ c[n_core:]
         return out
 
     def per_configuration(self, x) -> np.ndarray:
@@ -340,8 +361,8 @@ class Objective:
         FloatingPointError
             If a prediction is not finite, naming the first such configuration.
         """
-        x = self.mtp.theta if x is None else np.asarray(x, dtype=float)
-        e, f, s = self.training_set.predict(self.mtp.basis.core, x, self.n_threads)
+        x = self.model.theta if x is None else np.asarray(x, dtype=float)
+        e, f, s = self.training_set.predict(self.model.core, x, self.n_threads)
         ones = np.ones(len(self.dataset), dtype=np.int64)
         out = Predictions(self._gather(e, ones), self._gather(f.reshape(-1, 3), self._atoms),
                           self._gather(s.reshape(-1, 3, 3), ones), self._atoms)
@@ -355,8 +376,8 @@ class Objective:
 
     def energy_gradients(self, x=None) -> np.ndarray:
         """dE_k/dθ for every configuration, shape (K, n_params)."""
-        x = self.mtp.theta if x is None else np.asarray(x, dtype=float)
-        local = self.training_set.energy_gradients(self.mtp.basis.core, x, self.n_threads)
+        x = self.model.theta if x is None else np.asarray(x, dtype=float)
+        local = self.training_set.energy_gradients(self.model.core, x, self.n_threads)
         return self._gather(local, np.ones(len(self.dataset), dtype=np.int64))
 
     def _residual_counts(self) -> np.ndarray:

@@ -8,7 +8,6 @@ import numpy as np
 
 from ..data.dataset import Dataset
 from ..data.neighbors import ShortDistanceWarning, estimated_pairs
-from ..potential.mtp import MTP
 from .loss import Loss
 
 __all__ = ["build_training_set", "residual_weights", "MAX_TRAINING_PAIRS"]
@@ -38,8 +37,9 @@ def residual_weights(dataset: Dataset, loss: Loss) -> list:
     return weights
 
 
-def build_training_set(mtp: MTP, dataset: Dataset, loss: Loss, indices=None):
-    """The :class:`mtpfit._core.TrainingSet` of ``dataset`` for ``mtp``'s species and cutoff.
+def build_training_set(model, dataset: Dataset, loss: Loss, indices=None):
+    """The :class:`mtpfit._core.TrainingSet` of ``dataset`` for the species and cutoff of ``model`` (an MTP or an
+    ETN: the training set serves either).
 
     Neighbour lists are built here, once; every later loss evaluation reuses them. With ``indices`` only those
     configurations are loaded (a shard), with the weights they have in the whole dataset and their dataset
@@ -57,10 +57,10 @@ def build_training_set(mtp: MTP, dataset: Dataset, loss: Loss, indices=None):
     from .. import _core
 
     chosen = range(len(dataset)) if indices is None else indices
-    pairs = [estimated_pairs(dataset[k], mtp.basis.max_dist) for k in chosen]
+    pairs = [estimated_pairs(dataset[k], model.max_dist) for k in chosen]
     if not sum(pairs) <= MAX_TRAINING_PAIRS:
         largest = int(np.argmax(pairs))
-        raise ValueError(f"{dataset.name}: at max_dist = {mtp.basis.max_dist:g} Å its {len(pairs)} configurations "
+        raise ValueError(f"{dataset.name}: at max_dist = {model.max_dist:g} Å its {len(pairs)} configurations "
                          f"would hold about {sum(pairs):.3g} neighbour pairs, more than MAX_TRAINING_PAIRS = "
                          f"{MAX_TRAINING_PAIRS:.3g} (~{29 * MAX_TRAINING_PAIRS / 1e9:.0f} GB; the largest, "
                          f"{dataset[chosen[largest]].source}, about {pairs[largest]:.3g}); lower max_dist, or raise "
@@ -72,7 +72,7 @@ def build_training_set(mtp: MTP, dataset: Dataset, loss: Loss, indices=None):
         for k in chosen:
             config, w = dataset[k], weights[k]
             n = config.n_atoms
-            ts.add(mtp.structure(config),
+            ts.add(model.structure(config),
                    config.energy if config.energy is not None else 0.0, w.energy,
                    config.forces if config.forces is not None else np.zeros((n, 3)), w.forces,
                    config.plus_stress if config.plus_stress is not None else np.zeros((3, 3)), w.stress, int(k))
@@ -83,6 +83,6 @@ def build_training_set(mtp: MTP, dataset: Dataset, loss: Loss, indices=None):
     if short:
         closest = min(short, key=lambda w: w.message.distance)
         warnings.warn(f"{len(short)} of {len(chosen)} configurations of "
-                      f"{dataset.name} have atoms closer than the potential's min_dist = {mtp.basis.min_dist:g} Å; "
+                      f"{dataset.name} have atoms closer than the potential's min_dist = {model.min_dist:g} Å; "
                       f"the closest: {closest.message}", ShortDistanceWarning, stacklevel=3)
     return ts

@@ -17,7 +17,24 @@ import scipy.linalg
 
 from ..objective.objective import Objective
 
-__all__ = ["LinearSolution", "ReducedLoss", "linear_resolve", "radial_gauge", "radial_scale", "solve_linear"]
+__all__ = ["LinearSolution", "ReducedLoss", "linear_resolve", "radial_gauge", "radial_scale", "solve_linear",
+           "require_linear_model"]
+
+
+def require_linear_model(objective: Objective, trainer: str) -> None:
+    """Refuse a model whose predictions are not linear in one coefficient block at fixed radial coefficients.
+
+    Raises
+    ------
+    TypeError
+        For such a model (an :class:`~mtpfit.potential.etn.ETN`, multilinear in its cores), naming ``trainer``
+        and what to use instead.
+    """
+    if not objective.model.linear_in_coefficients:
+        raise TypeError(f"{trainer} needs a model linear in its coefficients at fixed radial ones (an MTP: variable "
+                        f"projection, the exact linear re-solve); {type(objective.model).__name__} is multilinear in "
+                        "its cores: train it with 'als' (one exact linear solve per core), LM, GN, scipy's methods "
+                        "or the mini-batch optimizers, from the 'species' start")
 
 
 def _linear_slice(objective: Objective) -> slice:
@@ -150,6 +167,7 @@ def linear_resolve(objective: Objective, x, rcond: float = 1e-12, ridge: float =
     Cost: one pass over the training set (:meth:`mtpfit.Objective.linear_system`, about 2 loss+gradient passes
     at level 16, 4–6 at level 20) and an SVD of an (S + M) × (S + M) matrix.
     """
+    require_linear_model(objective, "the linear re-solve")
     x = np.array(x, dtype=float)
     lin = _linear_slice(objective)
     solution = solve_linear(objective.linear_system(x), x[lin], rcond, ridge, objective.mtp.basis.species_count)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..objective.objective import Objective
 from .linear import (_linear_slice, linear_degrees, linear_resolve, radial_gauge, radial_scale, scale_system,
-                     solve_linear)
+                     solve_linear, require_linear_model)
 from .bfgs import BFGSRun, dense_bfgs
 from .result import OptimizationResult
 from .state import ResumeError, check_resume
@@ -175,6 +175,7 @@ def native_bfgs(objective: Objective, x0, max_iter: int = 1000, linear_every: in
       functions of unit norm, judging by the trained file), its line search's trial steps and interpolation,
       its initial inverse Hessian, and where its linear solves fall. The caller's ``x0`` is used as given.
     """
+    require_linear_model(objective, "native-bfgs")
     x = np.array(x0, dtype=float)
     if x.shape != (objective.n_params,):
         raise ValueError(f"x0 has shape {x.shape}, expected ({objective.n_params},)")

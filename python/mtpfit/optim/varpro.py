@@ -8,7 +8,7 @@ import numpy as np
 
 from ..objective.objective import Objective
 from .bfgs import BFGSRun, dense_bfgs
-from .linear import ReducedLoss, radial_scale
+from .linear import ReducedLoss, radial_scale, require_linear_model
 from .result import OptimizationResult
 from .state import ResumeError, check_resume
 
@@ -92,6 +92,7 @@ def varpro(objective: Objective, x0, max_iter: int = 1000, rescale: bool = True,
     FloatingPointError
         When the loss becomes non-finite.
     """
+    require_linear_model(objective, "varpro")
     x = np.array(x0, dtype=float)
     if x.shape != (objective.n_params,):
         raise ValueError(f"x0 has shape {x.shape}, expected ({objective.n_params},)")

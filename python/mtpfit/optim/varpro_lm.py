@@ -22,7 +22,7 @@ import scipy.linalg
 
 from ..objective.objective import Objective
 from .least_squares import _Damping, _run
-from .linear import ReducedLoss, _linear_slice
+from .linear import ReducedLoss, _linear_slice, require_linear_model
 from .result import OptimizationResult
 from .state import check_resume
 
@@ -86,6 +86,7 @@ def varpro_lm(objective: Objective, x0, max_iter: int = 1000, sketch: int = 8, t
     ResumeError
         If ``resume`` does not fit this run.
     """
+    require_linear_model(objective, "varpro-LM")
     x = np.array(x0, dtype=float)
     if x.shape != (objective.n_params,):
         raise ValueError(f"x0 has shape {x.shape}, expected ({objective.n_params},)")

@@ -42,7 +42,7 @@ import numpy as np
 from ..data.configuration import Configuration
 from ..data.neighbors import build_structure
 from ..io.errors import FormatError
-from .mtp import Prediction, check_prediction, species_labels, type_indices
+from .mtp import Prediction, SpeciesLabels, check_prediction, species_labels, type_indices
 
 __all__ = ["ETN", "ETN_FILE_MODEL", "ETN_FILE_VERSION"]
 
@@ -59,7 +59,7 @@ def _integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-class ETN:
+class ETN(SpeciesLabels):
     """An ETN-style equivariant tensor-network potential (the definition in this module's docstring).
 
     Parameters
@@ -93,6 +93,13 @@ class ETN:
     TypeError
         For a species label that is neither a symbol nor an integer.
     """
+
+    #: The model protocol shared with :class:`~mtpfit.potential.MTP`: the ETN is multilinear in its cores, not
+    #: linear in one coefficient block at fixed radial coefficients, so the MTP's variable projection and exact
+    #: linear re-solve (:meth:`mtpfit.objective.Objective.linear_system`) do not apply.
+    linear_in_coefficients = False
+    #: Suffix of the potential file :meth:`write` writes.
+    file_suffix = ".etn.json"
 
     def __init__(self, species: Sequence, radial_basis_size: int = 8, max_l: int = 2, channels: int = 4,
                  copies: int = 3, ranks: int | Sequence[int] = 4, min_dist: float = 2.0, max_dist: float = 5.0,
@@ -230,10 +237,23 @@ class ETN:
         """
         return 0.0, np.zeros(self.n_params)
 
+    def penalty_residuals(self, theta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The penalty of :meth:`penalty` as a sum of squares: no residuals.
+
+        Returns
+        -------
+        rho : ndarray, shape (0,)
+        jacobian : ndarray, shape (0, n_params)
+        """
+        return np.zeros(0), np.zeros((0, self.n_params))
+
     def copy(self, theta: np.ndarray | None = None) -> "ETN":
         """A copy, optionally with other coefficients."""
         return ETN(self.species, theta=self.theta if theta is None else theta, source=self.source,
                    **self.hyperparameters)
+
+    def _relabelled(self, species) -> "ETN":
+        return ETN(species, theta=self.theta, source=self.source, **self.hyperparameters)
 
     # evaluation --------------------------------------------------------------------------------
     def types_of(self, config: Configuration) -> np.ndarray:
@@ -287,8 +307,6 @@ class ETN:
         FloatingPointError
             If the prediction is not finite, naming the configuration.
         """
-        from .. import _core
-
         if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) or n_threads < 0:
             raise ValueError(f"n_threads must be an integer >= 0 (0: all cores), got {n_threads!r}")
         theta = self.theta if theta is None else theta
@@ -298,10 +316,16 @@ class ETN:
         elif structure.n_atoms != config.n_atoms:
             raise ValueError(f"{config.source}: the neighbour structure has {structure.n_atoms} atoms, the "
                              f"configuration {config.n_atoms}")
-        out = _core.evaluate(self.core, theta, structure, int(n_threads), bool(virials))
+        return self._predict(config, theta, types, structure, int(n_threads), bool(virials))
+
+    def _predict(self, config: Configuration, theta, types, structure, n_threads: int, virials: bool) -> Prediction:
+        """:meth:`evaluate` once the types and the structure are known (the ASE calculator keeps both)."""
+        from .. import _core
+
+        out = _core.evaluate(self.core, theta, structure, n_threads, virials)
         site, forces, stress = out[:3]
         prediction = Prediction(float(site.sum()), site, forces, stress, out[3] if virials else None)
-        check_prediction(config, np.asarray(theta)[self.blocks["species"]][types], prediction, stacklevel=3)
+        check_prediction(config, np.asarray(theta)[self.blocks["species"]][types], prediction, stacklevel=4)
         return prediction
 
     def energy_gradient(self, config: Configuration, theta: np.ndarray | None = None) -> np.ndarray:

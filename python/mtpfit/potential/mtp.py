@@ -13,8 +13,8 @@ from ..data.neighbors import build_structure
 from .basis import MTPBasis, element_symbols, elements_tag
 from .mtp_file import read_mtp, write_mtp
 
-__all__ = ["MTP", "Prediction", "LEVELS", "MAX_SITE_INTERACTION", "AbsurdEnergyWarning", "species_labels",
-           "type_indices", "check_prediction"]
+__all__ = ["MTP", "SpeciesLabels", "Prediction", "LEVELS", "MAX_SITE_INTERACTION", "AbsurdEnergyWarning",
+           "species_labels", "type_indices", "check_prediction"]
 
 #: Levels with a shipped untrained template (MLIP's ``untrained_mtps``).
 LEVELS = (6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28)
@@ -131,7 +131,99 @@ def check_prediction(config: Configuration, isolated: np.ndarray, prediction: Pr
                       stacklevel=stacklevel)
 
 
-class MTP:
+class SpeciesLabels:
+    """The species labels of a potential (:class:`MTP`, :class:`~mtpfit.potential.etn.ETN`) and their matching to
+    the species of data. The class provides ``species``, ``species_count``, ``source`` and ``_relabelled(species)``
+    (a copy with other labels, same shape and θ)."""
+
+    @property
+    def named(self) -> bool:
+        """Whether the species labels are names (element symbols or other text) rather than type indices."""
+        return all(isinstance(s, str) for s in self.species)
+
+    def _where(self) -> str:
+        return self.source if self.source is not None else "the potential"
+
+    def with_species(self, species: Sequence):
+        """The potential labelled ``species``: they replace integer labels, and must equal names.
+
+        Parameters
+        ----------
+        species : sequence
+            Label of each type 0 … S−1 (see :func:`species_labels`), e.g. from ``--species``.
+
+        Returns
+        -------
+        same class as the potential
+            ``self`` when the labels are already ``species``, else a relabelled copy (same shape and θ).
+
+        Raises
+        ------
+        ValueError
+            If the potential names its species (e.g. the elements an ``.mtp`` file names) and ``species`` differs
+            — a different order would swap the physics of the types — naming the source and both lists; if
+            ``species`` has the wrong length or repeats.
+        TypeError
+            For a label that is neither a symbol nor an integer.
+        """
+        species = species_labels(species)
+        if species == self.species:
+            return self
+        if self.named:
+            raise ValueError(f"{self._where()}: species {species} contradict the species the potential names, "
+                             f"{self.species} (types 0…{self.species_count - 1} in order)")
+        return self._relabelled(species)
+
+    def named_for(self, data_species: Sequence, given: Sequence | None = None):
+        """The potential labelled to evaluate data with the species ``data_species``.
+
+        The potential's own names win (``given`` must agree, see :meth:`with_species`); ``given`` labels a
+        potential with integer labels. A potential with integer labels and exactly one species, applied to data
+        of exactly one element, takes that element, so one-species ``.mtp`` files work on element-labelled data
+        without ``--species``.
+
+        Parameters
+        ----------
+        data_species : sequence
+            The species labels found in the data (e.g. :meth:`mtpfit.data.dataset.Dataset.species`).
+        given : sequence, optional
+            Labels of types 0 … S−1 the user gave (``--species``, ``species=``).
+
+        Returns
+        -------
+        same class as the potential
+            ``self`` or a relabelled copy (same shape and θ) whose labels include every label of the data.
+
+        Raises
+        ------
+        ValueError
+            If ``given`` contradicts the potential's names; if the potential has integer labels, the data element
+            symbols and no ``given`` (unless the one-species rule applies), asking for ``--species`` /
+            ``species=``; if the data are integer type indices and the potential names its elements, asking to
+            read the data with those names; if the data have a species the potential lacks, naming it and the
+            potential's species.
+        """
+        mtp = self if given is None else self.with_species(given)
+        data = sorted(set(species_labels(data_species)), key=lambda s: (isinstance(s, str), s))
+        names = [s for s in data if isinstance(s, str)]
+        if names and not mtp.named:
+            if mtp.species_count == 1 and data == names and len(names) == 1:
+                return mtp._relabelled(names)
+            raise ValueError(f"{mtp._where()} does not name its elements (its {mtp.species_count} types are "
+                             f"labelled {mtp.species}) and the data have elements {names}: pass --species / "
+                             f"species= with the element of each type 0…{mtp.species_count - 1}")
+        missing = [s for s in data if s not in mtp.species]
+        if missing and mtp.named and len(names) < len(data):
+            raise ValueError(f"the data give type indices {[s for s in data if not isinstance(s, str)]} and "
+                             f"{mtp._where()} names its species {mtp.species}: read the data with "
+                             f"species={mtp.species} (mtpfit.io.read_configurations) to map type k to species k")
+        if missing:
+            raise ValueError(f"the data have species {missing} that {mtp._where()} lacks: its species are "
+                             f"{mtp.species}")
+        return mtp
+
+
+class MTP(SpeciesLabels):
     """A Moment Tensor Potential (Shapeev 2016; MLIP-2, Novikov et al. 2021).
 
     θ is one float64 vector laid out as MTP_SPEC §6: ``[radial (a, b, μ, β) | species | moment]``;
@@ -157,6 +249,13 @@ class MTP:
     TypeError
         For a species label that is neither a symbol nor an integer.
     """
+
+    #: The model protocol the objective and the trainers use (shared with :class:`~mtpfit.potential.etn.ETN`):
+    #: every prediction is linear in the species and moment coefficients at fixed radial ones, so variable
+    #: projection and the exact linear re-solve apply (:meth:`mtpfit.objective.Objective.linear_system`).
+    linear_in_coefficients = True
+    #: Suffix of the potential file :meth:`write` writes.
+    file_suffix = ".mtp"
 
     def __init__(self, basis: MTPBasis, theta: np.ndarray | None = None, species: Sequence | None = None,
                  source: str | None = None):
@@ -250,94 +349,30 @@ class MTP:
         """A copy, optionally with other coefficients."""
         return MTP(self.basis, self.theta if theta is None else theta, self.species, self.source)
 
-    # species -----------------------------------------------------------------------------------
-    @property
-    def named(self) -> bool:
-        """Whether the species labels are names (element symbols or other text) rather than type indices."""
-        return all(isinstance(s, str) for s in self.species)
-
-    def _where(self) -> str:
-        return self.source if self.source is not None else "the potential"
-
-    def with_species(self, species: Sequence) -> "MTP":
-        """The potential labelled ``species``: they replace integer labels, and must equal names.
-
-        Parameters
-        ----------
-        species : sequence
-            Label of each type 0 … S−1 (see :func:`species_labels`), e.g. from ``--species``.
-
-        Returns
-        -------
-        MTP
-            ``self`` when the labels are already ``species``, else a relabelled copy (same basis and θ).
-
-        Raises
-        ------
-        ValueError
-            If the potential names its species (e.g. the elements an ``.mtp`` file names) and ``species`` differs
-            — a different order would swap the physics of the types — naming the source and both lists; if
-            ``species`` has the wrong length or repeats.
-        TypeError
-            For a label that is neither a symbol nor an integer.
-        """
-        species = species_labels(species)
-        if species == self.species:
-            return self
-        if self.named:
-            raise ValueError(f"{self._where()}: species {species} contradict the species the potential names, "
-                             f"{self.species} (types 0…{self.basis.species_count - 1} in order)")
+    def _relabelled(self, species) -> "MTP":
         return MTP(self.basis, self.theta, species, self.source)
 
-    def named_for(self, data_species: Sequence, given: Sequence | None = None) -> "MTP":
-        """The potential labelled to evaluate data with the species ``data_species``.
-
-        The potential's own names win (``given`` must agree, see :meth:`with_species`); ``given`` labels a
-        potential with integer labels. A potential with integer labels and exactly one species, applied to data
-        of exactly one element, takes that element, so one-species ``.mtp`` files work on element-labelled data
-        without ``--species``.
-
-        Parameters
-        ----------
-        data_species : sequence
-            The species labels found in the data (e.g. :meth:`mtpfit.data.dataset.Dataset.species`).
-        given : sequence, optional
-            Labels of types 0 … S−1 the user gave (``--species``, ``species=``).
-
-        Returns
-        -------
-        MTP
-            ``self`` or a relabelled copy (same basis and θ) whose labels include every label of the data.
-
-        Raises
-        ------
-        ValueError
-            If ``given`` contradicts the potential's names; if the potential has integer labels, the data element
-            symbols and no ``given`` (unless the one-species rule applies), asking for ``--species`` /
-            ``species=``; if the data are integer type indices and the potential names its elements, asking to
-            read the data with those names; if the data have a species the potential lacks, naming it and the
-            potential's species.
-        """
-        mtp = self if given is None else self.with_species(given)
-        data = sorted(set(species_labels(data_species)), key=lambda s: (isinstance(s, str), s))
-        names = [s for s in data if isinstance(s, str)]
-        if names and not mtp.named:
-            if mtp.basis.species_count == 1 and data == names and len(names) == 1:
-                return MTP(mtp.basis, mtp.theta, names, mtp.source)
-            raise ValueError(f"{mtp._where()} does not name its elements (its {mtp.basis.species_count} types are "
-                             f"labelled {mtp.species}) and the data have elements {names}: pass --species / "
-                             f"species= with the element of each type 0…{mtp.basis.species_count - 1}")
-        missing = [s for s in data if s not in mtp.species]
-        if missing and mtp.named and len(names) < len(data):
-            raise ValueError(f"the data give type indices {[s for s in data if not isinstance(s, str)]} and "
-                             f"{mtp._where()} names its species {mtp.species}: read the data with "
-                             f"species={mtp.species} (mtpfit.io.read_configurations) to map type k to species k")
-        if missing:
-            raise ValueError(f"the data have species {missing} that {mtp._where()} lacks: its species are "
-                             f"{mtp.species}")
-        return mtp
-
     # parameters --------------------------------------------------------------------------------
+    @property
+    def core(self):
+        """The compiled model (:class:`mtpfit._core.Basis`) the core's passes take."""
+        return self.basis.core
+
+    @property
+    def species_count(self) -> int:
+        """S."""
+        return self.basis.species_count
+
+    @property
+    def max_dist(self) -> float:
+        """The cutoff, Å."""
+        return self.basis.max_dist
+
+    @property
+    def min_dist(self) -> float:
+        """R_min of the radial basis, Å."""
+        return self.basis.min_dist
+
     @property
     def n_params(self) -> int:
         """Length of θ."""

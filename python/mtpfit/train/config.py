@@ -89,8 +89,20 @@ class TrainingConfig:
         R_min and R_cut of the radial basis, Å (default 2.0 and 5.0; the bundled set's own).
     level, radial_basis_size : int
         MTP level (:data:`mtpfit.potential.mtp.LEVELS`) and radial basis functions per radial function.
+    model : {"mtp", "etn"}
+        The potential: a Moment Tensor Potential of ``level``, or an ETN tensor network
+        (:class:`mtpfit.potential.etn.ETN`) of angular order ``etn_max_l``, ``etn_channels`` radial channels,
+        ``etn_copies`` feature copies (body order + 1) and bond ranks ``etn_ranks`` (one integer for every bond, or
+        a list of ``etn_copies`` − 1), with ``radial_basis_size``, ``min_dist`` and ``max_dist``; its θ is drawn
+        from ``seed`` (:meth:`ETN.init_params`). An ETN trains with every trainer but varpro, varpro-LM and
+        native-bfgs (they solve the MTP's linear system), and ``als`` (:func:`mtpfit.optim.als.als`) is for it
+        alone; its default start is ``species``; its run folder holds ``trained.etn.json``.
+    etn_max_l, etn_channels, etn_copies : int
+        ETN shape (defaults 2, 4, 3); only with ``model = "etn"``.
+    etn_ranks : int or list of int
+        ETN bond ranks (default 4); only with ``model = "etn"``.
     init_potential : path, optional
-        Start from this ``.mtp``.
+        Start from this ``.mtp`` (an ETN: its ``.etn.json``).
     init_interval : float, optional
         Start from θ uniform in ±A (seeded by ``seed``), else MLIP's load defaults.
     start : {"resolve", "species", "none"}, optional
@@ -151,6 +163,11 @@ class TrainingConfig:
     max_dist: float | None = None
     level: int = 16
     radial_basis_size: int = 8
+    model: str = "mtp"
+    etn_max_l: int = 2
+    etn_channels: int = 4
+    etn_copies: int = 3
+    etn_ranks: Any = 4
     init_potential: str | None = None
     init_interval: float | None = None
     start: str | None = None
@@ -212,6 +229,7 @@ class TrainingConfig:
         self.optimizer = canonical_optimizer(self.optimizer)
         _require(0.0 < self.validation_fraction < 1.0, "validation_fraction", "in (0, 1)", self.validation_fraction)
         _require(self.level in LEVELS, "level", f"one of {', '.join(map(str, LEVELS))}", self.level)
+        self._check_model()
         _require(self.loss in ("mlip", "plain", "file"), "loss", "mlip, plain or file", self.loss)
         _require(self.start in (None, *STARTS), "start", f"one of {', '.join(STARTS)}", self.start)
         _require(0.0 < self.force_fraction <= 1.0, "force_fraction", "in (0, 1]", self.force_fraction)
@@ -243,6 +261,45 @@ class TrainingConfig:
         if self.init_potential is not None:
             self.init_potential = os.fspath(self.init_potential)
 
+    def _check_model(self) -> None:
+        """The ``model`` and its settings, and the trainers and start it allows."""
+        from .full_batch import ETN_ONLY, LINEAR_MODEL_ONLY
+
+        _require(self.model in ("mtp", "etn"), "model", "mtp or etn", self.model)
+        ranks = self.etn_ranks
+        if not (isinstance(ranks, int) and not isinstance(ranks, bool)) and not (
+                isinstance(ranks, (list, tuple)) and ranks
+                and all(isinstance(r, int) and not isinstance(r, bool) for r in ranks)):
+            raise ValueError(f"etn_ranks must be an integer or a non-empty list of integers, got {ranks!r:.100}")
+        etn_defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name.startswith("etn_")}
+        if self.model == "mtp":
+            changed = [k for k, v in etn_defaults.items() if getattr(self, k) != v]
+            if changed:
+                raise ValueError(f"{', '.join(changed)}: ETN settings, they need model = \"etn\" (--model etn)")
+            wrong = [s for s in self.stages if s in ETN_ONLY]
+            if wrong:
+                raise ValueError(f"optimizer {wrong[0]!r} sweeps over the cores of an ETN: it needs model = \"etn\" "
+                                 "(--model etn)")
+            return
+        _require(0 <= self.etn_max_l <= 10, "etn_max_l", "in 0 … 10", self.etn_max_l)
+        _require(self.etn_channels >= 1, "etn_channels", "at least 1", self.etn_channels)
+        _require(self.etn_copies >= 2, "etn_copies", "at least 2", self.etn_copies)
+        if isinstance(ranks, (list, tuple)) and len(ranks) == 1:
+            self.etn_ranks = ranks = ranks[0]      # --etn-ranks 3: every bond
+        if isinstance(ranks, (list, tuple)):
+            self.etn_ranks = list(ranks)
+            _require(len(ranks) == self.etn_copies - 1, "etn_ranks",
+                     f"one integer or a list of etn_copies - 1 = {self.etn_copies - 1} integers", ranks)
+        _require(min(self.etn_ranks if isinstance(ranks, (list, tuple)) else [ranks]) >= 1, "etn_ranks",
+                 "at least 1", ranks)
+        wrong = [s for s in self.stages if s in LINEAR_MODEL_ONLY]
+        if wrong:
+            raise ValueError(f"optimizer {wrong[0]!r} solves the MTP's linear system, which an ETN (multilinear in "
+                             "its cores) does not have: choose als, LM, GN, a scipy method or a mini-batch optimizer")
+        if self.start == "resolve":
+            raise ValueError("start 'resolve' (the exact linear re-solve) needs an MTP: an ETN starts from "
+                             "'species' or 'none'")
+
     @property
     def stages(self) -> tuple[str, str]:
         """The trainer's first stage and a hybrid's second (``""`` for a single trainer)."""
@@ -258,7 +315,7 @@ class TrainingConfig:
         if self.no_species_fit:
             return "none"
         if self.start is None:
-            return "none" if self.init_potential else default_start(self.optimizer)
+            return "none" if self.init_potential else default_start(self.optimizer, self.model)
         return self.start
 
     @property
@@ -349,7 +406,7 @@ def _require(ok: bool, name: str, wanted: str, value) -> None:
 
 def _check_type(name: str, value, annotation: str) -> None:
     """Check a field against the scalar kinds of its annotation (the data fields are checked by the caller)."""
-    if name in ("train", "validation", "species") or value is None:
+    if name in ("train", "validation", "species", "etn_ranks") or value is None:
         return
     kinds = {"bool": ((bool,), "true or false"), "int": ((int,), "an integer"),
              "float": ((int, float), "a finite number"), "str": (_PATHS, "a string"), "dict": ((dict,), "a table")}

@@ -22,7 +22,9 @@ from ..io import read_files
 from ..metrics import format_errors
 from ..objective import Loss, Objective
 from ..optim import make_optimizer
+from ..potential.etn import ETN
 from ..potential.mtp import MTP
+from ..potential.reader import read_potential
 from .checkpoint import write_text_atomically
 from .config import TrainingConfig
 from .full_batch import FULL_BATCH_METHODS, finish_run, train_full_batch
@@ -67,7 +69,7 @@ def load_training_data(config: TrainingConfig) -> TrainingData:
     # element symbols name .cfg types (type k is the k-th): those given, else those of the starting potential
     names = config.species if config.species and all(isinstance(s, str) for s in config.species) else None
     if names is None and config.init_potential:
-        start = MTP.read(config.init_potential)
+        start = read_potential(config.init_potential)
         names = start.species if start.named else None
     if config.train is None:
         train, validation = load_bundled(config.dataset)
@@ -97,10 +99,19 @@ def load_training_data(config: TrainingConfig) -> TrainingData:
                         split)
 
 
-def _potential(config: TrainingConfig, data: TrainingData) -> MTP:
+def _potential(config: TrainingConfig, data: TrainingData):
     if config.init_potential:
-        return MTP.read(config.init_potential).named_for(data.train.species() + data.validation.species(),
-                                                         given=config.species)
+        start = read_potential(config.init_potential)
+        kind = "etn" if isinstance(start, ETN) else "mtp"
+        if kind != config.model:
+            raise ValueError(f"init_potential {config.init_potential} is an {kind.upper()}, but model is "
+                             f"{config.model!r}")
+        return start.named_for(data.train.species() + data.validation.species(), given=config.species)
+    if config.model == "etn":
+        etn = ETN(data.species, radial_basis_size=config.radial_basis_size, max_l=config.etn_max_l,
+                  channels=config.etn_channels, copies=config.etn_copies, ranks=config.etn_ranks,
+                  min_dist=data.min_dist, max_dist=data.max_dist)
+        return etn.copy(etn.init_params(seed=config.seed))   # seeded: a resumed run starts from the same θ
     return MTP.from_level(config.level, species=data.species, min_dist=data.min_dist, max_dist=data.max_dist,
                           radial_basis_size=config.radial_basis_size)
 
@@ -207,8 +218,8 @@ def fit(config: TrainingConfig | dict | None = None, /, *, log: Callable[[str], 
     TrainingRun
         The trained potential, the trainer's result, the history, the wall time, train and validation errors,
         and ``files``: the paths written (none without ``output``). The run folder holds ``run.json`` (settings),
-        ``trained.mtp``, ``metrics.json``, ``history.csv``, the checkpoint, ``split.json`` (which configurations
-        were held out), ``predictions_train`` / ``predictions_validation`` (extxyz, or ``.cfg`` for unnamed
+        ``trained.mtp`` (an ETN: ``trained.etn.json``), ``metrics.json``, ``history.csv``, the checkpoint,
+        ``split.json`` (which configurations were held out), ``predictions_train`` / ``predictions_validation`` (extxyz, or ``.cfg`` for unnamed
         species), ``parity.png``, ``loss.png`` and ``config.toml`` (reproduces the run with
         ``mtpfit train --config``; not when the data were given in memory).
 

@@ -14,30 +14,43 @@ import numpy as np
 from ..data.dataset import Dataset
 from ..metrics import error_metrics, shown
 from ..objective.objective import Objective
+from ..optim.als import als
 from ..optim.least_squares import LEAST_SQUARES_METHODS
 from ..optim.native_bfgs import native_bfgs
 from ..optim.result import OptimizationResult
 from ..optim.state import ResumeError
 from ..optim.varpro import varpro
 from ..optim.varpro_lm import varpro_lm
-from ..potential.mtp import MTP
 from .checkpoint import (CheckpointError, check_position, load_checkpoint, save_checkpoint, write_atomically,
                          writes_files)
 from .scipy_trainer import SCIPY_METHODS, TrainingRun, scipy_minimize
 
-__all__ = ["FULL_BATCH_METHODS", "train_full_batch", "train_scipy", "finish_run"]
+__all__ = ["FULL_BATCH_METHODS", "LINEAR_MODEL_ONLY", "ETN_ONLY", "train_full_batch", "train_scipy", "finish_run"]
 
 #: The full-batch trainers by name. Each is ``trainer(objective, x0, max_iter=, time_limit=, callback=, **options)``
 #: returning an OptimizationResult with ``history`` and ``wall_time``; a resumable one also takes ``resume=`` and puts
 #: ``state`` in the results it gives its callback: a function returning a dict of arrays and JSON values with at least
 #: ``nit``, ``history`` and ``elapsed_s``, from which ``resume`` continues. That is the one protocol by which
 #: :func:`train_full_batch` checkpoints and resumes every trainer.
+def _als(objective, x0, max_iter: int = 20, time_limit=None, callback=None, resume=None, **options):
+    """:func:`~mtpfit.optim.als.als` with ``max_iter`` sweeps, under the trainers' common signature."""
+    return als(objective, x0, sweeps=max_iter, time_limit=time_limit, callback=callback, resume=resume, **options)
+
+
 TRAINERS = {"varpro": varpro, "varpro-LM": varpro_lm, "native-bfgs": native_bfgs,
-            **{m: functools.partial(scipy_minimize, method=m) for m in SCIPY_METHODS}, **LEAST_SQUARES_METHODS}
+            **{m: functools.partial(scipy_minimize, method=m) for m in SCIPY_METHODS}, **LEAST_SQUARES_METHODS,
+            "als": _als}
 
 #: Names of the full-batch trainers: variable projection with BFGS ("varpro") or Levenberg–Marquardt ("varpro-LM") steps,
-#: the reference trainer's BFGS, scipy.optimize.minimize's methods, Levenberg–Marquardt ("LM") and Gauss–Newton ("GN").
-FULL_BATCH_METHODS = ("varpro", "varpro-LM", "native-bfgs") + SCIPY_METHODS + tuple(LEAST_SQUARES_METHODS)
+#: the reference trainer's BFGS, scipy.optimize.minimize's methods, Levenberg–Marquardt ("LM") and Gauss–Newton ("GN"),
+#: and the ETN's alternating least squares over its cores ("als", one sweep per iteration). The first three need an
+#: MTP (a model linear in its coefficients), "als" an ETN (:data:`LINEAR_MODEL_ONLY`, :data:`ETN_ONLY`).
+FULL_BATCH_METHODS = ("varpro", "varpro-LM", "native-bfgs") + SCIPY_METHODS + tuple(LEAST_SQUARES_METHODS) + ("als",)
+
+#: Full-batch trainers that solve the MTP's linear system (variable projection, exact re-solves): not for an ETN.
+LINEAR_MODEL_ONLY = frozenset({"varpro", "varpro-LM", "native-bfgs"})
+#: Full-batch trainers that sweep over the cores of a tensor network: only for an ETN.
+ETN_ONLY = frozenset({"als"})
 
 
 def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_iter: int = 1000,
@@ -65,8 +78,8 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
         θ, the trainer's state (inverse Hessian, damping, iterate, …), history. If it exists when the run starts,
         the run resumes from it and continues the trajectory of an uninterrupted run (bit for bit, given the
         same objective, ``x0``, options and thread count; ``max_iter`` and ``time_limit`` may differ). The
-        potential at the checkpointed θ is written next to it (same name, ``.mtp``), and at the end the trained
-        one.
+        potential at the checkpointed θ is written next to it (same name, ``.mtp``; ``.etn.json`` for an ETN), and
+        at the end the trained one.
     checkpoint_every : int
         Iterations between checkpoints.
     time_limit : float, optional
@@ -82,8 +95,8 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
         Passed to the method: :func:`~mtpfit.optim.varpro.varpro`, :func:`~mtpfit.optim.varpro_lm.varpro_lm`,
         :func:`~mtpfit.optim.native_bfgs.native_bfgs`,
         :func:`~mtpfit.train.scipy_trainer.scipy_minimize` (``gtol``),
-        :func:`~mtpfit.optim.least_squares.levenberg_marquardt` or
-        :func:`~mtpfit.optim.least_squares.gauss_newton`.
+        :func:`~mtpfit.optim.least_squares.levenberg_marquardt`,
+        :func:`~mtpfit.optim.least_squares.gauss_newton` or :func:`~mtpfit.optim.als.als` (``ridge``, ``tau``, …).
 
     Returns
     -------
@@ -149,7 +162,7 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
         _save(file, last, identity, logged, objective.mtp)
     history = [{**row, **logged.get(row.get("iteration"), {})} for row in result.history]
     return finish_run(objective, result, history, result.wall_time, validation,
-                      file.with_suffix(".mtp") if file is not None else None, "signal" in latest)
+                      file.with_suffix(objective.model.file_suffix) if file is not None else None, "signal" in latest)
 
 
 def train_scipy(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_iter: int = 1000,
@@ -213,12 +226,12 @@ def _load(file: Path, identity: dict, trainer) -> tuple[dict, dict]:
     return state, {int(k): v for k, v in logged.items()}
 
 
-def _save(file: Path, r, identity: dict, logged: dict, mtp: MTP) -> None:
+def _save(file: Path, r, identity: dict, logged: dict, mtp) -> None:
     """The checkpoint of iterate ``r`` (a trainer that gives no state gets only the potential)."""
     if "state" in r:
         save_checkpoint(file, r.x, r.state(), {**identity, "nit": r.nit,
                                                "train_errors": {str(k): v for k, v in logged.items()}})
-    write_atomically(mtp.copy(r.x), file.with_suffix(".mtp"))
+    write_atomically(mtp.copy(r.x), file.with_suffix(mtp.file_suffix))
 
 
 def _aborted(latest: dict, passes: float, signal: str) -> OptimizationResult:

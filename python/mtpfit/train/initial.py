@@ -44,16 +44,19 @@ STARTS = ("resolve", "species", "none")
 SELF_STARTING = frozenset({"native-bfgs", "varpro", "varpro-LM"})
 
 
-def default_start(method: str | None = None) -> str:
-    """The default starting point of the trainer ``method`` (a hybrid: its first stage).
+def default_start(method: str | None = None, model: str = "mtp") -> str:
+    """The default starting point of the trainer ``method`` (a hybrid: its first stage) for a ``model`` of that
+    kind (``"mtp"`` or ``"etn"``).
 
-    ``"resolve"`` for the full-batch trainers, ``"species"`` for the mini-batch optimizers of the zoo: their
+    ``"species"`` for every trainer of an ETN (it has no exact linear re-solve: its predictions are multilinear in
+    its cores). For an MTP, ``"resolve"`` for the full-batch trainers, ``"species"`` for the mini-batch optimizers
+    of the zoo: their
     per-coordinate steps break the cancellations of an exactly re-solved start (mlearn Mo, level 10: Adam from the
     re-solved MLIP defaults goes from loss 0.63 to 5e5–2e9 in 5 epochs for learning rates 1e-5 to 1e-2, while from
     the species fit it descends, 14.6 → 3.5 at 1e-2).
     """
     first = (method or "").partition("+")[0]
-    return "species" if first in OPTIMIZERS else "resolve"
+    return "species" if model == "etn" or first in OPTIMIZERS else "resolve"
 
 
 def unit_radial(objective: Objective, x: np.ndarray) -> np.ndarray:
@@ -84,7 +87,8 @@ def starting_point(objective: Objective, x0: np.ndarray, start: str | None = Non
         coefficients set to their exact weighted least-squares values
         (:func:`~mtpfit.optim.linear.linear_resolve`): the lowest loss reachable without changing the shapes of the
         radial functions. ``"species"``: only the species energies fitted to the energy labels
-        (:func:`fit_species_energies`). ``"none"``: ``x0`` as given. Default: :func:`default_start` of ``method``.
+        (:func:`fit_species_energies`). ``"none"``: ``x0`` as given. Default: :func:`default_start` of ``method``
+        and the objective's model (``"species"`` for an ETN, which has no linear re-solve).
     method : str, optional
         The trainer's name (a hybrid's ``FIRST+SECOND``): when its first stage is one of
         :data:`SELF_STARTING` (the native BFGS re-solves its own start), ``x0`` is returned as given.
@@ -97,7 +101,8 @@ def starting_point(objective: Objective, x0: np.ndarray, start: str | None = Non
     Raises
     ------
     ValueError
-        For an unknown ``start``, or ``"species"`` without energy labels.
+        For an unknown ``start``, ``"species"`` without energy labels, or ``"resolve"`` for a model not linear in
+        its coefficients (an ETN).
 
     Warns
     -----
@@ -105,9 +110,14 @@ def starting_point(objective: Objective, x0: np.ndarray, start: str | None = Non
         Once, for ``"resolve"`` and ``"species"``, when the compositions of the configurations with a weighted
         energy do not determine each species energy (every configuration of the same composition ratios).
     """
-    start = default_start(method) if start is None else start
+    linear = objective.model.linear_in_coefficients
+    start = default_start(method, "mtp" if linear else "etn") if start is None else start
     if start not in STARTS:
         raise ValueError(f"unknown start {start!r}; choose from {', '.join(STARTS)}")
+    if start == "resolve" and not linear:
+        raise ValueError(f"start 'resolve' (the exact linear re-solve) needs a model linear in its coefficients (an "
+                         f"MTP); {type(objective.model).__name__} is multilinear in its cores: use 'species' or "
+                         "'none'")
     x0 = np.array(x0, dtype=float)
     if start == "none" or (method is not None and method.partition("+")[0] in SELF_STARTING):
         return x0
@@ -125,7 +135,8 @@ def starting_point(objective: Objective, x0: np.ndarray, start: str | None = Non
 def fit_species_energies(objective: Objective, x: np.ndarray) -> np.ndarray:
     """θ with the species coefficients ξ set by least squares on the energy labels.
 
-    With the rest of θ fixed, E_k = Σ_t n_kt ξ_t + (moment part), so ξ is the linear
+    With the rest of θ fixed, E_k = Σ_t n_kt ξ_t + (moment part) (for an MTP; for an ETN the tensor-train part), so
+    ξ is the linear
     least-squares solution of the composition matrix n_kt against the energy labels minus the
     moment part. This removes the large per-atom energy offset of DFT energies (≈ −10 eV/atom)
     before the non-linear optimizer starts, the usual "reference energies" fit.
@@ -174,7 +185,7 @@ def fit_species_energies(objective: Objective, x: np.ndarray) -> np.ndarray:
 def _composition(objective: Objective, indices: list[int]) -> np.ndarray:
     """Atoms of each species (columns, the potential's types) in each configuration ``indices`` (rows)."""
     mtp = objective.mtp
-    return np.array([np.bincount(mtp.types_of(objective.dataset[k]), minlength=mtp.basis.species_count)
+    return np.array([np.bincount(mtp.types_of(objective.dataset[k]), minlength=mtp.species_count)
                      for k in indices], dtype=float)
 
 

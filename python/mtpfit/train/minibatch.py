@@ -61,8 +61,8 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         The validation set must have the labels ``monitor`` is computed from.
     checkpoint : path, optional
         An ``.npz`` written atomically every ``checkpoint_every`` steps and at the end (the potential at the
-        reported θ next to it, same name, ``.mtp``). If it exists when the run starts, the run resumes from it and
-        continues the same trajectory as an uninterrupted run (same θ, optimizer state, shuffling and history);
+        reported θ next to it, same name, ``.mtp``, or ``.etn.json`` for an ETN). If it exists when the run
+        starts, the run resumes from it and continues the same trajectory as an uninterrupted run (same θ, optimizer state, shuffling and history);
         ``epochs``, ``max_steps`` and ``time_limit`` may differ from the saved run's.
     max_steps : int, optional
         Stop after this many optimizer steps in total (counting those before a resume).
@@ -216,7 +216,7 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
     x = best["x"] if (patience is not None and best["x"] is not None) else optimizer.eval_params(state, params)
     if checkpoint:
         save()
-        write_atomically(objective.mtp.copy(x), Path(checkpoint).with_suffix(".mtp"))
+        write_atomically(objective.model.copy(x), Path(checkpoint).with_suffix(objective.model.file_suffix))
     return OptimizationResult(x=x, fun=objective.fun(x), nit=step, nfev=objective.passes - passes_start,
                               success=not (out_of_time or interrupted), message=stop_message, history=history,
                               wall_time=time.perf_counter() - start, epochs=epoch, state=state,

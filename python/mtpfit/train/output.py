@@ -16,10 +16,11 @@ from .scipy_trainer import TrainingRun
 __all__ = ["write_run", "passes_summary", "RUN_FILES", "check_output", "start_run"]
 
 #: What a run writes into its output folder: the settings it started with, the results, the checkpoints
-#: (``checkpoint.*`` of a single trainer, ``stage1.*``/``stage2.*`` of a hybrid; each ``.npz`` with its ``.mtp``),
-#: and the files for judging the fit (:func:`mtpfit.fit`).
-RUN_FILES = ("run.json", "trained.mtp", "metrics.json", "history.csv", "checkpoint.npz", "checkpoint.mtp",
-             "stage1.npz", "stage1.mtp", "stage2.npz", "stage2.mtp", "split.json", "predictions_train.extxyz",
+#: (``checkpoint.*`` of a single trainer, ``stage1.*``/``stage2.*`` of a hybrid; each ``.npz`` with its ``.mtp``, or
+#: ``.etn.json`` for an ETN), and the files for judging the fit (:func:`mtpfit.fit`).
+RUN_FILES = ("run.json", "trained.mtp", "trained.etn.json", "metrics.json", "history.csv", "checkpoint.npz",
+             "checkpoint.mtp", "checkpoint.etn.json", "stage1.npz", "stage1.mtp", "stage1.etn.json", "stage2.npz",
+             "stage2.mtp", "stage2.etn.json", "split.json", "predictions_train.extxyz",
              "predictions_validation.extxyz", "predictions_train.cfg", "predictions_validation.cfg", "parity.png",
              "loss.png", "config.toml")
 
@@ -43,7 +44,7 @@ def passes_summary(result, method: str) -> str:
     Returns
     -------
     str
-        LM and GN: "N loss passes, M JᵀWJ builds" (their ``njev`` counts JᵀWJ builds); varpro-LM: "M JᵀWJ
+        LM, GN and ALS: "N loss passes, M JᵀWJ builds" (their ``njev`` counts JᵀWJ builds); varpro-LM: "M JᵀWJ
         builds, K linear solves"; varpro and the native BFGS:
         "N loss+gradient passes, M linear solves" (exact re-solves of the species and moment coefficients);
         scipy's methods and the mini-batch zoo: "N loss+gradient passes" (scipy's own ``njev`` counts gradient
@@ -54,7 +55,7 @@ def passes_summary(result, method: str) -> str:
     if plus and "stages" in result:
         return "; ".join(f"{name}: {passes_summary(stage, name)}" for name, stage in zip((first, second),
                                                                                           result.stages))
-    if method in LEAST_SQUARES_METHODS:
+    if method in LEAST_SQUARES_METHODS or method == "als":
         return f"{result.nfev:g} loss passes, {result.get('njev', 0)} JᵀWJ builds"
     if method == "varpro-LM":
         return f"{result.get('njev', 0)} JᵀWJ builds, {result.n_resolves} linear solves"
@@ -157,8 +158,8 @@ def start_run(folder: str | Path, settings: dict, resume: bool) -> None:
 
 
 def write_run(run: TrainingRun, folder: str | Path, settings: dict) -> dict[str, Path]:
-    """Write ``trained.mtp``, ``metrics.json`` and ``history.csv`` into ``folder``, each atomically (a kill leaves
-    the previous file or the new one).
+    """Write ``trained.mtp`` (an ETN: ``trained.etn.json``), ``metrics.json`` and ``history.csv`` into ``folder``,
+    each atomically (a kill leaves the previous file or the new one).
 
     Returns
     -------
@@ -167,7 +168,7 @@ def write_run(run: TrainingRun, folder: str | Path, settings: dict) -> dict[str,
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"potential": folder / "trained.mtp", "metrics": folder / "metrics.json",
+    paths = {"potential": folder / f"trained{run.mtp.file_suffix}", "metrics": folder / "metrics.json",
              "history": folder / "history.csv"}
     write_atomically(run.mtp, paths["potential"])
     r = run.result

@@ -29,8 +29,8 @@ class TrainingRun:
 
     Attributes
     ----------
-    mtp : MTP
-        The trained potential (θ = ``result.x``).
+    mtp : MTP or ETN
+        The trained potential (θ = ``result.x``), of the objective's model.
     result : scipy.optimize.OptimizeResult
         ``x``, ``fun``, ``nit``, ``nfev`` (passes over the training set, named by kind in
         :func:`~mtpfit.train.passes_summary`), ``success``, ``message``.
