@@ -411,36 +411,6 @@ PYBIND11_MODULE(_core, m) {
         "(N, S + M).");
 
     m.def(
-        "vjp",
-        [](const Basis& basis, DoubleArray theta, const Structure& s, double e, py::object phi, py::object sigma) {
-            const double* th = checked_theta(basis, theta);
-            DoubleArray phi_a, sigma_a;
-            const double *pphi = nullptr, *psig = nullptr;
-            if (!phi.is_none()) {
-                phi_a = phi.cast<DoubleArray>();
-                require_size(phi_a, 3 * s.n_atoms, "phi");
-                pphi = phi_a.data();
-            }
-            if (!sigma.is_none()) {
-                sigma_a = sigma.cast<DoubleArray>();
-                require_size(sigma_a, 9, "sigma");
-                psig = sigma_a.data();
-            }
-            py::array_t<double> grad(basis.n_params());
-            double* pg = grad.mutable_data();
-            std::fill(pg, pg + basis.n_params(), 0.0);
-            {
-                py::gil_scoped_release release;
-                SiteKernel kernel(basis, th);
-                structure_vjp(kernel, s, e, pphi, psig, pg);
-            }
-            return grad;
-        },
-        py::arg("basis"), py::arg("theta"), py::arg("structure"), py::arg("e"), py::arg("phi") = py::none(),
-        py::arg("sigma") = py::none(),
-        "e·dE/dθ + Σ φ_i·dF_i/dθ + Σ σ_ab dS_ab/dθ for one configuration, shape (n_params,).");
-
-    m.def(
         "force_vjp",
         [](const Basis& basis, DoubleArray theta, const Structure& s, DoubleArray a) {
             const double* th = checked_theta(basis, theta);

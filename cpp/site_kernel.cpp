@@ -811,20 +811,9 @@ void evaluate_structure_parallel(const Basis& basis, const double* theta, const 
             }
         }
 #pragma omp for schedule(static)
-        for (int i = 0; i < n; ++i) {
-            double f[3] = {0.0, 0.0, 0.0}, w[9] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-            const auto tally = [&](int p, double sign) {
-                const double *gp = &g[3 * static_cast<std::size_t>(p)], *r = &s.vectors[3 * static_cast<std::size_t>(p)];
-                for (int a = 0; a < 3; ++a) {
-                    f[a] += sign * gp[a];
-                    for (int c = 0; c < 3; ++c) w[3 * a + c] -= 0.5 * gp[a] * r[c];
-                }
-            };
-            for (int p = s.offsets[i]; p < s.offsets[i + 1]; ++p) tally(p, 1.0);
-            for (int q = in_offsets[i]; q < in_offsets[i + 1]; ++q) tally(in_pairs[q], -1.0);
-            std::copy(f, f + 3, forces + 3 * static_cast<std::size_t>(i));
-            std::copy(w, w + 9, W + 9 * static_cast<std::size_t>(i));
-        }
+        for (int i = 0; i < n; ++i)
+            gather_pair_gradients(s, g.get(), in_offsets, in_pairs, i, forces + 3 * static_cast<std::size_t>(i),
+                                  W + 9 * static_cast<std::size_t>(i));
     }
     std::fill(plus_stress, plus_stress + 9, 0.0);
     for (int i = 0; i < n; ++i)

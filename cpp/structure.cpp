@@ -136,4 +136,20 @@ void Structure::index_incoming() {
     if (!has_incoming()) incoming_pairs(*this, incoming_offsets, incoming);
 }
 
+void gather_pair_gradients(const Structure& s, const double* g, const int* in_offsets, const int* in_pairs, int i,
+                           double* force, double* virial) {
+    double f[3] = {0.0, 0.0, 0.0}, w[9] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    const auto tally = [&](int p, double sign) {
+        const double *gp = &g[3 * static_cast<std::size_t>(p)], *r = &s.vectors[3 * static_cast<std::size_t>(p)];
+        for (int a = 0; a < 3; ++a) {
+            f[a] += sign * gp[a];
+            for (int c = 0; c < 3; ++c) w[3 * a + c] -= 0.5 * gp[a] * r[c];
+        }
+    };
+    for (int p = s.offsets[i]; p < s.offsets[i + 1]; ++p) tally(p, 1.0);
+    for (int q = in_offsets[i]; q < in_offsets[i + 1]; ++q) tally(in_pairs[q], -1.0);
+    std::copy(f, f + 3, force);
+    std::copy(w, w + 9, virial);
+}
+
 }  // namespace mtpfit

@@ -48,4 +48,11 @@ struct Structure {
 // storing it in s.
 void incoming_pairs(const Structure& s, std::vector<int>& offsets, std::vector<int>& pairs);
 
+// Atom i's force F_i = Σ_j g_ij − Σ_k g_ki (eV/Å, 3 values) and virial W_i = −½ Σ_j g_ij ⊗ r_ij − ½ Σ_k g_ki ⊗ r_ki
+// (eV, 3 × 3 row-major) from the pair gradients g (3 per pair of s), summed in a fixed order (outgoing pairs, then
+// the incoming ones of in_offsets/in_pairs, as incoming_pairs() gives them), so that a structure's forces do not
+// depend on which thread gathered which atom.
+void gather_pair_gradients(const Structure& s, const double* g, const int* in_offsets, const int* in_pairs, int i,
+                           double* force, double* virial);
+
 }  // namespace mtpfit

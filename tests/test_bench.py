@@ -244,3 +244,38 @@ max_seconds = 0
     path.write_text(text.replace('sweep = { start = ["species", "none"] }', 'start = "random"'))
     with pytest.raises(ValueError, match="start"):
         load_campaign(path)
+
+
+def test_optimizers_run_on_the_models_they_name(campaign_file, tmp_path):
+    """`models` restricts an optimizer entry to some [models] entries (als on the ETN only, varpro on the MTP
+    only); the seeds of a full-batch trainer from an ETN's random θ₀ are not called identical."""
+    import warnings
+
+    text = campaign_file.read_text().replace("[study]", '''[models.etn]
+model = "etn"
+etn_max_l = 1
+etn_channels = 2
+etn_copies = 2
+etn_ranks = 1
+[[optimizers]]
+name = "als"
+max_iter = 1
+models = ["etn"]
+[[optimizers]]
+name = "varpro"
+max_iter = 1
+init_interval = 0.1
+models = ["l06"]
+[study]''')
+    path = tmp_path / "mixed.toml"
+    path.write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # als has no init_interval, but the ETN's θ₀ varies with the seed
+        campaign = load_campaign(path, tmp_path / "mixed")
+    pairs = {(r["optimizer"]["name"], r["model"]["name"]) for r in campaign.runs}
+    assert pairs == {("adam", "l06"), ("adam", "etn"), ("L-BFGS-B", "l06"), ("L-BFGS-B", "etn"),
+                     ("als", "etn"), ("varpro", "l06")}
+    assert len(campaign.runs) == 2 * len(pairs)
+    path.write_text(text.replace('models = ["etn"]', 'models = ["etm"]'))
+    with pytest.raises(ValueError, match=r"optimizer 2: models \['etm'\] are not entries of \[models\]"):
+        load_campaign(path)

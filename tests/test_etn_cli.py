@@ -59,6 +59,12 @@ def test_etn_settings_are_checked_before_any_data_is_read(settings, message):
         TrainingConfig(output=None, **settings)
 
 
+def test_each_model_has_its_default_trainer():
+    """Without --optimizer an ETN trains with the ALS sweeps and an MTP with varpro (DEFAULT_TRAINERS)."""
+    assert TrainingConfig(model="etn", output=None).optimizer == "als"
+    assert TrainingConfig(output=None).optimizer == "varpro"
+
+
 def test_the_default_start_of_an_etn_is_the_species_fit():
     assert TrainingConfig(model="etn", optimizer="LM", output=None).starting == "species"
     assert TrainingConfig(optimizer="LM", output=None).starting == "resolve"

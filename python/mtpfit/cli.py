@@ -23,7 +23,7 @@ from .optim import OPTIMIZERS
 from .potential.mtp import LEVELS, MTP, species_labels
 from .potential.reader import read_potential
 from .train import STARTS, SCIPY_METHODS
-from .train.config import DEFAULT_TRAINER, TrainingConfig, canonical_optimizer
+from .train.config import TrainingConfig, canonical_optimizer
 from .train.fit import fit, load_training_data
 
 __all__ = ["main"]
@@ -124,13 +124,13 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument("--force-fraction", type=float, default=1.0,
                      help="partial force supervision: fraction of configurations keeping force labels")
     training.add_argument("--force-seed", type=int, help="seed of the --force-fraction choice (default: --seed)")
-    training.add_argument("--optimizer", default=DEFAULT_TRAINER, metavar="NAME",
-                     help=f"full batch: varpro (the default: variable projection, BFGS on the radial coefficients "
+    training.add_argument("--optimizer", metavar="NAME",
+                     help=f"full batch: varpro (the MTP's default: variable projection, BFGS on the radial coefficients "
                           f"with the linear ones solved exactly at every step), native-bfgs (the reference "
                           f"trainer's BFGS: varpro pre-training, then BFGS on all of θ), varpro-LM (variable "
                           f"projection with Levenberg-Marquardt steps on the radial coefficients), scipy's "
                           f"{', '.join(SCIPY_METHODS)}, LM (Levenberg-Marquardt), GN (Gauss-Newton) or als (--model "
-                          f"etn: exact least-squares sweeps over the ETN's cores); mini-batch: "
+                          f"etn, its default: exact least-squares sweeps over the ETN's cores); mini-batch: "
                           f"{', '.join(sorted(OPTIMIZERS))}; or a hybrid FIRST+FULLBATCH such as adam+L-BFGS-B "
                           "(--epochs, then --max-iter) or BFGS+LM (--max-iter, then --refine-iter)")
     training.add_argument("--max-iter", type=int, default=1000,

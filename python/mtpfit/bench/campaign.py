@@ -32,6 +32,7 @@ A campaign is a TOML file::
     hyper = { gtol = 1e-6 }                # optimizer keywords
     loss = { force_fraction = 0.5 }        # overrides of [loss] for this optimizer's runs
     sweep = { init_interval = [1e-4, 1e-2] }   # any key above, hyper.KEY or loss.KEY: one run per value
+    models = ["l08"]                       # the [models] entries it runs on (default: all; e.g. als: ETNs only)
 
 Every run is identified by the SHA-256 of its full specification; its result file is named by that hash and
 checked whenever it is read (:mod:`mtpfit.bench.results`): a run whose file is damaged is run again.
@@ -53,18 +54,19 @@ class IdenticalSeedsWarning(UserWarning):
     """A campaign's seeds change nothing for one of its optimizers: its runs would repeat each other."""
 
 
-def _seed_matters(optimizer: dict) -> bool:
-    """Whether the run seed changes a run of this (expanded) optimizer entry: it draws θ₀ (``init_interval``) and
-    shuffles the mini-batches of a zoo first stage; full-batch trainers are deterministic, a campaign's dataset
-    split has its own ``split_seed`` and its force-label mask the loss's ``force_seed``."""
+def _seed_matters(optimizer: dict, etn: bool) -> bool:
+    """Whether the run seed changes a run of this (expanded) optimizer entry: it draws θ₀ (``init_interval``, and
+    always for an ETN, whose θ₀ is random) and shuffles the mini-batches of a zoo first stage; full-batch trainers
+    are deterministic, a campaign's dataset split has its own ``split_seed`` and its force-label mask the loss's
+    ``force_seed``."""
     from ..train.full_batch import FULL_BATCH_METHODS
 
     first = optimizer["name"].partition("+")[0].lower()
-    return "init_interval" in optimizer or first not in {m.lower() for m in FULL_BATCH_METHODS}
+    return etn or "init_interval" in optimizer or first not in {m.lower() for m in FULL_BATCH_METHODS}
 
 _OPTIMIZER_KEYS = {"label", "name", "max_iter", "epochs", "batch_size", "init_interval", "hyper", "loss",
                    "sweep", "start", "species_fit", "patience", "validate_every", "max_seconds", "refine_iter",
-                   "refine_seconds"}
+                   "refine_seconds", "models"}
 _STARTS = ("resolve", "species", "none")  # mtpfit.train.STARTS, not imported: reading a campaign needs no core
 _TOP_KEYS = {"name", "description", "seeds", "threads_per_run", "results", "datasets", "models", "loss",
              "optimizers", "study", "budget_note"}
@@ -191,6 +193,7 @@ def load_campaign(path: str | Path, results: str | Path | None = None) -> Campai
         if not all(isinstance(entry, dict) for entry in config[section].values()):
             raise ValueError(f"{path}: every entry of [{section}] must be a table")
     options = {"label": str, "name": str, "start": str, "species_fit": bool, "hyper": dict, "loss": dict, "sweep": dict,
+               "models": list,
                **dict.fromkeys(("max_iter", "epochs", "batch_size", "patience", "validate_every", "refine_iter"), int),
                **dict.fromkeys(("init_interval", "max_seconds", "refine_seconds"), float)}
     n_runs = 0
@@ -212,11 +215,14 @@ def load_campaign(path: str | Path, results: str | Path | None = None) -> Campai
             if not (key in options and key != "sweep" or sub and section in ("hyper", "loss")) or not fits(swept, list):
                 raise ValueError(f"{path}: optimizer {k}: sweep.{key} must be a non-empty list of values of an "
                                  "optimizer key, hyper.KEY or loss.KEY")
+        unknown_models = sorted(set(map(str, opt.get("models", []))) - set(config["models"]))
+        if unknown_models:
+            raise ValueError(f"{path}: optimizer {k}: models {unknown_models} are not entries of [models]")
         starts = sweep.get("start", []) + ([opt["start"]] if "start" in opt else [])
         if any(v not in _STARTS for v in starts):
             raise ValueError(f"{path}: optimizer {k}: start is one of {', '.join(_STARTS)}, got {starts}")
-        n_runs += math.prod(len(v) for v in sweep.values())
-    n_runs *= len(config["datasets"]) * len(config["models"]) * len(config.get("seeds", [0]))
+        n_runs += math.prod(len(v) for v in sweep.values()) * len(opt.get("models", config["models"]))
+    n_runs *= len(config["datasets"]) * len(config.get("seeds", [0]))
     if n_runs > 100_000:  # a typo, not a study, and expanding it would take minutes
         raise ValueError(f"{path}: the grid has {n_runs} runs, more than 100000")
     name = config.get("name", path.stem)
@@ -226,12 +232,15 @@ def load_campaign(path: str | Path, results: str | Path | None = None) -> Campai
     for (dname, dentry), (mname, model), optimizer, seed in itertools.product(
             config["datasets"].items(), config["models"].items(),
             [v for opt in config["optimizers"] for v in _expand_sweep(opt)], seeds):
+        if mname not in optimizer.get("models", [mname]):
+            continue
         runs.append({"campaign": name, "dataset": _dataset(dname, dentry),
                      "model": dict(model, name=mname), "loss": {**config.get("loss", {}), **optimizer.get("loss", {})},
                      "optimizer": optimizer, "seed": seed, "threads": threads})
     if len(seeds) > 1:
         for opt in config["optimizers"]:
-            if not any(_seed_matters(v) for v in _expand_sweep(opt)):
+            etn = any(config["models"][m].get("model") == "etn" for m in opt.get("models", config["models"]))
+            if not any(_seed_matters(v, etn) for v in _expand_sweep(opt)):
                 warnings.warn(f"{path}: optimizer {opt.get('label', opt['name'])!r}: the seeds {seeds} give identical "
                               f"runs: {opt['name']} is deterministic and starts from a fixed θ₀ (no init_interval); "
                               "give init_interval to vary θ₀, or one seed", IdenticalSeedsWarning, stacklevel=2)

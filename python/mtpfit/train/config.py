@@ -16,17 +16,23 @@ from ..potential.mtp import LEVELS, species_labels
 from .full_batch import FULL_BATCH_METHODS
 from .initial import STARTS
 
-__all__ = ["TrainingConfig", "DEFAULT_TRAINER", "canonical_optimizer"]
+__all__ = ["TrainingConfig", "DEFAULT_TRAINER", "DEFAULT_TRAINERS", "canonical_optimizer"]
 
 #: The trainer when none is named: variable projection with BFGS steps, chosen by time to accuracy
 #: (benchmarks/RESULTS.md §7, level 16, one core per run). On mlearn Mo from MLIP's starting point it is ahead of
 #: every trainer up to about two minutes (6.0 meV/atom test EPA RMSE at 120 s), and the README's main job (50
 #: iterations, 49 s on two cores) reaches 6.04 meV/atom where varpro-LM's 25 iterations (43 s) reach 7.42. Over
 #: longer budgets variable projection with Levenberg–Marquardt steps (``varpro-LM``) is ahead: 5.15 against 5.37 on
-#: Mo and 2.95 against 4.76 meV/atom on the study's Ag–Pd from a random start at 300 s, and it alone passes the
-#: published MTP's test error on mlearn Si at level 24 within ten minutes; choose it for runs of minutes or more.
+#: Mo and 1.94 against 2.24 meV/atom on the study's Ag–Pd from a random start at 300 s (where it passes the study's
+#: native BFGS after 138 s on one core), and it alone passes the published MTP's test error on mlearn Si at level 24
+#: within ten minutes; choose it for runs of minutes or more.
 #: varpro needs no damping, sketch, learning rate or schedule of linear re-solves.
 DEFAULT_TRAINER = "varpro"
+
+#: The trainer of each model when none is named: the MTP's :data:`DEFAULT_TRAINER`; for the ETN the ALS sweeps,
+#: chosen by the validation errors within the study's 60 s budget on its Ag–Pd task (campaign 9,
+#: benchmarks/RESULTS.md §13).
+DEFAULT_TRAINERS = {"mtp": DEFAULT_TRAINER, "etn": "als"}
 
 
 def canonical_optimizer(name: str) -> str:
@@ -114,9 +120,10 @@ class TrainingConfig:
         ``no_penalty`` drops the radial orthonormality penalty, ``no_average`` sums over configurations instead of
         averaging (the study's loss), ``force_fraction`` keeps force labels on that fraction of configurations,
         chosen with ``force_seed`` (default: ``seed``).
-    optimizer : str
+    optimizer : str, optional
         A full-batch trainer (:data:`mtpfit.train.FULL_BATCH_METHODS`), a mini-batch optimizer of the zoo
-        (:data:`mtpfit.optim.OPTIMIZERS`) or a hybrid ``FIRST+FULLBATCH``; any capitalisation.
+        (:data:`mtpfit.optim.OPTIMIZERS`) or a hybrid ``FIRST+FULLBATCH``; any capitalisation. Default: the
+        model's (:data:`DEFAULT_TRAINERS`).
     max_iter, epochs, batch_size, refine_iter : int
         Budgets: full-batch iterations (the native BFGS's pre-training comes on top: ``pretrain_iter``, or
         ``skip_pretrain``), mini-batch epochs and configurations per batch, a hybrid's second-stage iterations.
@@ -180,7 +187,7 @@ class TrainingConfig:
     no_average: bool = False
     force_fraction: float = 1.0
     force_seed: int | None = None
-    optimizer: str = DEFAULT_TRAINER
+    optimizer: str | None = None
     max_iter: int = 1000
     pretrain_iter: int | None = None
     skip_pretrain: bool = False
@@ -226,6 +233,8 @@ class TrainingConfig:
             if not isinstance(self.species, (list, tuple)) or not self.species:
                 raise ValueError(f"species must be a non-empty list, got {self.species!r:.100}")
             self.species = species_labels(self.species)
+        if self.optimizer is None:
+            self.optimizer = DEFAULT_TRAINERS.get(self.model, DEFAULT_TRAINER)   # an unknown model is refused below
         self.optimizer = canonical_optimizer(self.optimizer)
         _require(0.0 < self.validation_fraction < 1.0, "validation_fraction", "in (0, 1)", self.validation_fraction)
         _require(self.level in LEVELS, "level", f"one of {', '.join(map(str, LEVELS))}", self.level)
