@@ -60,8 +60,8 @@ def test_etn_settings_are_checked_before_any_data_is_read(settings, message):
 
 
 def test_each_model_has_its_default_trainer():
-    """Without --optimizer an ETN trains with the ALS sweeps and an MTP with varpro (DEFAULT_TRAINERS)."""
-    assert TrainingConfig(model="etn", output=None).optimizer == "als"
+    """Without --optimizer an ETN trains with Adam and an MTP with varpro (DEFAULT_TRAINERS)."""
+    assert TrainingConfig(model="etn", output=None).optimizer == "adam"
     assert TrainingConfig(output=None).optimizer == "varpro"
 
 

@@ -117,6 +117,17 @@ def test_each_core_solve_is_the_minimiser_in_that_core(objective, x0):
         x = solved.x
 
 
+def test_als_budget_is_checked_between_core_solves(objective, x0):
+    """A budget spent after the first core solve ends the sweep there: no further JᵀWJ build, no radial step."""
+    builds = objective.n_gauss_newton
+    result = als(objective, x0, sweeps=4, time_limit=1e-9)
+    assert result.nit == 1 and result.message == "wall-time budget of 1e-09 s reached" and not result.success
+    (row,) = result.history
+    assert row["cores_solved"] == 1 and not row["radial_accepted"]
+    assert objective.n_gauss_newton - builds == 1
+    assert result.fun <= objective.fun(x0)
+
+
 def test_als_never_raises_the_loss_and_beats_bfgs_per_pass(objective, x0):
     result = als(objective, x0, sweeps=4)
     losses = [objective.fun(x0)] + [row["loss"] for row in result.history]

@@ -130,7 +130,8 @@ def _parser() -> argparse.ArgumentParser:
                           f"trainer's BFGS: varpro pre-training, then BFGS on all of θ), varpro-LM (variable "
                           f"projection with Levenberg-Marquardt steps on the radial coefficients), scipy's "
                           f"{', '.join(SCIPY_METHODS)}, LM (Levenberg-Marquardt), GN (Gauss-Newton) or als (--model "
-                          f"etn, its default: exact least-squares sweeps over the ETN's cores); mini-batch: "
+                          f"etn: exact least-squares sweeps over the ETN's cores); mini-batch (adam: the ETN's "
+                          f"default): "
                           f"{', '.join(sorted(OPTIMIZERS))}; or a hybrid FIRST+FULLBATCH such as adam+L-BFGS-B "
                           "(--epochs, then --max-iter) or BFGS+LM (--max-iter, then --refine-iter)")
     training.add_argument("--max-iter", type=int, default=1000,
@@ -703,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = _format_warning
         try:
             args = _with_config(parser, argv)
-            if args.command == "train":
+            if args.command == "train" and args.optimizer is not None:   # None: the model's default trainer
                 args.optimizer = canonical_optimizer(args.optimizer)
             return {"train": _train, "evaluate": _evaluate, "bench": _bench, "report": _report,
                     "analyse": _analyse, "finetune-relax": _finetune_relax, "lammps": _lammps, "grade": _grade_or_select,

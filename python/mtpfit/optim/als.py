@@ -192,7 +192,9 @@ def als(objective, x0, sweeps: int = 20, ridge: float = 1e-10, tau: float = 1e-3
     ftol : float
         Stop when a sweep lowers L by less than ftol·L.
     time_limit : float, optional
-        Wall-time budget (s, counting the time before a resume), checked after every sweep.
+        Wall-time budget (s, counting the time before a resume), checked before every core solve after a sweep's
+        first (each costs a JᵀWJ build): a sweep cut short by it ends without its radial step (its history row
+        says how many cores it solved) and the run stops.
     callback : callable, optional
         ``callback(intermediate_result)`` after every sweep (``x``, ``fun``, ``nit`` and ``state``, a function
         returning the run's resumable state); raising StopIteration stops the run.
@@ -256,20 +258,27 @@ def als(objective, x0, sweeps: int = 20, ridge: float = 1e-10, tau: float = 1e-3
     while nit < sweeps:
         before = loss
         order = range(1, d + 1) if nit % 2 == 0 else range(d, 0, -1)
-        rejected = 0
+        rejected, solved_cores = 0, 0
         for k in order:
+            # a block solve costs a whole JᵀWJ build: the budget is checked before each, so a sweep may end early
+            if time_limit is not None and solved_cores and time.perf_counter() - start >= time_limit:
+                break
             solved = solve_core(objective, x, k, ridge)
             x, loss = solved.x, solved.loss_after
             rejected += not solved.accepted
+            solved_cores += 1
         after_cores = loss
-        x, loss, accepted, _ = radial.step(objective, x)
+        partial = solved_cores < d
+        accepted = False
+        if not partial:
+            x, loss, accepted, _ = radial.step(objective, x)
         nit += 1
         elapsed = time.perf_counter() - start
         history.append({"iteration": nit, "loss": loss, "loss_after_cores": after_cores, "rejected_cores": rejected,
-                        "radial_accepted": accepted, "lambda": radial.lam,
+                        "radial_accepted": accepted, "lambda": radial.lam, "cores_solved": solved_cores,
                         "direction": "forward" if (nit - 1) % 2 == 0 else "backward", "elapsed_s": elapsed})
         stop = False
-        if before - loss <= ftol * before:
+        if not partial and before - loss <= ftol * before:
             message, success, stop = f"relative loss decrease over a sweep ≤ {ftol:g}", True, True
         if callback is not None:
             # x is replaced, never modified, by the loop: the snapshot holds a reference
