@@ -769,17 +769,7 @@ void evaluate_structure(EtnKernel& kernel, const Structure& s, double* site_ener
         g.resize(3 * kernel.n_neighbors());
         site_energies[i] = kernel.site_energy(g.data());
         if (state) std::copy(kernel.features(), kernel.features() + nf, state->begin() + nf * i);
-        const int begin = s.offsets[i];
-        for (int n = 0; n < kernel.n_neighbors(); ++n) {
-            const int j = s.neighbors[begin + n];
-            const double* gn = &g[3 * n];
-            const double* r = &s.vectors[3 * (begin + n)];
-            for (int a = 0; a < 3; ++a) {
-                forces[3 * i + a] += gn[a];
-                forces[3 * j + a] -= gn[a];
-                for (int b = 0; b < 3; ++b) plus_stress[3 * a + b] -= gn[a] * r[b];
-            }
-        }
+        scatter_pair_gradients(s, i, g.data(), forces, plus_stress);
     }
 }
 

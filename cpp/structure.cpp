@@ -152,4 +152,18 @@ void gather_pair_gradients(const Structure& s, const double* g, const int* in_of
     std::copy(w, w + 9, virial);
 }
 
+void scatter_pair_gradients(const Structure& s, int i, const double* g, double* forces, double* plus_stress) {
+    const int begin = s.offsets[i];
+    for (int n = 0; n < s.offsets[i + 1] - begin; ++n) {
+        const int j = s.neighbors[begin + n];
+        const double* gn = &g[3 * n];
+        const double* r = &s.vectors[3 * static_cast<std::size_t>(begin + n)];
+        for (int a = 0; a < 3; ++a) {
+            forces[3 * i + a] += gn[a];
+            forces[3 * j + a] -= gn[a];
+            for (int b = 0; b < 3; ++b) plus_stress[3 * a + b] -= gn[a] * r[b];
+        }
+    }
+}
+
 }  // namespace mtpfit

@@ -55,4 +55,8 @@ void incoming_pairs(const Structure& s, std::vector<int>& offsets, std::vector<i
 void gather_pair_gradients(const Structure& s, const double* g, const int* in_offsets, const int* in_pairs, int i,
                            double* force, double* virial);
 
+// The serial counterpart for atom i's pairs: with g_ij = dV_i/dr_ij (3 per neighbour of i, g), F_i += g_ij,
+// F_j −= g_ij (forces: n_atoms × 3) and S −= g_ij ⊗ r_ij (plus_stress: 3 × 3 row-major), in neighbour order.
+void scatter_pair_gradients(const Structure& s, int i, const double* g, double* forces, double* plus_stress);
+
 }  // namespace mtpfit
