@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -776,36 +775,13 @@ void evaluate_structure(EtnKernel& kernel, const Structure& s, double* site_ener
 void evaluate_structure_parallel(const EtnModel& model, const double* theta, const Structure& s,
                                  double* site_energies, double* forces, double* plus_stress, double* atom_virials,
                                  int n_threads) {
-    const int n = s.n_atoms;
-    std::vector<int> own_offsets, own_incoming;
-    if (!s.has_incoming()) incoming_pairs(s, own_offsets, own_incoming);
-    const int* in_offsets = s.has_incoming() ? s.incoming_offsets.data() : own_offsets.data();
-    const int* in_pairs = s.has_incoming() ? s.incoming.data() : own_incoming.data();
-    std::unique_ptr<double[]> g(new double[3 * static_cast<std::size_t>(s.n_pairs())]);
-    std::unique_ptr<double[]> own_virials(atom_virials ? nullptr : new double[9 * static_cast<std::size_t>(n)]);
-    double* W = atom_virials ? atom_virials : own_virials.get();
-    int widest = 0;
-#pragma omp parallel num_threads(std::max(n_threads, 1))
-    {
-        EtnKernel kernel(model, theta);
-#pragma omp for schedule(static) reduction(max : widest)
-        for (int i = 0; i < n; ++i) widest = std::max(widest, kernel.count_active(s, i));
-        kernel.reserve(widest);
-        // an atom's site energy and pair gradients do not depend on the thread that computes them
-#pragma omp for schedule(dynamic, 4)
-        for (int i = 0; i < n; ++i) {
+    evaluate_pairs_parallel<EtnKernel>(
+        model, theta, s, 1,
+        [&](EtnKernel& kernel, int i, int, double* g) {
             kernel.load_atom(s, i);
-            site_energies[i] = kernel.site_energy(g.get() + 3 * static_cast<std::size_t>(s.offsets[i]));
-        }
-        // each atom gathers its pair terms in a fixed order (outgoing pairs, then incoming ones)
-#pragma omp for schedule(static)
-        for (int i = 0; i < n; ++i)
-            gather_pair_gradients(s, g.get(), in_offsets, in_pairs, i, forces + 3 * static_cast<std::size_t>(i),
-                                  W + 9 * static_cast<std::size_t>(i));
-    }
-    std::fill(plus_stress, plus_stress + 9, 0.0);
-    for (int i = 0; i < n; ++i)
-        for (int c = 0; c < 9; ++c) plus_stress[c] += W[9 * static_cast<std::size_t>(i) + c];
+            site_energies[i] = kernel.site_energy(g + 3 * static_cast<std::size_t>(s.offsets[i]));
+        },
+        forces, plus_stress, atom_virials, n_threads);
 }
 
 void structure_vjp(EtnKernel& kernel, const Structure& s, double e, const double* phi, const double* sigma,

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <map>
-#include <memory>
 
 namespace mtpfit {
 
@@ -772,42 +771,16 @@ void evaluate_structure(SiteKernel& kernel, const Structure& s, double* site_ene
 void evaluate_structure_parallel(const Basis& basis, const double* theta, const Structure& s,
                                  double* site_energies, double* forces, double* plus_stress, double* atom_virials,
                                  int n_threads) {
-    constexpr int L = SiteKernel::kLanes;
-    const int n = s.n_atoms, n_batches = (n + L - 1) / L;
-    std::vector<int> own_offsets, own_incoming;
-    if (!s.has_incoming()) incoming_pairs(s, own_offsets, own_incoming);
-    const int* in_offsets = s.has_incoming() ? s.incoming_offsets.data() : own_offsets.data();
-    const int* in_pairs = s.has_incoming() ? s.incoming.data() : own_incoming.data();
-    // left uninitialised: every value is written below (a serial zero fill would cost ~1 ms per 10⁵ pairs)
-    std::unique_ptr<double[]> g(new double[3 * static_cast<std::size_t>(s.n_pairs())]);
-    std::unique_ptr<double[]> own_virials(atom_virials ? nullptr : new double[9 * static_cast<std::size_t>(n)]);
-    double* W = atom_virials ? atom_virials : own_virials.get();
-    int widest = 0;
-#pragma omp parallel num_threads(std::max(n_threads, 1))
-    {
-        SiteKernel kernel(basis, theta);
-#pragma omp for schedule(static) reduction(max : widest)
-        for (int i = 0; i < n; ++i) widest = std::max(widest, kernel.count_active(s, i));
-        kernel.reserve(widest);
-        // an atom's site energy and pair gradients do not depend on the thread that computes them: the schedule
-        // may balance the load (surfaces, a core busy elsewhere) without changing any result
-#pragma omp for schedule(dynamic, 4)
-        for (int b = 0; b < n_batches; ++b) {
-            const int first = b * L, count = std::min(L, n - first);
+    evaluate_pairs_parallel<SiteKernel>(
+        basis, theta, s, SiteKernel::kLanes,
+        [&](SiteKernel& kernel, int first, int count, double* g) {
             kernel.forward_batch(s, first, count, site_energies + first);
             for (int lane = 0; lane < count; ++lane) {
                 kernel.select(s, first + lane, lane);
-                kernel.pair_gradients(g.get() + 3 * static_cast<std::size_t>(s.offsets[first + lane]));
+                kernel.pair_gradients(g + 3 * static_cast<std::size_t>(s.offsets[first + lane]));
             }
-        }
-#pragma omp for schedule(static)
-        for (int i = 0; i < n; ++i)
-            gather_pair_gradients(s, g.get(), in_offsets, in_pairs, i, forces + 3 * static_cast<std::size_t>(i),
-                                  W + 9 * static_cast<std::size_t>(i));
-    }
-    std::fill(plus_stress, plus_stress + 9, 0.0);
-    for (int i = 0; i < n; ++i)
-        for (int c = 0; c < 9; ++c) plus_stress[c] += W[9 * static_cast<std::size_t>(i) + c];
+        },
+        forces, plus_stress, atom_virials, n_threads);
 }
 
 void structure_vjp(SiteKernel& kernel, const Structure& s, double e, const double* phi, const double* sigma,
