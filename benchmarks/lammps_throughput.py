@@ -11,22 +11,17 @@ interleaved; medians and ranges are printed and written (``--json``).
 """
 import argparse
 import json
-import os
-import re
 import statistics
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 from ase.build import bulk
 
 from mtpfit import MTP, _core
 from mtpfit.data.configuration import Configuration
 from mtpfit.data.neighbors import build_structure
-from mtpfit.lammps import lammps_package_dir, plugin_path
+from mtpfit.lammps import plugin_path, run_lammps, us_per_atom_step
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUT = ROOT / "tests" / "data" / "lammps" / "nve.in"
@@ -34,20 +29,9 @@ LATTICE = 3.16
 
 
 def lammps_step_us(plugin, potential, n, steps, ranks, threads) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-           "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(Path(sys.prefix) / "lib"),
-                                                            os.environ.get("LD_LIBRARY_PATH")]))}
-    command = [str(Path(sys.prefix) / "bin" / "mpiexec"), "-n", str(ranks), str(lammps_package_dir() / "lmp"),
-               "-in", str(INPUT), "-log", "none", "-nocite"]
-    for key, value in dict(plugin=plugin, potential=potential, elements="Mo", lattice="bcc", a=LATTICE, n=n,
-                           steps=steps, newton="on", thermo=steps).items():
-        command += ["-var", key, str(value)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
-    if done.returncode != 0:
-        raise SystemExit(done.stdout[-2000:] + done.stderr[-2000:])
-    loop = re.search(r"Loop time of ([0-9.e+-]+) on \d+ procs for (\d+) steps with (\d+) atoms", done.stdout)
-    seconds, n_steps, atoms = float(loop.group(1)), int(loop.group(2)), int(loop.group(3))
-    return 1e6 * seconds / (n_steps * atoms)
+    stdout = run_lammps(INPUT, dict(plugin=plugin, potential=potential, elements="Mo", lattice="bcc", a=LATTICE, n=n,
+                                    steps=steps, newton="on", thermo=steps), ranks, threads)
+    return us_per_atom_step(stdout)
 
 
 def core_us(mtp: MTP, n: int, threads: int, repeat: int) -> float:

@@ -1,8 +1,6 @@
 """The LAMMPS plugin (pair style mtp, mtpfit.lammps): LAMMPS's energies, forces and virials equal the core's."""
 import dataclasses
 import importlib.util
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -217,19 +215,9 @@ def _thermo(stdout):
 
 
 def _nve(plugin, ranks, threads, newton, steps=100):
-    lmp = mtp_lammps.lammps_package_dir() / "lmp"
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-           "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(Path(sys.prefix) / "lib"),
-                                                            os.environ.get("LD_LIBRARY_PATH")]))}
     variables = dict(plugin=plugin, potential=MO, elements="Mo", lattice="bcc", a=3.16, n=4, steps=steps,
                      newton=newton, thermo=10)
-    command = [str(Path(sys.prefix) / "bin" / "mpiexec"), "-n", str(ranks), str(lmp), "-in",
-               str(DATA / "lammps" / "nve.in"), "-log", "none", "-nocite"]
-    for key, value in variables.items():
-        command += ["-var", key, str(value)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return _thermo(done.stdout)
+    return _thermo(mtp_lammps.run_lammps(DATA / "lammps" / "nve.in", variables, ranks, threads, timeout=120))
 
 
 def test_nve_independent_of_ranks_threads_and_newton(plugin):
@@ -389,20 +377,13 @@ def test_halt_on_extrapolation(plugin, active_sets, tmp_path, ranks, threads, ne
     mtp, active, path = active_sets[MO]
     (tmp_path / "md.in").write_text(GRADED_MD)
     stop, select = 4.0, 2.0
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-           "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(Path(sys.prefix) / "lib"),
-                                                            os.environ.get("LD_LIBRARY_PATH")]))}
-    command = [str(Path(sys.prefix) / "bin" / "mpiexec"), "-n", str(ranks),
-               str(mtp_lammps.lammps_package_dir() / "lmp"), "-in", "md.in", "-log", "none", "-nocite"]
-    for key, value in dict(plugin=plugin, potential=MO, active_set=path, newton=newton, stop=stop, select=select,
-                           dump=tmp_path / "selected.dump").items():
-        command += ["-var", key, str(value)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    stdout = mtp_lammps.run_lammps("md.in", dict(plugin=plugin, potential=MO, active_set=path, newton=newton,
+                                                 stop=stop, select=select, dump=tmp_path / "selected.dump"),
+                                   ranks, threads, cwd=tmp_path, timeout=120)
     # fix halt's message interrupts the thermo table
-    halted = [line for line in done.stdout.splitlines() if line.startswith("Fix halt condition")]
-    assert len(halted) == 1, done.stdout[-2000:]
-    thermo = _thermo("\n".join(line for line in done.stdout.splitlines() if line not in halted))
+    halted = [line for line in stdout.splitlines() if line.startswith("Fix halt condition")]
+    assert len(halted) == 1, stdout[-2000:]
+    thermo = _thermo("\n".join(line for line in stdout.splitlines() if line not in halted))
     steps, max_gamma = thermo[:, 0].astype(int), thermo[:, 3]
     graded = steps % 5 == 0
     assert np.all(max_gamma[~graded] == 0) and np.all(max_gamma[graded] > 0)  # 0: not graded on that step
@@ -506,3 +487,17 @@ def test_command_exports_active_set(plugin, active_sets, tmp_path, capsys):
     dataclasses.replace(active, mode="configuration").save(active_set_path(potential))
     assert main(["lammps", "--no-build", "--extrapolation", str(potential)]) == 2
     assert "configuration-mode" in capsys.readouterr().err
+
+
+def test_run_lammps_reports_failures_and_loop_times(plugin, tmp_path):
+    """run_lammps returns the output whose loop time us_per_atom_step reads; a failing input raises, naming it."""
+    variables = dict(plugin=plugin, potential=MO, elements="Mo", lattice="bcc", a=3.16, n=2, steps=5, newton="on",
+                     thermo=5)
+    stdout = mtp_lammps.run_lammps(DATA / "lammps" / "nve.in", variables, timeout=120)
+    assert "16 atoms" in stdout and mtp_lammps.us_per_atom_step(stdout) > 0
+    bad = tmp_path / "bad.in"
+    bad.write_text("no_such_command 1\n")
+    with pytest.raises(RuntimeError, match=r"LAMMPS failed on .*bad\.in"):
+        mtp_lammps.run_lammps(bad, timeout=120)
+    with pytest.raises(ValueError, match="Loop time"):
+        mtp_lammps.us_per_atom_step("no run here")

