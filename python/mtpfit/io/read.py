@@ -14,8 +14,6 @@ from .json_formats import read_json, read_mlearn_json, read_study_json
 
 __all__ = ["read_configurations", "read_files"]
 
-_READERS = {"cfg": read_cfg, "mlearn-json": read_mlearn_json, "study-json": read_study_json}
-
 
 def read_configurations(path: str | os.PathLike, format: str | None = None,
                         name: str | None = None, stress_order: str | None = None,
@@ -87,8 +85,6 @@ def read_configurations(path: str | os.PathLike, format: str | None = None,
             configurations = read_cfg(path, species)
         elif format == "study-json":
             configurations = read_study_json(path, stress_order=stress_order, stress_units=stress_units)
-        elif format in _READERS:
-            configurations = _READERS[format](path)
         else:
             configurations = read_ase(path, format=format)
     elif lower.endswith(".cfg"):
