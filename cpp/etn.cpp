@@ -789,25 +789,8 @@ void structure_vjp(EtnKernel& kernel, const Structure& s, double e, const double
     const std::size_t nf = kernel.model().n_features();
     std::vector<double> W;
     for (int i = 0; i < s.n_atoms; ++i) {
-        // W_ij = ∂Φ/∂g_ij: F_i += g_ij, F_j −= g_ij, S −= g_ij ⊗ r_ij
-        const int begin = s.offsets[i], nn = s.offsets[i + 1] - begin;
-        W.assign(3 * nn, 0.0);
-        bool zero = e == 0.0;
-        for (int n = 0; n < nn; ++n) {
-            double* w = &W[3 * n];
-            if (phi) {
-                const int j = s.neighbors[begin + n];
-                for (int a = 0; a < 3; ++a) w[a] = phi[3 * i + a] - phi[3 * j + a];
-            }
-            if (sigma) {
-                const double* r = &s.vectors[3 * (begin + n)];
-                for (int a = 0; a < 3; ++a)
-                    w[a] -= sigma[3 * a] * r[0] + sigma[3 * a + 1] * r[1] + sigma[3 * a + 2] * r[2];
-            }
-            zero = zero && w[0] == 0.0 && w[1] == 0.0 && w[2] == 0.0;
-        }
         // a zero cotangent contributes nothing: a force row of a large cell touches one neighbourhood
-        if (zero) continue;
+        if (!pair_cotangents(s, i, phi, sigma, W) && e == 0.0) continue;
         kernel.load_atom(s, i, state ? state->data() + nf * i : nullptr);
         kernel.site_vjp(e, W.data(), grad);
     }

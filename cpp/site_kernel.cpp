@@ -793,23 +793,8 @@ void structure_vjp(SiteKernel& kernel, const Structure& s, double e, const doubl
         const int count = std::min(L, s.n_atoms - first);
         bool zero = e == 0.0;
         for (int lane = 0; lane < count; ++lane) {
-            // W_ij = ∂L/∂g_ij: F_i += g_ij, F_j −= g_ij, S −= g_ij ⊗ r_ij
-            const int i = first + lane, begin = s.offsets[i], nn = s.offsets[i + 1] - begin;
-            W[lane].assign(3 * nn, 0.0);
-            for (int n = 0; n < nn; ++n) {
-                double* w = &W[lane][3 * n];
-                if (phi) {
-                    const int j = s.neighbors[begin + n];
-                    for (int a = 0; a < 3; ++a) w[a] = phi[3 * i + a] - phi[3 * j + a];
-                }
-                if (sigma) {
-                    const double* r = &s.vectors[3 * (begin + n)];
-                    for (int a = 0; a < 3; ++a)
-                        w[a] -= sigma[3 * a] * r[0] + sigma[3 * a + 1] * r[1] + sigma[3 * a + 2] * r[2];
-                }
-            }
+            zero = !pair_cotangents(s, first + lane, phi, sigma, W[lane]) && zero;
             W_of[lane] = W[lane].data();
-            for (std::size_t q = 0; zero && q < W[lane].size(); ++q) zero = W[lane][q] == 0.0;
         }
         // a zero cotangent contributes nothing: in large cells a Jacobian row (one force component) touches
         // only the atom's neighbourhood

@@ -166,4 +166,23 @@ void scatter_pair_gradients(const Structure& s, int i, const double* g, double* 
     }
 }
 
+bool pair_cotangents(const Structure& s, int i, const double* phi, const double* sigma, std::vector<double>& W) {
+    const int begin = s.offsets[i], nn = s.offsets[i + 1] - begin;
+    W.assign(3 * static_cast<std::size_t>(nn), 0.0);
+    bool nonzero = false;
+    for (int n = 0; n < nn; ++n) {
+        double* w = &W[3 * static_cast<std::size_t>(n)];
+        if (phi) {
+            const int j = s.neighbors[begin + n];
+            for (int a = 0; a < 3; ++a) w[a] = phi[3 * i + a] - phi[3 * j + a];
+        }
+        if (sigma) {
+            const double* r = &s.vectors[3 * static_cast<std::size_t>(begin + n)];
+            for (int a = 0; a < 3; ++a) w[a] -= sigma[3 * a] * r[0] + sigma[3 * a + 1] * r[1] + sigma[3 * a + 2] * r[2];
+        }
+        nonzero = nonzero || w[0] != 0.0 || w[1] != 0.0 || w[2] != 0.0;
+    }
+    return nonzero;
+}
+
 }  // namespace mtpfit

@@ -95,6 +95,11 @@ void evaluate_pairs_parallel(const Model& model, const double* theta, const Stru
         for (int c = 0; c < 9; ++c) plus_stress[c] += W[9 * static_cast<std::size_t>(i) + c];
 }
 
+// The cotangents W_ij = ∂Φ/∂g_ij (3 per neighbour of atom i, into W) of Φ = Σ_i φ_i·F_i + Σ_ab σ_ab S_ab through
+// F_i += g_ij, F_j −= g_ij and S −= g_ij ⊗ r_ij: W_ij = φ_i − φ_j − σ r_ij. phi (N × 3) and sigma (3 × 3) may be
+// null (zero). Returns whether any W_ij is non-zero.
+bool pair_cotangents(const Structure& s, int i, const double* phi, const double* sigma, std::vector<double>& W);
+
 // The serial counterpart for atom i's pairs: with g_ij = dV_i/dr_ij (3 per neighbour of i, g), F_i += g_ij,
 // F_j −= g_ij (forces: n_atoms × 3) and S −= g_ij ⊗ r_ij (plus_stress: 3 × 3 row-major), in neighbour order.
 void scatter_pair_gradients(const Structure& s, int i, const double* g, double* forces, double* plus_stress);
