@@ -6,10 +6,12 @@
 // Reads an .mtp file (trained or untrained: untrained gets the MLIP load defaults) and the first N
 // configurations of a .cfg file, then reports per atom, for 1 … T OpenMP threads: neighbour-list
 // construction (vesin), energy+forces+PlusStress over the set, and one loss+gradient pass with MLIP-2's
-// default weights; serially, the force vector–Jacobian product in positions and θ (one step of
-// backpropagation through a relaxation). Each figure is the median of repeated runs, repeated until at least --min-time seconds
-// and 5 runs have accumulated; the process CPU time of the same runs is reported beside it (its median), since on a
-// shared machine the wall time of a single-threaded run grows with the load and its CPU time does not.
+// default weights, and for the MTP variable projection's linear system (the R factor of the species and moment
+// coefficients' weighted design, TrainingSet::linear_system); serially, the force vector–Jacobian product in
+// positions and θ (one step of backpropagation through a relaxation). Each figure is the median of repeated runs,
+// repeated until at least --min-time seconds and 5 runs have accumulated; the process CPU time of the same runs is
+// reported beside it (its median), since on a shared machine the wall time of a single-threaded run grows with the
+// load and its CPU time does not.
 //
 // --etn SHAPE (repeatable) adds an ETN-style model (cpp/etn.hpp) of that shape, timed on the same structures
 // with the same passes (energy+forces+PlusStress, loss+gradient) beside the MTP. SHAPE is comma-separated
@@ -283,6 +285,7 @@ std::string etn_label(const EtnShape& s) {
 struct ModelRow {
     int threads;
     Timing efs, lg;
+    Timing ls;  // the MTP's linear system (TrainingSet::linear_system); zero for an ETN
 };
 
 // energy+forces+PlusStress and loss+gradient of one model over the set, as one table row
@@ -290,7 +293,7 @@ template <class Model>
 ModelRow time_model(const Model& model, const std::vector<double>& theta, const TrainingSet& ts, int threads,
                     double min_time) {
     std::vector<double> e(ts.size()), forces(3 * ts.n_atoms()), stress(9 * ts.size()), grad(model.n_params());
-    ModelRow row{threads, {}, {}};
+    ModelRow row{threads, {}, {}, {}};
     row.efs = median_times([&] { ts.predict(model, theta.data(), e.data(), forces.data(), stress.data(), threads); }, min_time);
     row.lg = median_times([&] { ts.loss_and_gradient(model, theta.data(), grad.data(), nullptr, threads); }, min_time);
     return row;
@@ -310,7 +313,11 @@ std::string json_rows(const std::vector<ModelRow>& rows, double per_atom, const 
             << ", \"energy_forces_us_per_atom\": " << r.efs.wall * per_atom
             << ", \"loss_gradient_us_per_atom\": " << r.lg.wall * per_atom
             << ", \"energy_forces_cpu_us_per_atom\": " << r.efs.cpu * per_atom
-            << ", \"loss_gradient_cpu_us_per_atom\": " << r.lg.cpu * per_atom << "}";
+            << ", \"loss_gradient_cpu_us_per_atom\": " << r.lg.cpu * per_atom;
+        if (r.ls.wall > 0.0)
+            out << ", \"linear_system_us_per_atom\": " << r.ls.wall * per_atom
+                << ", \"linear_system_cpu_us_per_atom\": " << r.ls.cpu * per_atom;
+        out << "}";
     }
     return out.str();
 }
@@ -407,6 +414,13 @@ int main(int argc, char** argv) {
         for (int t = 1; t <= max_threads; ++t) {
             mtp_rows.push_back(time_model(pot.basis, pot.theta, ts, t, min_time));
             print_row(mtp_name, pot.basis.n_params(), mtp_rows.back(), per_atom);
+            // variable projection's linear system (R factor of the species and moment coefficients' design)
+            const int n_lin = pot.basis.species_count + static_cast<int>(pot.basis.mapping.size()) + 1;
+            std::vector<double> R(static_cast<std::size_t>(n_lin) * n_lin);
+            ModelRow& row = mtp_rows.back();
+            row.ls = median_times([&] { ts.linear_system(pot.basis, pot.theta.data(), R.data(), t); }, min_time);
+            std::printf("%-40s %7s %7d %12s %8s %12.2f %8.2f %7.2f  (linear system, ratio to loss+gradient)\n", "", "",
+                        t, "", "", row.ls.wall * per_atom, row.ls.cpu * per_atom, row.ls.wall / row.lg.wall);
             for (std::size_t m = 0; m < etns.size(); ++m) {
                 etn_rows[m].push_back(time_model(etns[m], etn_thetas[m], ts, t, min_time));
                 print_row(etn_label(etns[m].shape()), etns[m].n_params(), etn_rows[m].back(), per_atom);

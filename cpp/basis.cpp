@@ -1,6 +1,7 @@
 #include "basis.hpp"
 
 #include <algorithm>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 
@@ -72,6 +73,34 @@ void Basis::build_graph() {
             use_other.push_back(u.right);
             use_mult.push_back(u.mult);
         }
+    }
+    // dependence sets: products only read complete moments (checked above), so one pass in file order suffices
+    const int n_basic = static_cast<int>(basic.size());
+    std::vector<std::vector<int>> depends(moments_count);
+    for (int x = 0; x < n_basic; ++x) depends[x] = {x};
+    for (const auto& t : products) {
+        std::vector<int>& d = depends[t.target];
+        std::vector<int> merged;
+        std::set_union(depends[t.left].begin(), depends[t.left].end(), depends[t.right].begin(),
+                       depends[t.right].end(), std::back_inserter(merged));
+        std::vector<int> all;
+        std::set_union(d.begin(), d.end(), merged.begin(), merged.end(), std::back_inserter(all));
+        d.swap(all);
+    }
+    chain_offsets.assign(moments_count + 1, 0);
+    for (int x = 0; x < moments_count; ++x) {
+        chain_offsets[x + 1] = chain_offsets[x] + static_cast<int>(depends[x].size());
+        chain_basic.insert(chain_basic.end(), depends[x].begin(), depends[x].end());
+    }
+    chain_product_offsets.assign(n_products + 1, 0);
+    for (int k = 0; k < n_products; ++k) {
+        const auto& t = products[k];
+        const std::vector<int>& d = depends[t.target];
+        for (int factor : {t.left, t.right})
+            for (int b : depends[factor])
+                chain_positions.push_back(
+                    static_cast<int>(std::lower_bound(d.begin(), d.end(), b) - d.begin()));
+        chain_product_offsets[k + 1] = static_cast<int>(chain_positions.size());
     }
 }
 

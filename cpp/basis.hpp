@@ -43,6 +43,17 @@ struct Basis {
     std::vector<int> reverse_order;
     std::vector<int> use_offsets, use_target, use_other;
     std::vector<double> use_mult;
+    // The moments' sparse dependence on the basic moments, for forward-mode Jacobians (SiteKernel::basis_chain()):
+    // moment x depends on the basic moments chain_basic[chain_offsets[x] … chain_offsets[x+1]) (ascending; a basic
+    // moment on itself alone). Product t adds its left factor's derivatives at positions
+    // chain_positions[chain_product_offsets[t] …] of its target's list, then its right factor's.
+    std::vector<int> chain_offsets, chain_basic, chain_product_offsets, chain_positions;
+    // Σ over the basis functions of the basic moments each depends on: the FMAs per tangent column
+    double basis_chain_size() const {
+        double size = 0.0;
+        for (int x : mapping) size += chain_offsets[x + 1] - chain_offsets[x];
+        return size;
+    }
 
     Basis(int species_count, int radial_funcs_count, int radial_basis_size, double min_dist,
           double max_dist, double scaling, int moments_count, std::vector<BasicMoment> basic,

@@ -52,15 +52,15 @@ const Eigen::MatrixXd& RFactor::R() {
 
 namespace {
 
-// G[q][α] = T[mapping[α]][q] for q < columns: the basis functions' rows of a moment Jacobian table, transposed 8 at
-// a time so that the scatter below runs over contiguous α
+// G[q][α] = T[α][q] for q < columns: the basis Jacobian table (M rows of `row` values) transposed 8 rows at a
+// time, so that the scatter below runs over contiguous α
 void basis_columns(const Basis& basis, const double* T, std::size_t row, int columns, std::vector<double>& G) {
     const int M = static_cast<int>(basis.mapping.size());
     G.resize(static_cast<std::size_t>(columns) * M);
     for (int a1 = 0; a1 < M; a1 += 8) {
         const int n8 = std::min(8, M - a1);
         const double* src[8];
-        for (int u = 0; u < n8; ++u) src[u] = T + basis.mapping[a1 + u] * row;
+        for (int u = 0; u < n8; ++u) src[u] = T + (a1 + u) * row;
         for (int q = 0; q < columns; ++q) {
             double* out = &G[static_cast<std::size_t>(q) * M + a1];
             for (int u = 0; u < n8; ++u) out[u] = src[u][q];
@@ -73,6 +73,7 @@ void basis_columns(const Basis& basis, const double* T, std::size_t row, int col
 void structure_linear_design(SiteKernel& kernel, const Structure& s, double* D, int ld, TangentDirections directions) {
     const Basis& basis = kernel.basis();
     const int S = basis.species_count, M = static_cast<int>(basis.mapping.size()), n3 = 3 * s.n_atoms;
+    const double chain_size = basis.basis_chain_size();
     for (int q = 0; q < n3 + 10; ++q) std::fill_n(D + static_cast<std::size_t>(q) * ld, S + M, 0.0);
     auto row_of = [&](int q) { return D + static_cast<std::size_t>(q) * ld + S; };
     double V[SiteKernel::kLanes];
@@ -114,18 +115,18 @@ void structure_linear_design(SiteKernel& kernel, const Structure& s, double* D, 
                 if (j != i) members[column[j] * images + count_of[column[j]]++] = a;
             }
             for (int j : column_atom) column[j] = -1;
-            // fewer columns through the products (2 flops each per product, about 5 per cycle), against the sums
-            // over images that make them (about one per cycle for each basic moment, column and image); measured
-            // on 3-species 27-atom cells: level 20 gains a fifth, level 16 breaks even
+            // fewer tangent columns (2 flops each per derivative of a basis function by a basic moment, about 5
+            // per cycle), against the sums over images that make them (about one per cycle for each basic moment,
+            // column and image)
             const int merged = (3 * K + SiteKernel::kStrains + 7) / 8 * 8, columns = (3 * na + 7) / 8 * 8;
-            const double saved = 2.0 * static_cast<double>(basis.products.size()) * (columns - merged) / 5.0,
+            const double saved = 2.0 * chain_size * (columns - merged) / 5.0,
                          summing = 3.0 * static_cast<double>(basis.basic.size()) * K * images;
             if (directions == TangentDirections::atoms ||
                 (directions == TangentDirections::automatic && merged <= 3 * tile && saved > summing)) {
                 // along atom displacements and strains: ∂B/∂x_k for each neighbour atom k (F_k −= it, F_i += it:
                 // the translation invariance Σ_k ∂B/∂x_k = 0) and the virial Σ_j g ⊗ r_ij, symmetric for each
                 // rotation-invariant B (S_ab = S_ba −= its strain column)
-                const double* T = kernel.moment_jacobian_atoms(members.data(), images, K);
+                const double* T = kernel.basis_jacobian_atoms(members.data(), images, K);
                 basis_columns(basis, T, kernel.jacobian_row(), 3 * K + SiteKernel::kStrains, G);
                 for (int c = 0; c < 3; ++c) {
                     double* fi = row_of(1 + 3 * i + c);
@@ -155,7 +156,7 @@ void structure_linear_design(SiteKernel& kernel, const Structure& s, double* D, 
             }
             for (int a0 = 0; a0 < na; a0 += tile) {
                 const int w = std::min(tile, na - a0);
-                const double* T = kernel.moment_jacobian(a0, w);
+                const double* T = kernel.basis_jacobian(a0, w);
                 atom.resize(w);
                 vec.resize(3 * w);
                 for (int a = 0; a < w; ++a) {
@@ -223,11 +224,15 @@ void TrainingSet::linear_system(const Basis& basis, const double* theta, double*
     // fixed tree: the result does not depend on the thread count. The cost of a configuration is its share of the
     // forward-mode pass (products × padded tangent columns of every atom) and of the QR updates (about 2.7 n²
     // flops per residual): blocks of equal residual counts can differ in cost when atoms have unequal neighbour
-    // counts. As many blocks as the data fill with at least 2n rows each (kMaxFactorBlocks at most): a pairwise
-    // merge costs about 3.3 n³ flops, against the 2.7 n² of each of a block's own rows.
+    // counts. A power of two of blocks (kMaxFactorBlocks at most), each of at least 8n rows: a pairwise merge
+    // costs about 3.3 n³ flops, against the 2.7 n² of each of a block's own rows, and on 2^k threads the blocks
+    // share out evenly.
     const long total = n_residuals_total();
-    const int blocks = static_cast<int>(std::max(1L, std::min<long>({kMaxFactorBlocks, total / (2L * n), K})));
-    const double per_column = 2.0 * static_cast<double>(basis.products.size()), per_row = 2.7 * n * n;
+    const long fill = std::max(1L, std::min<long>({kMaxFactorBlocks, total / (8L * n), K}));
+    int blocks = 1;
+    while (2 * blocks <= fill) blocks *= 2;
+    // per tangent column: one FMA for each derivative of a basis function by a basic moment (basis_rows)
+    const double per_column = 2.0 * basis.basis_chain_size(), per_row = 2.7 * n * n;
     std::vector<double> cost(K + 1, 0.0);
     for (int k = 0; k < K; ++k) {
         const Structure& s = structures_[k];

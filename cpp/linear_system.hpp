@@ -38,8 +38,9 @@ private:
 // The linear design of configuration s at the kernel's radial coefficients, written to D (row-major, 10 + 3N rows
 // of ld ≥ S + M values; the first S + M of each are written): row 0 the energy, rows 1 + 3i + a the force F_ia,
 // rows 1 + 3N + 3a + b the PlusStress S_ab; column t < S the number of atoms of species t (the derivative by
-// ξ_t), column S + α the derivative by the moment coefficient c_α. One forward pass and one forward-mode pass
-// through the products per atom.
+// ξ_t), column S + α the derivative by the moment coefficient c_α. Per atom one forward pass, and forward mode
+// along its tangent directions: the basic moments' tangents, then ∂B_α = Σ_b (∂B_α/∂m_b) ∂m_b with the basis
+// functions' sparse derivatives by the basic moments (SiteKernel::basis_jacobian()).
 // `directions` chooses, per atom, the tangent directions of the forward-mode pass: the 3n displacements of its
 // neighbours, or the 3K displacements of the K distinct atoms among them and 6 strains (fewer in small periodic
 // cells, where a neighbourhood holds several images of one atom); `automatic` takes the cheaper by a cost model.

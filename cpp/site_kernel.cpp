@@ -10,7 +10,7 @@ namespace mtpfit {
 namespace {
 constexpr int kPad = 4;  // pad neighbour rows to whole AVX2 vectors of doubles
 
-// moment_jacobian() works on chunks of 8 doubles (one AVX-512 register, two AVX2 ones)
+// basis_jacobian() works on chunks of 8 doubles (one AVX-512 register, two AVX2 ones)
 typedef double Chunk __attribute__((vector_size(8 * sizeof(double))));
 inline Chunk load_chunk(const double* p) {
     Chunk v;
@@ -46,15 +46,15 @@ SiteKernel::SiteKernel(const Basis& basis, const double* theta)
         }
         group_begin_.push_back(static_cast<int>(group_moment_.size()));
     }
-    // what moment_jacobian() must initialise: rows no basic moment or earlier run has written
+    // basis_chain(): a basic moment's derivative by itself is 1 throughout; a derived moment's list is set by the
+    // first run that targets it (a later one, none in MLIP's files, adds to it)
+    chain_.assign(basis.chain_basic.size(), Lanes{});
+    for (std::size_t k = 0; k < basis.basic.size(); ++k) chain_[basis.chain_offsets[k]] = Lanes{} + 1.0;
     std::vector<char> written(basis.moments_count, 0);
-    for (int k : group_moment_) written[k] = 1;
     for (const auto& run : basis.runs) {
         run_assigns_.push_back(!written[run.target]);
         written[run.target] = 1;
     }
-    for (int k = 0; k < basis.moments_count; ++k)
-        if (!written[k]) unwritten_moments_.push_back(k);
 }
 
 void SiteKernel::ensure_stride(int n_active) {
@@ -72,6 +72,7 @@ void SiteKernel::ensure_stride(int n_active) {
 }
 
 void SiteKernel::prepare_batch(const Structure& s, int first, int count) {
+    chain_current_ = false;
     // size the rows for the batch's widest atom first: growing them later would drop the lanes already filled
     int widest = 0;
     for (int lane = 0; lane < count; ++lane) widest = std::max(widest, count_active(s, first + lane));
@@ -337,34 +338,9 @@ void SiteKernel::moment_gradients(const double* alpha_of, double* g) {
     }
 }
 
-template <int NC>
-void SiteKernel::product_run_block(const ProductRun& run, bool assign, int per, int q0) {
-    constexpr int kVector = 8;
-    Chunk left[NC], right[NC];
-    double* Tt = &jac_[static_cast<std::size_t>(run.target) * per + q0];
-    for (int c = 0; c < NC; ++c) {
-        left[c] = assign ? Chunk{} : load_chunk(Tt + c * kVector);
-        right[c] = Chunk{};
-    }
-    for (int k = run.begin; k < run.end; ++k) {
-        const auto& t = basis_.products[k];
-        const double ml = t.mult * m_[t.left], mr = t.mult * m_[t.right];
-        const double *Tl = &jac_[static_cast<std::size_t>(t.left) * per + q0],
-                     *Tr = &jac_[static_cast<std::size_t>(t.right) * per + q0];
-#pragma GCC unroll 6
-        for (int c = 0; c < NC; ++c) {
-            left[c] += mr * load_chunk(Tl + c * kVector);
-            right[c] += ml * load_chunk(Tr + c * kVector);
-        }
-    }
-    for (int c = 0; c < NC; ++c) {
-        const Chunk sum = left[c] + right[c];
-        std::memcpy(Tt + c * kVector, &sum, sizeof sum);
-    }
-}
-
 int SiteKernel::jacobian_tile() const {
-    const std::size_t budget = std::size_t{1} << 20, per_neighbour = 3 * sizeof(double) * m_.size();
+    const std::size_t budget = std::size_t{1} << 20,
+                      per_neighbour = 3 * sizeof(double) * (basis_.basic.size() + basis_.mapping.size());
     const int tile = static_cast<int>(budget / per_neighbour) / kPad * kPad;
     return std::max(kPad, tile);
 }
@@ -396,43 +372,81 @@ void SiteKernel::basic_tangents(int a0, int w, int block, double* table, int per
     }
 }
 
-template <int NC>
-void SiteKernel::product_runs_block(int per, int q0) {
-    for (std::size_t r = 0; r < basis_.runs.size(); ++r) product_run_block<NC>(basis_.runs[r], run_assigns_[r], per, q0);
+void SiteKernel::basis_chain() {
+    // d(m_l m_r) = m_r dm_l + m_l dm_r over each moment's basic moments only: the products' sparse forward mode,
+    // for the whole batch at once
+    Lanes* v = chain_.data();
+    const int* offsets = basis_.chain_offsets.data();
+    for (std::size_t r = 0; r < basis_.runs.size(); ++r) {
+        const ProductRun& run = basis_.runs[r];
+        Lanes* target = v + offsets[run.target];
+        if (run_assigns_[r]) std::fill(target, v + offsets[run.target + 1], Lanes{});
+        for (int k = run.begin; k < run.end; ++k) {
+            const auto& t = basis_.products[k];
+            const int* pos = &basis_.chain_positions[basis_.chain_product_offsets[k]];
+            const Lanes a = t.mult * batch_m_[t.right], b = t.mult * batch_m_[t.left];
+            const Lanes *dl = v + offsets[t.left], *dr = v + offsets[t.right];
+            const int nl = offsets[t.left + 1] - offsets[t.left], nr = offsets[t.right + 1] - offsets[t.right];
+            for (int j = 0; j < nl; ++j) target[pos[j]] += a * dl[j];
+            pos += nl;
+            for (int j = 0; j < nr; ++j) target[pos[j]] += b * dr[j];
+        }
+    }
+    chain_current_ = true;
 }
 
-void SiteKernel::product_tangents(int per) {
+template <int NC>
+void SiteKernel::basis_rows_block(int per, int q0) {
+    constexpr int kVector = 8;
+    const int* offsets = basis_.chain_offsets.data();
+    const int M = static_cast<int>(basis_.mapping.size());
+    for (int alpha = 0; alpha < M; ++alpha) {
+        const int x = basis_.mapping[alpha];
+        Chunk sum[NC];
+        for (int c = 0; c < NC; ++c) sum[c] = Chunk{};
+        for (int j = offsets[x]; j < offsets[x + 1]; ++j) {
+            const double d = chain_[j][lane_];
+            const double* row = &basic_jac_[static_cast<std::size_t>(basis_.chain_basic[j]) * per + q0];
+#pragma GCC unroll 6
+            for (int c = 0; c < NC; ++c) sum[c] += d * load_chunk(row + c * kVector);
+        }
+        double* out = &jac_[static_cast<std::size_t>(alpha) * per + q0];
+        for (int c = 0; c < NC; ++c) std::memcpy(out + c * kVector, &sum[c], sizeof sum[c]);
+    }
+}
+
+void SiteKernel::basis_rows(int per) {
     constexpr int kVector = 8, kMaxBlock = 6;
-    for (int k : unwritten_moments_) std::fill_n(&jac_[static_cast<std::size_t>(k) * per], per, 0.0);
-    // products in the forward pass' order, d(m_l m_r) = m_l dm_r + m_r dm_l; each run is summed in registers, up
-    // to six chunks at a time with the two terms in separate sums (short dependency chains); the first run of a
-    // derived moment sets its row, a later one (none in MLIP's files) adds to it. Block by block of columns, all
-    // runs each: a block's columns of every moment (at most 48 doubles each) stay in the L2 cache however wide the
-    // table is.
+    if (!chain_current_) basis_chain();
+    if (jac_.size() < static_cast<std::size_t>(per) * basis_.mapping.size())
+        jac_.resize(static_cast<std::size_t>(per) * basis_.mapping.size());
+    // ∂B_α = Σ_b (∂B_α/∂m_b) ∂m_b over the basic moments b that B_α depends on, summed in registers up to six
+    // chunks at a time; block by block of columns, so that a block of every basic row stays in the L2 cache
     const int chunks = per / kVector, blocks = (chunks + kMaxBlock - 1) / kMaxBlock;
     for (int b = 0, q0 = 0; b < blocks; ++b) {
         // as few blocks of at most kMaxBlock chunks as possible, of about equal size
         const int size = chunks / blocks + (b < chunks % blocks ? 1 : 0);
         switch (size) {
-            case 1: product_runs_block<1>(per, q0); break;
-            case 2: product_runs_block<2>(per, q0); break;
-            case 3: product_runs_block<3>(per, q0); break;
-            case 4: product_runs_block<4>(per, q0); break;
-            case 5: product_runs_block<5>(per, q0); break;
-            default: product_runs_block<6>(per, q0); break;
+            case 1: basis_rows_block<1>(per, q0); break;
+            case 2: basis_rows_block<2>(per, q0); break;
+            case 3: basis_rows_block<3>(per, q0); break;
+            case 4: basis_rows_block<4>(per, q0); break;
+            case 5: basis_rows_block<5>(per, q0); break;
+            default: basis_rows_block<6>(per, q0); break;
         }
         q0 += size * kVector;
     }
 }
 
-const double* SiteKernel::moment_jacobian(int a0, int w) {
+const double* SiteKernel::basis_jacobian(int a0, int w) {
     // a row holds the x, y and z blocks of w values back to back, padded to whole 8-double chunks
     const int per = (3 * w + 7) / 8 * 8;
     jac_stride_ = w;
     jac_row_ = per;
-    if (jac_.size() < static_cast<std::size_t>(per) * m_.size()) jac_.resize(static_cast<std::size_t>(per) * m_.size());
-    basic_tangents(a0, w, w, jac_.data(), per);
-    product_tangents(per);
+    if (basic_jac_.size() < static_cast<std::size_t>(per) * basis_.basic.size())
+        basic_jac_.resize(static_cast<std::size_t>(per) * basis_.basic.size());
+    basic_tangents(a0, w, w, basic_jac_.data(), per);
+    basis_rows(per);
     return jac_.data();
 }
 
@@ -461,14 +475,15 @@ void sum_images(const double* tx, const double* ty, const double* tz, const int*
 
 }  // namespace
 
-const double* SiteKernel::moment_jacobian_atoms(const int* members, int images, int K) {
+const double* SiteKernel::basis_jacobian_atoms(const int* members, int images, int K) {
     // the neighbours' rows with one zero after each component block: members[c·images + l] = na (no neighbour)
     // pads the columns of atoms with fewer images
     const int na = n_active(), block = na + 1, per_n = (3 * block + 7) / 8 * 8, per = (3 * K + kStrains + 7) / 8 * 8;
     const std::size_t n_basic = basis_.basic.size();
     jac_stride_ = K;
     jac_row_ = per;
-    if (jac_.size() < static_cast<std::size_t>(per) * m_.size()) jac_.resize(static_cast<std::size_t>(per) * m_.size());
+    if (basic_jac_.size() < static_cast<std::size_t>(per) * n_basic)
+        basic_jac_.resize(static_cast<std::size_t>(per) * n_basic);
     if (basic_tan_.size() < per_n * n_basic) basic_tan_.resize(per_n * n_basic);
     basic_tangents(0, na, block, basic_tan_.data(), per_n);
     // r_ij = r u, its components per neighbour
@@ -483,7 +498,7 @@ const double* SiteKernel::moment_jacobian_atoms(const int* members, int images, 
     }
     for (std::size_t k = 0; k < n_basic; ++k) {
         const double *tx = &basic_tan_[k * per_n], *ty = tx + block, *tz = ty + block;
-        double* T = &jac_[k * per];
+        double* T = &basic_jac_[k * per];
         switch (images) {
             case 1: sum_images<1>(tx, ty, tz, members, K, T); break;
             case 2: sum_images<2>(tx, ty, tz, members, K, T); break;
@@ -510,7 +525,7 @@ const double* SiteKernel::moment_jacobian_atoms(const int* members, int images, 
         strain[5] = 0.5 * e5;
         for (int q = 3 * K + kStrains; q < per; ++q) T[q] = 0.0;
     }
-    product_tangents(per);
+    basis_rows(per);
     return jac_.data();
 }
 

@@ -18,8 +18,8 @@
 
 namespace mtpfit {
 
-// Directions of a forward-mode pass over one atom's neighbourhood: moment_jacobian() (the neighbours'
-// displacements) or moment_jacobian_atoms() (the distinct atoms' displacements and the strains); automatic: the
+// Directions of a forward-mode pass over one atom's neighbourhood: basis_jacobian() (the neighbours'
+// displacements) or basis_jacobian_atoms() (the distinct atoms' displacements and the strains); automatic: the
 // caller's choice of the cheaper.
 enum class TangentDirections { automatic, neighbours, atoms };
 
@@ -31,7 +31,7 @@ public:
 
     // Forward and adjoint passes for atoms first … first+count−1 (count ≤ kLanes); V receives their site
     // energies (eV). Follow with select() for each atom before pair_gradients() or add_vjp().
-    // `adjoints` false skips the reverse pass (for callers that need only the moments: moment_jacobian()).
+    // `adjoints` false skips the reverse pass (for callers that need only the moments: basis_jacobian()).
     void forward_batch(const Structure& s, int first, int count, double* V, bool adjoints = true);
     // Makes atom i, lane `lane` of the last batch, the current atom.
     void select(const Structure& s, int i, int lane);
@@ -52,25 +52,26 @@ public:
     void load_batch(const Structure& s, int first, int count, const double* state);
     void save(double* moments, double* adjoints) const;
 
-    // ∂m_k/∂r_ij of every moment k of the current atom for its active neighbours a0 … a0+w−1 (forward mode through
-    // the products, from the moments select() loaded): row k of the returned table (jacobian_row() values) holds
-    // the x, y and z blocks of jacobian_stride() = w values, neighbour a0 + a at position a of each block. Valid
-    // until the next call.
-    const double* moment_jacobian(int a0, int w);
-    // As moment_jacobian(), for all active neighbours at once, along 3K + kStrains collective directions instead
+    // ∂B_α/∂r_ij of every basis function α (the moment basis.mapping[α]) of the current atom for its active
+    // neighbours a0 … a0+w−1: row α of the returned table (jacobian_row() values) holds the x, y and z blocks of
+    // jacobian_stride() = w values, neighbour a0 + a at position a of each block. Forward mode: the basic moments'
+    // tangents, then the chain rule through the basis functions' sparse derivatives by the basic moments
+    // (basis_chain(), once per batch, from the moments of forward_batch()). Valid until the next call.
+    const double* basis_jacobian(int a0, int w);
+    // As basis_jacobian(), for all active neighbours at once, along 3K + kStrains collective directions instead
     // of their 3w displacements: the displacement of each of K atoms, atom column c moving the active neighbours
     // members[c·images] … members[c·images + images − 1] (its images, padded with n_active(), no neighbour; images
     // of the central atom move with it and are in no column), then the symmetric strains r_ij ↦ ε r_ij with ε = e_x e_x, e_y e_y, e_z e_z, sym(e_y e_z),
     // sym(e_x e_z), sym(e_x e_y). Row k holds the x, y and z blocks of K values (jacobian_stride() = K), then the
     // kStrains values. In small periodic cells a neighbourhood holds several images of one atom, and 3K + 6 < 3w.
-    const double* moment_jacobian_atoms(const int* members, int images, int K);
+    const double* basis_jacobian_atoms(const int* members, int images, int K);
     static constexpr int kStrains = 6;
     int jacobian_stride() const { return jac_stride_; }
     int jacobian_row() const { return jac_row_; }
     // Neighbours of the current atom inside the basis' cutoff, as indices into its neighbour list.
     int n_active() const { return slots_[lane_].n_act; }
     const std::vector<int>& active_neighbors() const { return slots_[lane_].active; }
-    // Neighbours per moment_jacobian() call that keep its table within about 1 MiB (the L2 cache).
+    // Neighbours per basis_jacobian() call that keep its tables within about 1 MiB (the L2 cache).
     int jacobian_tile() const;
     const std::vector<double>& moments() const { return m_; }
 
@@ -116,14 +117,14 @@ private:
     // rows of the basic moments in table (row stride per): ∂m_k/∂r_ij for the active neighbours a0 … a0+w−1,
     // the x, y and z blocks `block` ≥ w apart (zero-padded)
     void basic_tangents(int a0, int w, int block, double* table, int per);
-    // the derived moments' rows of jac_ (row stride per) from its basic moments' rows, through the products
-    void product_tangents(int per);
-    // moment_jacobian(): the run's target row for columns q0 … q0 + 8·NC − 1
+    // chain_ = ∂m_x/∂m_b for every moment x and the basic moments b it depends on (Basis::chain_basic), at the
+    // moments of every lane of the batch
+    void basis_chain();
+    // the basis functions' rows of jac_ (row stride per) from the basic moments' rows of basic_jac_
+    void basis_rows(int per);
+    // basis_rows() for columns q0 … q0 + 8·NC − 1
     template <int NC>
-    void product_run_block(const ProductRun& run, bool assign, int per, int q0);
-    // every run's target row for columns q0 … q0 + 8·NC − 1
-    template <int NC>
-    void product_runs_block(int per, int q0);
+    void basis_rows_block(int per, int q0);
     // f''_μ of the current atom's neighbours into ddf_
     void radial_second_derivatives();
 
@@ -145,11 +146,13 @@ private:
     std::vector<Lanes> batch_m_, batch_adj_, batch_tan_, batch_tan_adj_;  // [moment] of kLanes values
     std::vector<double> m_, adj_;  // the current atom
     std::vector<double> lane_tan_adj_;  // one lane's tangent adjoints (second_order_batch)
-    std::vector<double> jac_;  // moment_jacobian(): [moment][component][neighbour], rows of jac_row_
-    std::vector<double> basic_tan_;  // moment_jacobian_atoms(): the basic moments' neighbour rows
+    std::vector<double> jac_;        // basis_jacobian(): [basis function][component][neighbour], rows of jac_row_
+    std::vector<double> basic_jac_;  // the same for the basic moments
+    std::vector<double> basic_tan_;  // basis_jacobian_atoms(): the basic moments' neighbour rows
+    std::vector<Lanes> chain_;       // basis_chain(), [derivative][lane]
+    bool chain_current_ = false;     // chain_ is the current batch's
     int jac_stride_ = 0, jac_row_ = 0;
-    std::vector<char> run_assigns_;       // per run of the basis: its target's row is set, not added to
-    std::vector<int> unwritten_moments_;  // moments neither basic nor a product target: zero rows
+    std::vector<char> run_assigns_;  // per run of the basis: its target's chain_ list is set, not added to
 };
 
 // Site energies (N), forces (N×3, eV/Å) and PlusStress (3×3 row-major, eV) of one configuration. With `state`,

@@ -268,11 +268,13 @@ class Objective:
         radial block is ‖R₁₁ θ_lin − R₁ₙ‖² + R_nn². Under MPI each rank factors its shard and the ranks' factors
         are stacked and factored again.
 
-        Cost: per atom one forward pass and one forward-mode pass through the moment products — along its
-        neighbours' displacements, or, where fewer (small periodic cells, whose neighbourhoods hold several images
-        of one atom), along the displacements of the distinct atoms among them and six strains — plus QR updates
-        of about 2.7 (S + M + 1)² flops per weighted residual: about 1.5–2 loss+gradient passes at level 16 and
-        3–4 at level 20 (benchmarks/RESULTS.md §7). Memory: a few (S + M + 1)² per block of configurations,
+        Cost: per atom one forward pass and a forward-mode pass — along its neighbours' displacements, or, where
+        fewer (small periodic cells, whose neighbourhoods hold several images of one atom), along the displacements
+        of the distinct atoms among them and six strains: the basic moments' tangents, then one multiply-add per
+        tangent direction for each derivative of a basis function by a basic moment it depends on (these sparse
+        derivatives come from the moment products once per atom) — plus QR updates of about 2.7 (S + M + 1)² flops
+        per weighted residual: about 1.2–1.6 loss+gradient passes at level 16 and 2.3–3 at level 20
+        (benchmarks/RESULTS.md §7). Memory: a few (S + M + 1)² per block of configurations,
         whatever the number of residuals. Bit-identical for any thread count; under MPI it agrees with one
         process to round-off.
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from ..objective.blas import single_threaded_blas
 from ..objective.objective import Objective
 
 __all__ = ["LinearSolution", "ReducedLoss", "linear_resolve", "radial_gauge", "radial_scale", "solve_linear",
@@ -133,7 +134,8 @@ def solve_linear(R: np.ndarray, current: np.ndarray, rcond: float = 1e-12, ridge
             rows[np.arange(len(moments)), np.searchsorted(active, moments)] = np.sqrt(ridge) / norms[moments]
             system = np.vstack([system, rows])
             target = np.concatenate([rhs, -np.sqrt(ridge) * current[moments]])
-        scaled, *_ = scipy.linalg.lstsq(system, target, cond=rcond, lapack_driver="gelsd")
+        with single_threaded_blas():
+            scaled, *_ = scipy.linalg.lstsq(system, target, cond=rcond, lapack_driver="gelsd")
         delta[active] = scaled / norms[active]
     x = current + delta
     data_loss = float(np.sum((A @ x - z) ** 2) + R[n, n] ** 2)

@@ -21,6 +21,7 @@ from ..datasets import BUNDLED, load_bundled
 from ..io import read_files
 from ..metrics import format_errors
 from ..objective import Loss, Objective
+from ..objective.blas import single_threaded_blas
 from ..optim import make_optimizer
 from ..potential.etn import ETN
 from ..potential.mtp import MTP
@@ -274,7 +275,7 @@ def fit(config: TrainingConfig | dict | None = None, /, *, log: Callable[[str], 
         comm.bcast(None)  # no rank reads the folder before rank 0 has cleared it
     progress = None if config.quiet else log
     training = stop.training() if hasattr(stop, "training") else contextlib.nullcontext()
-    with training:
+    with training, single_threaded_blas():
         run = _train(config, objective, x0, data.validation, stop, progress)
         run.config, run.start, run.start_seconds = config, start, start_seconds
         if output is not None:
