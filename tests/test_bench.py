@@ -279,3 +279,24 @@ models = ["l06"]
     path.write_text(text.replace('models = ["etn"]', 'models = ["etm"]'))
     with pytest.raises(ValueError, match=r"optimizer 2: models \['etm'\] are not entries of \[models\]"):
         load_campaign(path)
+
+
+def test_validate_seconds_gives_each_run_a_checked_time_to_accuracy_curve(campaign_file, tmp_path):
+    from mtpfit.bench.results import ResultFileError, check_record
+
+    text = CAMPAIGN.replace("max_iter = 4\n", "max_iter = 4\nvalidate_seconds = 1e-9\n").replace(
+        "seeds = [1, 2]", "seeds = [1]")
+    path = campaign_file.with_name("curve.toml")
+    path.write_text(text)
+    campaign = load_campaign(path, tmp_path / "curve")
+    run_campaign(campaign, workers=1, progress=None)
+    records = {r["spec"]["optimizer"]["name"]: r for r in _records(campaign.results).values()}
+    curve = records["L-BFGS-B"]["curve"]
+    assert len(curve) == records["L-BFGS-B"]["result"]["nit"]
+    assert [t for t, _, _ in curve] == sorted(t for t, _, _ in curve)
+    final = records["L-BFGS-B"]["result"]["errors"]["validation"]
+    assert curve[-1][1:] == pytest.approx([final["epa_rmse"], final["force_rmse"]], rel=1e-12)
+    assert len(records["adam"]["curve"]) == 2        # not asked for: the mini-batch default, once an epoch
+    bad = dict(records["L-BFGS-B"], curve=[[-1.0, 0.1, 0.2]])
+    with pytest.raises(ResultFileError, match="curve"):
+        check_record(bad, campaign.result_path(bad["spec"]))

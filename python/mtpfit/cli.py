@@ -162,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument("--batch-size", type=int, default=32, help="configurations per mini-batch (default 32)")
     training.add_argument("--epochs", type=int, default=100, help="epochs of a mini-batch optimizer (default 100)")
     training.add_argument("--validate-every", type=int, help="validate every N steps (default: every epoch)")
+    training.add_argument("--validate-seconds", type=float, metavar="S",
+                          help="with any trainer, also validate every S seconds of training and record the errors "
+                               "in history.csv (a time-to-accuracy curve)")
     training.add_argument("--patience", type=int, help="early stopping after N validations without improvement")
     training.add_argument("--resume", action="store_true",
                      help="continue the run checkpointed in --output on the same trajectory (every trainer; only "

@@ -25,6 +25,8 @@ A campaign is a TOML file::
     name = "BFGS"                          # native-bfgs, a scipy method, LM, GN, a zoo name, or FIRST+FULLBATCH
     max_iter = 300                         # budget: max_iter, epochs (+ batch_size); max_seconds caps wall time;
                                            # refine_iter, refine_seconds: a hybrid's second stage
+    validate_seconds = 30                  # validation errors every 30 s of training: the run's time-to-accuracy
+                                           # curve (result `curve`)
     init_interval = 1e-3                   # θ₀ uniform in ±a seeded by the run's seed (default: MLIP defaults)
     start = "resolve"                      # from θ₀: resolve (exact linear coefficients), species (species
                                            # energies only) or none; default resolve for full batch, species for
@@ -65,8 +67,8 @@ def _seed_matters(optimizer: dict, etn: bool) -> bool:
     return etn or "init_interval" in optimizer or first not in {m.lower() for m in FULL_BATCH_METHODS}
 
 _OPTIMIZER_KEYS = {"label", "name", "max_iter", "epochs", "batch_size", "init_interval", "hyper", "loss",
-                   "sweep", "start", "species_fit", "patience", "validate_every", "max_seconds", "refine_iter",
-                   "refine_seconds", "models"}
+                   "sweep", "start", "species_fit", "patience", "validate_every", "validate_seconds", "max_seconds",
+                   "refine_iter", "refine_seconds", "models"}
 _STARTS = ("resolve", "species", "none")  # mtpfit.train.STARTS, not imported: reading a campaign needs no core
 _TOP_KEYS = {"name", "description", "seeds", "threads_per_run", "results", "datasets", "models", "loss",
              "optimizers", "study", "budget_note"}
@@ -195,7 +197,7 @@ def load_campaign(path: str | Path, results: str | Path | None = None) -> Campai
     options = {"label": str, "name": str, "start": str, "species_fit": bool, "hyper": dict, "loss": dict, "sweep": dict,
                "models": list,
                **dict.fromkeys(("max_iter", "epochs", "batch_size", "patience", "validate_every", "refine_iter"), int),
-               **dict.fromkeys(("init_interval", "max_seconds", "refine_seconds"), float)}
+               **dict.fromkeys(("init_interval", "max_seconds", "refine_seconds", "validate_seconds"), float)}
     n_runs = 0
     for k, opt in enumerate(config["optimizers"]):
         if not isinstance(opt, dict):

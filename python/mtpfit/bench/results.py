@@ -1,7 +1,8 @@
 """Campaign result files: written atomically with a checksum, validated whenever they are read.
 
 A result file is the JSON record of one run (:func:`~mtpfit.bench.runner.execute`): ``spec``, ``result``,
-``history``, ``machine`` and ``checksum``, the SHA-256 of the record's canonical JSON without that key. Its name is
+``history``, ``machine``, optionally ``curve`` (the time-to-accuracy points, [s, eV/atom, eV/Å], of a run with
+``validate_seconds``) and ``checksum``, the SHA-256 of the record's canonical JSON without that key. Its name is
 the first 20 hex digits of the hash of its ``spec``. A file that cannot be parsed (truncated by a kill), lacks a
 key, has a value of the wrong type or a non-finite number where a number is required, a history whose length is
 not the iteration count, a checksum that does not match, or a name that is not its spec's hash is *damaged*:
@@ -118,7 +119,7 @@ def _problem(record, name: str) -> str | None:
     if missing:
         return f"missing key(s) {', '.join(map(repr, missing))}"
     # strict: a file whose "checksum" key was damaged must not pass for one written before checksums
-    unknown = sorted(set(record) - set(_TOP) - {"checksum"})
+    unknown = sorted(set(record) - set(_TOP) - {"checksum", "curve"})
     if unknown:
         return f"unknown key(s) {', '.join(map(repr, unknown))}"
     problem = _check_table(record["spec"], _SPEC, "spec") or _check_table(record["result"], _RESULT, "result")
@@ -129,6 +130,11 @@ def _problem(record, name: str) -> str | None:
         return "history is not a list of finite numbers"
     if not isinstance(record["machine"], dict):
         return "machine is not a table"
+    curve = record.get("curve", [])
+    if not isinstance(curve, list) or not all(
+            isinstance(p, list) and len(p) == 3 and _number(p[0]) and p[0] >= 0
+            and all(v is None or _number(v) for v in p[1:]) for p in curve):
+        return "curve is not a list of [seconds ≥ 0, EPA RMSE or null, force RMSE or null]"
     # every trainer records one history entry per iteration or step; a diverged run records none
     if len(history) != (result["nit"] or 0):
         return f"history has {len(history)} entries for {result['nit']} iterations"

@@ -82,7 +82,8 @@ def training_config(spec: dict, train: Dataset, validation: Dataset) -> Training
             radial_basis_size=model.get("radial_basis_size", 8), init_interval=opt.get("init_interval"),
             start=start_of(opt, kind), optimizer=opt["name"], max_iter=opt.get("max_iter", 1000),
             epochs=opt.get("epochs", 10), batch_size=opt.get("batch_size", 32), patience=opt.get("patience"),
-            validate_every=opt.get("validate_every"), max_seconds=opt.get("max_seconds"),
+            validate_every=opt.get("validate_every"), validate_seconds=opt.get("validate_seconds"),
+            max_seconds=opt.get("max_seconds"),
             refine_iter=opt.get("refine_iter"), refine_seconds=opt.get("refine_seconds"),
             hyper=dict(opt.get("hyper", {})), seed=int(spec["seed"]), threads=spec.get("threads", 1), log_every=0,
             output=None, quiet=True, **fields)
@@ -118,7 +119,7 @@ def execute(spec: dict, base: str | Path) -> dict:
                 "result": {"wall_time_s": time.perf_counter() - start, "passes": None, "nit": None,
                            "final_loss": None, "success": False, "diverged": True, "message": f"diverged: {err}",
                            "start": config.starting, "errors": {"train": {}, "validation": {}}},
-                "history": [], "machine": _machine()}
+                "history": [], "curve": [], "machine": _machine()}
     r, name = run.result, config.optimizer
     clean = lambda v: None if isinstance(v, float) and not np.isfinite(v) else v  # noqa: E731
     return {"spec": spec,
@@ -129,7 +130,25 @@ def execute(spec: dict, base: str | Path) -> dict:
                        "errors": {part: {k: clean(v) for k, v in run.errors[part]["all"].items()}
                                   for part in ("train", "validation")}},
             "history": [float(row.get("batch_loss", row.get("loss"))) for row in run.history],
-            "machine": _machine()}
+            "curve": validation_curve(run.history), "machine": _machine()}
+
+
+def validation_curve(history: list[dict]) -> list[list]:
+    """The validated rows of a run's history as [seconds, validation EPA RMSE (eV/atom), force RMSE (eV/Å)].
+
+    Seconds of training from the start of the run: a hybrid's second-stage rows count from the end of its first
+    stage (its last row's ``elapsed_s``). Errors the validation set has no labels of are None.
+    """
+    curve, stage_end = [], {}
+    for row in history:
+        if row.get("elapsed_s") is not None:
+            stage_end[row.get("stage", 1)] = float(row["elapsed_s"])
+    for row in history:
+        if "val_epa_rmse" not in row or row.get("elapsed_s") is None:
+            continue
+        offset = stage_end.get(1, 0.0) if row.get("stage") == 2 else 0.0
+        curve.append([offset + float(row["elapsed_s"]), row["val_epa_rmse"], row["val_force_rmse"]])
+    return curve
 
 
 def _machine() -> dict:

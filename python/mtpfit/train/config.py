@@ -141,6 +141,11 @@ class TrainingConfig:
         stage), else of the full-batch trainer (a hybrid's second stage), e.g. ``{"b1": 0.8}``.
     validate_every, patience : int, optional
         Mini-batch validation interval (steps) and early-stopping patience (validations).
+    validate_seconds : float, optional
+        Also validate every this many seconds of training, with any trainer: the history rows of those
+        iterations or steps get ``val_epa_rmse``, ``val_force_rmse`` and ``val_stress_rmse`` beside
+        ``elapsed_s``, a time-to-accuracy curve. Each validation is one energy+forces pass over the validation set
+        and counts in the wall-time budget.
     seed : int
         Seeds the validation split, ``init_interval``, ``force_fraction`` and mini-batch shuffling.
     threads : int
@@ -209,6 +214,7 @@ class TrainingConfig:
     batch_size: int = 32
     epochs: int = 100
     validate_every: int | None = None
+    validate_seconds: float | None = None
     patience: int | None = None
     seed: int = 0
     threads: int = 0
@@ -252,7 +258,7 @@ class TrainingConfig:
             value = getattr(self, name)
             _require(value is None or value >= (1 if name in ("validate_every", "checkpoint_every") else 0), name,
                      "positive" if name in ("validate_every", "checkpoint_every") else "non-negative", value)
-        for name in ("min_dist", "max_dist", "init_interval", "lr", "clip", "lm_tau", "gtol"):
+        for name in ("min_dist", "max_dist", "init_interval", "lr", "clip", "lm_tau", "gtol", "validate_seconds"):
             value = getattr(self, name)
             _require(value is None or value > 0, name, "positive", value)
         for name in ("energy_weight", "force_weight", "stress_weight", "max_seconds", "refine_seconds"):

@@ -179,18 +179,20 @@ def _train(config: TrainingConfig, objective: Objective, x0: np.ndarray, validat
                             epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
                             validation=validation, patience=config.patience, max_iter=config.max_iter,
                             refine_iter=config.refine_iter, checkpoint_dir=output, time_limit=config.max_seconds,
-                            refine_time=config.refine_seconds, stop=stop, progress=progress,
+                            refine_time=config.refine_seconds, validate_seconds=config.validate_seconds,
+                            stop=stop, progress=progress,
                             first_options={} if zoo_first else _method_options(config, first, {}),
                             **every, **_method_options(config, second, {} if zoo_first else hyper))
     if first in FULL_BATCH_METHODS:
         return train_full_batch(objective, x0, first, max_iter=config.max_iter, validation=validation,
                                 log_every=config.log_every,
                                 checkpoint=None if output is None else output / "checkpoint.npz",
-                                time_limit=config.max_seconds, stop=stop, progress=progress, **every,
-                                **_method_options(config, first, hyper))
+                                time_limit=config.max_seconds, validate_seconds=config.validate_seconds, stop=stop,
+                                progress=progress, **every, **_method_options(config, first, hyper))
     result = train_minibatch(objective, _zoo_optimizer(config, first), x0, epochs=config.epochs,
                              batch_size=config.batch_size, seed=config.seed, validation=validation,
-                             validate_every=config.validate_every, patience=config.patience,
+                             validate_every=config.validate_every, validate_seconds=config.validate_seconds,
+                             patience=config.patience,
                              checkpoint=None if output is None else output / "checkpoint.npz",
                              time_limit=config.max_seconds, stop=stop, progress=progress, **every)
     return finish_run(objective, result, result.history, result.wall_time, validation, None, result.interrupted)

@@ -56,8 +56,8 @@ ETN_ONLY = frozenset({"als"})
 def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS", max_iter: int = 1000,
                      validation: Dataset | None = None, log_every: int = 10, checkpoint: str | Path | None = None,
                      checkpoint_every: int = 10, time_limit: float | None = None,
-                     stop: Callable[[], str | None] | None = None, progress: Callable[[str], None] | None = print,
-                     **options) -> TrainingRun:
+                     validate_seconds: float | None = None, stop: Callable[[], str | None] | None = None,
+                     progress: Callable[[str], None] | None = print, **options) -> TrainingRun:
     """Train with the full-batch method ``method`` and report errors.
 
     Parameters
@@ -69,7 +69,7 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
     max_iter : int
         Iterations (for the native BFGS: after its pre-training ones).
     validation : Dataset, optional
-        Evaluated once at the end.
+        Evaluated at the end, and every ``validate_seconds``.
     log_every : int
         Train errors are printed and added to the history every this many iterations (one energy+forces pass
         each); an error the training set has no labels of is printed as "—" and is None in the history.
@@ -84,6 +84,11 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
         Iterations between checkpoints.
     time_limit : float, optional
         Wall-time budget (s, counting the time before a resume).
+    validate_seconds : float, optional
+        With ``validation``: after the first iteration and then at the first iteration ending at least this many
+        seconds after the last validation, the validation errors of its θ are added to its history row
+        (``val_epa_rmse``, ``val_force_rmse``, ``val_stress_rmse``; one energy+forces pass over the validation
+        set, inside the budget), and kept in the checkpoint with the train errors.
     stop : callable, optional
         Asked after every iteration; a non-empty return value (the name of a signal, see
         :class:`~mtpfit.train.signals.StopSignals`) ends the run there, with the checkpoint and the outputs of
@@ -128,6 +133,10 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
     latest: dict = {"result": None}
     start = time.perf_counter()
     passes_before = objective.passes
+    checked = None
+    if validate_seconds and validation is not None:
+        checked = Objective(objective.mtp, validation, objective.loss, objective.n_threads, objective.comm)
+    validated = {"at": None}
 
     def report(r):
         latest["result"] = r
@@ -135,9 +144,16 @@ def train_full_batch(objective: Objective, x0: np.ndarray, method: str = "BFGS",
         line = f"iter {r.nit:5d}  {phase}loss {r.fun:.6e}  {time.perf_counter() - start:8.1f} s"
         if log_every and r.nit % log_every == 0:
             m = error_metrics(objective.dataset, objective.predict(r.x))["all"]
-            logged[r.nit] = {"train_epa_rmse": m["epa_rmse"], "train_force_rmse": m["force_rmse"]}
+            logged.setdefault(r.nit, {}).update(train_epa_rmse=m["epa_rmse"], train_force_rmse=m["force_rmse"])
             line += (f"  train EPA RMSE {shown(m['epa_rmse'], '.3f', 'meV/atom', 1e3)}  "
                      f"force RMSE {shown(m['force_rmse'], '.4f', 'eV/Å')}")
+        now = time.perf_counter()
+        if checked is not None and (validated["at"] is None or now - validated["at"] >= validate_seconds):
+            m = error_metrics(validation, checked.predict(r.x))["all"]
+            logged.setdefault(r.nit, {}).update({f"val_{k}": m[k] for k in ("epa_rmse", "force_rmse", "stress_rmse")})
+            line += (f"  validation EPA RMSE {shown(m['epa_rmse'], '.3f', 'meV/atom', 1e3)}  "
+                     f"force RMSE {shown(m['force_rmse'], '.4f', 'eV/Å')}")
+            validated["at"] = time.perf_counter()
         say(line)
         if file is not None and checkpoint_every and r.nit % checkpoint_every == 0:
             _save(file, r, identity, logged, objective.mtp)

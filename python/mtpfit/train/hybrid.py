@@ -23,7 +23,7 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
                  batch_size: int = 32, seed: int = 0, validation: Dataset | None = None, patience: int | None = None,
                  max_iter: int = 1000, refine_iter: int | None = None, checkpoint_dir: str | Path | None = None,
                  time_limit: float | None = None, refine_time: float | None = None,
-                 first_options: dict | None = None, checkpoint_every: int | None = None,
+                 validate_seconds: float | None = None, first_options: dict | None = None, checkpoint_every: int | None = None,
                  stop: Callable[[], str | None] | None = None, progress: Callable[[str], None] | None = print,
                  **options) -> TrainingRun:
     """``first``, then the full-batch ``method`` for ``refine_iter`` iterations from its θ.
@@ -44,6 +44,9 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
     refine_time : float, optional
         With ``time_limit``: the part of it kept for the second stage (the first stops at
         ``time_limit − refine_time``).
+    validate_seconds : float, optional
+        Validation interval in seconds of training, in both stages (see :func:`~mtpfit.train.train_full_batch`);
+        a row's ``elapsed_s`` counts from the start of its stage.
     first_options : dict, optional
         Passed to a full-batch first stage (e.g. ``pretrain_iter`` for the native BFGS).
     checkpoint_dir : path, optional
@@ -75,12 +78,13 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
         first_limit = max(time_limit - refine_time, 0.0)
     if isinstance(first, str):
         run = train_full_batch(objective, x0, first, max_iter=max_iter, time_limit=first_limit, progress=progress,
+                               validation=validation if validate_seconds else None, validate_seconds=validate_seconds,
                                checkpoint=folder / "stage1.npz" if folder else None, stop=stop, **every,
                                **(first_options or {}))
         one, one_history, one_wall, name, stopped = run.result, run.history, run.wall_time, first, run.interrupted
     else:
         one = train_minibatch(objective, first, x0, epochs=epochs, batch_size=batch_size, seed=seed,
-                              validation=validation, patience=patience,
+                              validation=validation, patience=patience, validate_seconds=validate_seconds,
                               checkpoint=folder / "stage1.npz" if folder else None, time_limit=first_limit,
                               stop=stop, progress=progress, **every)
         one_history, one_wall, name, stopped = one.history, one.wall_time, first.name, one.interrupted
@@ -92,7 +96,8 @@ def train_hybrid(objective: Objective, first: Optimizer | str, method: str, x0: 
     remaining = None if time_limit is None else max(time_limit - one_wall, 0.0)
     two = train_full_batch(objective, one.x, method, max_iter=max_iter if refine_iter is None else refine_iter,
                            validation=validation, checkpoint=folder / "stage2.npz" if folder else None,
-                           time_limit=remaining, stop=stop, progress=progress, **every, **options)
+                           time_limit=remaining, validate_seconds=validate_seconds, stop=stop, progress=progress,
+                           **every, **options)
     history = [{"stage": 1, **row} for row in one_history] + [{"stage": 2, **row} for row in two.history]
     r = two.result
     message = str(r.message)

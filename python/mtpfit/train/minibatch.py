@@ -34,7 +34,8 @@ _MONITORS = {"epa_rmse": _ENERGY, "epa_mae": _ENERGY, "force_rmse": _FORCES, "fo
 
 def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, epochs: int = 10,
                     batch_size: int = 32, seed: int = 0, validation: Dataset | None = None,
-                    validate_every: int | None = None, patience: int | None = None,
+                    validate_every: int | None = None, validate_seconds: float | None = None,
+                    patience: int | None = None,
                     monitor: str = "force_rmse", checkpoint: str | Path | None = None, checkpoint_every: int = 100,
                     max_steps: int | None = None, time_limit: float | None = None,
                     stop: Callable[[], str | None] | None = None,
@@ -55,6 +56,9 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
     validation : Dataset, optional
         Errors are computed at the optimizer's ``eval_params`` every ``validate_every`` steps (default: at the
         end of every epoch) and recorded in the history.
+    validate_seconds : float, optional
+        Also validate after the first step and then at the first step ending at least this many seconds after the
+        last validation (a time-to-accuracy curve; these validations count for ``patience`` too).
     patience : int, optional
         Early stopping: stop after this many validations without improvement of ``monitor`` (a key of
         :func:`mtpfit.metrics.error_metrics`, e.g. ``force_rmse`` or ``epa_rmse``); the result is then the best θ.
@@ -161,6 +165,7 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
 
     stop_message = f"{epochs} epochs done"
     stopped = out_of_time = interrupted = False
+    last_validation = None
     while epoch < epochs and not stopped:
         if batch_index == 0:
             drawn_from = rng.bit_generator.state
@@ -194,8 +199,11 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
                 # mean of this epoch's batch losses: the epoch's training loss, at no extra cost
                 in_epoch = [r["batch_loss"] for r in history if r["epoch"] == epoch] + [loss]
                 row["epoch_loss"] = float(np.mean(in_epoch))
+            timed = validate_seconds and (last_validation is None
+                                          or row["elapsed_s"] - last_validation >= validate_seconds)
             if valid_objective and ((validate_every and step % validate_every == 0)
-                                    or (not validate_every and end_of_epoch)):
+                                    or (not validate_every and end_of_epoch) or timed):
+                last_validation = row["elapsed_s"]
                 if validate(row):
                     stop_message, stopped = f"early stopping: no improvement in {patience} validations", True
             history.append(row)
