@@ -285,7 +285,7 @@ def test_validate_seconds_gives_each_run_a_checked_time_to_accuracy_curve(campai
     from mtpfit.bench.results import ResultFileError, check_record
 
     text = CAMPAIGN.replace("max_iter = 4\n", "max_iter = 4\nvalidate_seconds = 1e-9\n").replace(
-        "seeds = [1, 2]", "seeds = [1]")
+        "seeds = [1, 2]", "seeds = [1]").replace('name = "tiny"', 'name = "curve"')
     path = campaign_file.with_name("curve.toml")
     path.write_text(text)
     campaign = load_campaign(path, tmp_path / "curve")
@@ -300,3 +300,21 @@ def test_validate_seconds_gives_each_run_a_checked_time_to_accuracy_curve(campai
     bad = dict(records["L-BFGS-B"], curve=[[-1.0, 0.1, 0.2]])
     with pytest.raises(ResultFileError, match="curve"):
         check_record(bad, campaign.result_path(bad["spec"]))
+    # the report: curves against time per dataset, and the study's figures beside ours with the first time reached
+    final = records["L-BFGS-B"]["curve"][-1]
+    loose, tight = final[1] * 1e3 * 1.0001, final[1] * 1e3 * 0.5
+    path.write_text(text + f"""
+[study.references.loose]
+epa = {loose!r}
+force = {final[2] * 1.0001!r}
+[study.references.tight]
+epa = {tight!r}
+force = 1e-9
+""")
+    report = write_report(campaign.results, path.parent).read_text()
+    assert (campaign.results / "curve_multi20_time_to_accuracy.png").stat().st_size > 10_000
+    first = next(t for t, e, f in curve if e * 1e3 <= loose and f <= final[2] * 1.0001)
+    line = next(row for row in report.splitlines() if row.startswith("| scipy L-BFGS | 1 |")
+                and f"{first:.0f} s (1/1 runs reach it)" in row)
+    assert line
+    assert "not by half the runs (0/1 reach it)" in report      # the tight reference is never reached

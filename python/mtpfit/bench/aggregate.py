@@ -49,7 +49,8 @@ def load_results(folder: str | Path) -> pd.DataFrame:
                      "final_loss": np.nan if result["final_loss"] is None else result["final_loss"],
                      "success": result["success"], "diverged": bool(result.get("diverged", False)),
                      "message": result["message"],
-                     "history": record["history"], "finished": record.get("machine", {}).get("finished"),
+                     "history": record["history"], "curve": record.get("curve", []),
+                     "finished": record.get("machine", {}).get("finished"),
                      "file": str(path)})
     frame = pd.DataFrame(rows)
     frame.attrs["damaged"] = damaged

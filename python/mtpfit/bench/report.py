@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,7 @@ __all__ = ["write_report"]
 def _plots(runs, campaign: str, folder: Path) -> list[str]:
     plt = pyplot()
     files = []
-    sub = runs[runs.campaign == campaign]
-    sub = sub.assign(cell=[label if swept == "{}" else f"{label} {swept}"
-                           for label, swept in zip(sub.label, sub.swept)])
-    keys = {cell: (label, tuple(json.loads(swept).values())) for cell, label, swept in zip(sub.cell, sub.label,
-                                                                                         sub.swept)}
-    labels = sorted(keys, key=keys.get)
+    sub, labels = _cells(runs[runs.campaign == campaign])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, cell in enumerate(labels):
         for j, (_, run) in enumerate(sub[sub.cell == cell].iterrows()):
@@ -84,6 +80,96 @@ def _sweep_plots(runs, campaign: str, folder: Path) -> list[str]:
     return files
 
 
+def _on_grid(curve: list, grid: np.ndarray, column: int, scale: float) -> np.ndarray:
+    """A run's validation error at each time of ``grid``: the last validation at or before it (NaN before the
+    first one and after the run ended)."""
+    times = np.array([p[0] for p in curve], dtype=float)
+    values = np.array([np.nan if p[column] is None else scale * p[column] for p in curve], dtype=float)
+    index = np.searchsorted(times, grid, side="right") - 1
+    out = np.where(index >= 0, values[np.clip(index, 0, None)], np.nan)
+    return np.where(grid <= times[-1], out, np.nan)
+
+
+def _cells(sub):
+    """The runs with their cell names (label, with the swept setting when there is one) in ``cell``, and the
+    names ordered by label, then by swept value."""
+    sub = sub.assign(cell=[label if swept == "{}" else f"{label} {swept}"
+                           for label, swept in zip(sub.label, sub.swept)])
+    keys = {cell: (label, tuple(json.loads(swept).values())) for cell, label, swept in zip(sub.cell, sub.label,
+                                                                                         sub.swept)}
+    return sub, sorted(keys, key=keys.get)
+
+
+def _curve_plots(runs, campaign: str, folder: Path) -> list[str]:
+    """Per dataset: validation EPA RMSE and force RMSE against training wall time for every cell whose runs
+    recorded a curve (``validate_seconds``), the median over seeds as a line and their range shaded."""
+    plt = pyplot()
+    files = []
+    sub = runs[(runs.campaign == campaign) & (runs.curve.map(len) > 0)]
+    for dataset, group in sub.groupby("dataset", sort=True):
+        group, cells = _cells(group)
+        end = max(p[0] for curve in group.curve for p in curve)
+        grid = np.linspace(0.0, end, 400)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, column, scale, unit, what in ((axes[0], 1, 1e3, "meV/atom", "EPA RMSE"),
+                                              (axes[1], 2, 1.0, "eV/Å", "force RMSE")):
+            for k, cell in enumerate(cells):
+                table = np.array([_on_grid(c, grid, column, scale) for c in group[group.cell == cell].curve])
+                shown = np.isfinite(table).any(axis=0)
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns
+                    median = np.nanmedian(table, axis=0)
+                    low, high = np.nanmin(table, axis=0), np.nanmax(table, axis=0)
+                ax.plot(grid[shown], median[shown], color=f"C{k % 10}", lw=1.4,
+                        label=f"{cell} ({len(table)} seeds)")
+                ax.fill_between(grid[shown], low[shown], high[shown], color=f"C{k % 10}", alpha=0.15, lw=0)
+            ax.set(yscale="log", xlabel="training wall time (s, one core)", ylabel=f"validation {what} ({unit})")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{campaign}, {dataset}: validation error against time (median over seeds, range shaded)")
+        files.append(_save(fig, folder / f"{campaign}_{_slug(dataset)}_time_to_accuracy.png"))
+    return files
+
+
+def _first_at_or_below(curve: list, epa: float, force: float) -> float:
+    """Seconds of training until a validation has EPA RMSE ≤ epa (eV/atom) and force RMSE ≤ force (eV/Å); inf
+    if none has."""
+    for t, e, f in curve:
+        if e is not None and f is not None and e <= epa and f <= force:
+            return float(t)
+    return float("inf")
+
+
+def _reference_lines(runs, campaign: str, dataset: str, references: dict) -> list[str]:
+    """The study's figures beside ours: per cell the median final validation errors, their ratios to each
+    reference, and the median time at which the runs first reach it (from their curves)."""
+    sub, cells = _cells(runs[(runs.campaign == campaign) & (runs.dataset == dataset)])
+    lines = []
+    for name, ref in references.items():
+        rows = []
+        for cell in cells:
+            group = sub[sub.cell == cell]
+            first = [_first_at_or_below(c, ref["epa"] * 1e-3, ref["force"]) for c in group.curve]
+            reached, median_first = int(np.isfinite(first).sum()), float(np.median(first))
+            if not group.curve.map(len).all():
+                when = "no curve recorded"
+            elif np.isfinite(median_first):
+                when = f"{median_first:.0f} s ({reached}/{len(group)} runs reach it)"
+            else:
+                when = f"not by half the runs ({reached}/{len(group)} reach it)"
+            rows.append({"cell": cell, "n": len(group), "epa": group.val_epa_rmse.median(),
+                         "epa_ratio": group.val_epa_rmse.median() / ref["epa"],
+                         "force": group.val_force_rmse.median(),
+                         "force_ratio": group.val_force_rmse.median() / ref["force"],
+                         "time": group.wall_time_s.median(), "first": when})
+        seconds = f", {ref['seconds']:g} s" if "seconds" in ref else ""
+        lines += [f"Against the study's {name} ({ref['epa']:g} meV/atom, {ref['force']:g} eV/Å{seconds}):", "",
+                  markdown_table(pd.DataFrame(rows), {
+                      "cell": "optimizer", "n": "runs", "epa": "val EPA median (meV/atom)", "epa_ratio": "÷ study",
+                      "force": "val force median (eV/Å)", "force_ratio": "÷ study", "time": "time (s)",
+                      "first": f"first at or below the study's {name} (median)"}), ""]
+    return lines
+
+
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
 
@@ -124,7 +210,7 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
         raise ValueError(f"{results}: no valid result files" + (f" ({len(damaged)} damaged)" if damaged else ""))
     cells = summarize(runs)
     cells.to_csv(results / "summary.csv", index=False)
-    runs.drop(columns=["history"]).to_csv(results / "runs.csv", index=False)
+    runs.drop(columns=["history", "curve"]).to_csv(results / "runs.csv", index=False)
     meta = {}
     for path in sorted(Path(campaigns).glob("*.toml")) if campaigns else []:
         c = load_campaign(path)
@@ -165,9 +251,13 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
                                                        tuple(json.loads(sub.swept.iloc[i]).values())))
         sub = sub.iloc[order]
         lines += [markdown_table(sub, table_columns), ""]
-        for name in _plots(runs, campaign, results) + _sweep_plots(runs, campaign, results):
+        for name in (_plots(runs, campaign, results) + _sweep_plots(runs, campaign, results)
+                     + _curve_plots(runs, campaign, results)):
             lines.append(f"![{name}]({name})")
         lines.append("")
+        references = ((c_meta[0].study or {}) if c_meta else {}).get("references", {})
+        for dataset in sorted(set(sub.dataset)) if references else []:
+            lines += _reference_lines(runs, campaign, dataset, references)
         for dataset, group in sub.groupby("dataset"):
             best = {what: group.loc[group[col].idxmin()] for what, col in (
                 ("validation EPA RMSE", "val_epa_rmse_median"), ("validation force RMSE", "val_force_rmse_median"),
