@@ -303,7 +303,7 @@ def test_validate_seconds_gives_each_run_a_checked_time_to_accuracy_curve(campai
     # the report: curves against time per dataset, and the study's figures beside ours with the first time reached
     final = records["L-BFGS-B"]["curve"][-1]
     loose, tight = final[1] * 1e3 * 1.0001, final[1] * 1e3 * 0.5
-    path.write_text(text + f"""
+    path.write_text(text + f"""published = {{ epa_mae = 2.0 }}
 [study.references.loose]
 epa = {loose!r}
 force = {final[2] * 1.0001!r}
@@ -318,3 +318,7 @@ force = 1e-9
                 and f"{first:.0f} s (1/1 runs reach it)" in row)
     assert line
     assert "not by half the runs (0/1 reach it)" in report      # the tight reference is never reached
+    mae = records["L-BFGS-B"]["result"]["errors"]["validation"]["epa_mae"] * 1e3
+    assert "## Against the published potentials" in report
+    assert any(row.startswith("| multi20 | l06 | scipy L-BFGS | 1 |") and f"| 2 | {mae / 2.0:.4g} |" in row
+               for row in report.splitlines())
