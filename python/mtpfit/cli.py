@@ -1,4 +1,4 @@
-"""Command line: ``mtpfit train``, ``evaluate``, ``grade``, ``select``, ``learn``, ``bench``, ``report``,
+"""Command line: ``mtpfit train``, ``tune``, ``evaluate``, ``grade``, ``select``, ``learn``, ``bench``, ``report``,
 ``analyse``, ``finetune-relax`` and ``lammps`` (also ``python -m mtpfit``)."""
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .potential.mtp import LEVELS, MTP, species_labels
 from .potential.reader import read_potential
 from .train import STARTS, SCIPY_METHODS
 from .train.config import TrainingConfig, canonical_optimizer
+from .train.tune import METRICS
 from .train.fit import fit, load_training_data
 
 __all__ = ["main"]
@@ -76,18 +77,11 @@ def _load_data(args):
     return data.train, data.validation, data.species, data.min_dist, data.max_dist
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtpfit", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"mtpfit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train an MTP and report validation errors",
-                       description="Train an MTP. Without --train, trains on the bundled mlearn Mo set "
-                                   "(published train/test split). Every option can also be set in "
-                                   "a TOML file (--config) under its long name with '_' for '-'; the command "
-                                   "line wins.")
-    t.add_argument("--config", metavar="TOML", help="read options from this TOML file")
-    model = _data_arguments(t)
+def _training_arguments(parser: argparse.ArgumentParser, model, tune: bool = False) -> None:
+    """Every option of ``mtpfit train`` after the data ones (``model``: the group of :func:`_data_arguments`). For
+    ``tune`` (:func:`mtpfit.train.tune.tune`) without those the tuning sets itself (--optimizer, --lr,
+    --max-seconds, --resume, --overwrite, --output, --quiet), and with --max-iter and --epochs so high that the
+    budget alone stops each run."""
     model.add_argument("--level", type=int, default=16, choices=LEVELS, help="MTP level (default 16)")
     model.add_argument("--radial-basis-size", type=int, default=8)
     model.add_argument("--model", choices=("mtp", "etn"), default="mtp",
@@ -110,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                             "fitted; none = θ as initialised (default: resolve for full-batch trainers, species for "
                             "mini-batch ones, none with --init-potential). The native BFGS re-solves by itself")
     model.add_argument("--no-species-fit", action="store_true", help="the same as --start none (older name)")
-    training = t.add_argument_group("loss and optimizer")
+    training = parser.add_argument_group("loss and optimizer")
     training.add_argument("--loss", choices=("mlip", "plain", "file"), default="mlip",
                      help="mlip: MLIP-2 weighting; plain: the study's plain sums; file: weights in the data")
     training.add_argument("--energy-weight", type=float, help="multiplier of the energy terms (default 1)")
@@ -124,26 +118,28 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument("--force-fraction", type=float, default=1.0,
                      help="partial force supervision: fraction of configurations keeping force labels")
     training.add_argument("--force-seed", type=int, help="seed of the --force-fraction choice (default: --seed)")
-    training.add_argument("--optimizer", metavar="NAME",
-                     help=f"full batch: varpro (the MTP's default: variable projection, BFGS on the radial coefficients "
-                          f"with the linear ones solved exactly at every step), native-bfgs (the reference "
-                          f"trainer's BFGS: varpro pre-training, then BFGS on all of θ), varpro-LM (variable "
-                          f"projection with Levenberg-Marquardt steps on the radial coefficients), scipy's "
-                          f"{', '.join(SCIPY_METHODS)}, LM (Levenberg-Marquardt), GN (Gauss-Newton) or als (--model "
-                          f"etn: exact least-squares sweeps over the ETN's cores); mini-batch (adam: the ETN's "
-                          f"default): "
-                          f"{', '.join(sorted(OPTIMIZERS))}; or a hybrid FIRST+FULLBATCH such as adam+L-BFGS-B "
-                          "(--epochs, then --max-iter) or BFGS+LM (--max-iter, then --refine-iter)")
-    training.add_argument("--max-iter", type=int, default=1000,
-                     help="iterations of a full-batch optimizer (native-bfgs: after its pre-training)")
+    if not tune:   # the candidates of a tuning name their optimizers and learning rates
+        training.add_argument(
+            "--optimizer", metavar="NAME",
+            help=f"full batch: varpro (the MTP's default: variable projection, BFGS on the radial coefficients with "
+                 f"the linear ones solved exactly at every step), native-bfgs (the reference trainer's BFGS: varpro "
+                 f"pre-training, then BFGS on all of θ), varpro-LM (variable projection with Levenberg-Marquardt "
+                 f"steps on the radial coefficients), scipy's {', '.join(SCIPY_METHODS)}, LM (Levenberg-Marquardt), GN "
+                 f"(Gauss-Newton) or als (--model etn: exact least-squares sweeps over the ETN's cores); mini-batch "
+                 f"(adam: the ETN's default): {', '.join(sorted(OPTIMIZERS))}; or a hybrid FIRST+FULLBATCH such as "
+                 "adam+L-BFGS-B (--epochs, then --max-iter) or BFGS+LM (--max-iter, then --refine-iter)")
+    training.add_argument("--max-iter", type=int, default=10 ** 6 if tune else 1000,
+                     help="iterations of a full-batch optimizer (native-bfgs: after its pre-training; default "
+                          "%(default)s)")
     training.add_argument("--pretrain-iter", type=int, metavar="N",
                      help=f"native-bfgs: BFGS iterations of the pre-training on the radial coefficients, before "
                           f"--max-iter (default {NATIVE_PRETRAIN_ITER}, as MLIP-2)")
     training.add_argument("--skip-pretrain", action="store_true",
                      help="native-bfgs: no pre-training (--pretrain-iter 0; MLIP-2's --skip-preinit)")
-    training.add_argument("--max-seconds", type=float, metavar="S",
-                     help="wall-time budget of the training (both stages of a hybrid): it stops after the first "
-                          "iteration or step that ends past S seconds")
+    if not tune:
+        training.add_argument("--max-seconds", type=float, metavar="S",
+                              help="wall-time budget of the training (both stages of a hybrid): it stops after the "
+                                   "first iteration or step that ends past S seconds")
     training.add_argument("--refine-iter", type=int,
                      help="iterations of a hybrid's second stage (default: --max-iter)")
     training.add_argument("--refine-seconds", type=float, metavar="S",
@@ -155,31 +151,78 @@ def _parser() -> argparse.ArgumentParser:
                      help="LM and varpro-LM: random sketch of JᵀWJ with this many rows per configuration (0: exact; "
                           "default 0 for LM, 8 for varpro-LM)")
     training.add_argument("--gtol", type=float, default=1e-8)
-    training.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
+    if not tune:
+        training.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
     training.add_argument("--clip", type=float, help="gradient clipping by global norm (default: the optimizer's)")
     training.add_argument("--schedule", help="learning-rate schedule: constant, step, exponential, cosine, warmup, "
                                         "warmup_cosine (options via the config file's schedule_options)")
     training.add_argument("--batch-size", type=int, default=32, help="configurations per mini-batch (default 32)")
-    training.add_argument("--epochs", type=int, default=100, help="epochs of a mini-batch optimizer (default 100)")
+    training.add_argument("--epochs", type=int, default=10 ** 6 if tune else 100,
+                          help="epochs of a mini-batch optimizer (default %(default)s)")
     training.add_argument("--validate-every", type=int, help="validate every N steps (default: every epoch)")
     training.add_argument("--validate-seconds", type=float, metavar="S",
                           help="with any trainer, also validate every S seconds of training and record the errors "
                                "in history.csv (a time-to-accuracy curve)")
     training.add_argument("--patience", type=int, help="early stopping after N validations without improvement")
-    training.add_argument("--resume", action="store_true",
-                     help="continue the run checkpointed in --output on the same trajectory (every trainer; only "
-                          "budgets, reporting and --threads may change)")
-    training.add_argument("--overwrite", action="store_true",
-                     help="replace an earlier run in --output (without it, or --resume, an earlier run is refused)")
+    if not tune:
+        training.add_argument("--resume", action="store_true",
+                              help="continue the run checkpointed in --output on the same trajectory (every trainer; "
+                                   "only budgets, reporting and --threads may change)")
+        training.add_argument("--overwrite", action="store_true",
+                              help="replace an earlier run in --output (without it, or --resume, an earlier run is "
+                                   "refused)")
     training.add_argument("--seed", type=int, default=0, help="seeds the validation split and --init-interval")
-    run = t.add_argument_group("run")
+    run = parser.add_argument_group("run")
     run.add_argument("--threads", type=int, default=0, help="OpenMP threads (default: all cores)")
     run.add_argument("--log-every", type=int, default=10, help="print train errors every N iterations")
     run.add_argument("--checkpoint-every", type=int, metavar="N",
                      help="checkpoint every N iterations (default 10) or mini-batch steps (default 100), and at "
                           "the end or a stop")
-    run.add_argument("--output", default="mtpfit-run", help="output folder (default ./mtpfit-run)")
-    run.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+    if not tune:
+        run.add_argument("--output", default="mtpfit-run", help="output folder (default ./mtpfit-run)")
+        run.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtpfit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mtpfit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an MTP and report validation errors",
+                       description="Train an MTP. Without --train, trains on the bundled mlearn Mo set "
+                                   "(published train/test split). Every option can also be set in "
+                                   "a TOML file (--config) under its long name with '_' for '-'; the command "
+                                   "line wins.")
+    t.add_argument("--config", metavar="TOML", help="read options from this TOML file")
+    _training_arguments(t, _data_arguments(t))
+
+    u = sub.add_parser("tune", help="choose the trainer and learning rate by successive halving under a wall-time "
+                                    "budget, and write its configuration for mtpfit train --config",
+                       description="Train candidate trainers (and learning rates) on the data and keep the best "
+                                   "1/ETA of them by the validation errors, round after round, each survivor "
+                                   "continuing its run with ETA times the time, until one is left (successive "
+                                   "halving: Jamieson & Talwalkar 2016; Li et al. 2018). --budget bounds the "
+                                   "training seconds of all runs together. Prints the ranking of every round and "
+                                   "writes OUTPUT/tune.json, OUTPUT/best.toml (the winner for mtpfit train "
+                                   "--config) and a run folder per candidate under OUTPUT/runs. Takes every option of "
+                                   "mtpfit train but those of the optimizer's choice and budget; --config reads a "
+                                   "TOML file of train's options (its optimizer, lr and max_seconds are the "
+                                   "candidates').")
+    u.add_argument("--config", metavar="TOML", help="read options from this TOML file")
+    u.add_argument("--budget", type=float, required=True, metavar="SECONDS",
+                   help="training seconds of the whole tuning (every run of every round)")
+    u.add_argument("--eta", type=int, default=3, help="each round keeps 1/ETA of the candidates and gives them ETA "
+                                                      "times the time (default 3)")
+    u.add_argument("--metric", choices=tuple(METRICS), default="both",
+                   help="validation errors that rank: epa (EPA RMSE), force (force RMSE) or both (default: the sum of "
+                        "each error over the round's best)")
+    u.add_argument("--candidates", nargs="+", metavar="NAME[:LR]",
+                   help="the candidates, e.g. adam:3e-3 varpro-LM (default: varpro-LM, varpro, LM, native-bfgs, BFGS "
+                        "and adam, adamw, radam, ranger, schedule_free_adamw, muon, soap, momentum at learning rates "
+                        "1e-3, 3e-3, 1e-2)")
+    u.add_argument("--output", default="tune", help="folder of tune.json, best.toml and runs/ (default ./tune)")
+    u.add_argument("--overwrite", action="store_true", help="replace an earlier tuning in --output")
+    _training_arguments(u, _data_arguments(u), tune=True)
 
     b = sub.add_parser("bench", help="run optimizer-study campaigns (resumable)",
                        description="Run every unfinished run of the campaigns: grids of datasets x models x "
@@ -380,6 +423,28 @@ def _train_ranks(args, comm, signals) -> int:
     return 0
 
 
+def _tune(args) -> int:
+    from .train.tune import format_ranking, tune
+
+    # the tuning's own options, and a TOML's resume (each candidate's run resumes as the tuning decides)
+    own = {"command", "config", "budget", "eta", "metric", "candidates", "output", "overwrite", "resume"}
+    base = TrainingConfig(**{k: v for k, v in vars(args).items() if k not in own}, output=None)
+    try:
+        result = tune(base, args.candidates, budget=args.budget, eta=args.eta, metric=args.metric,
+                      output=args.output, overwrite=args.overwrite, log=print)
+    except KeyboardInterrupt:
+        print(f"mtpfit tune: interrupted; the rounds so far are in {Path(args.output) / 'tune.json'}", file=sys.stderr)
+        return 130
+    except RuntimeError as err:
+        print(f"mtpfit tune: {err}", file=sys.stderr)
+        return 1
+    print(format_ranking(result))
+    print(f"the winner's trained potential and run files: {result.run}")
+    if result.toml is not None:
+        print(f"wrote {result.toml}; train with it: mtpfit train --config {result.toml} --output RUN")
+    return 0
+
+
 def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse, taking defaults from the --config TOML file when one is given (command-line values win)."""
     args = parser.parse_args(argv)
@@ -396,6 +461,8 @@ def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> arg
         except (OSError, UnicodeDecodeError, RecursionError, tomllib.TOMLDecodeError) as err:
             raise ValueError(f"{path}: {err}") from err
         known = set(vars(args)) - {"command", "config"} | {"schedule_options", "hyper"}
+        if args.command == "tune":   # a train TOML: the TrainingConfig fields tune has no option for pass through
+            known |= {f.name for f in dataclasses.fields(TrainingConfig)}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"{path}: unknown option(s) {unknown}")
@@ -412,6 +479,8 @@ def _with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> arg
 
         for key, value in config.items():
             action = actions.get(key)
+            if action is None and key not in ("schedule_options", "hyper"):
+                continue  # a TrainingConfig field tune sets itself (optimizer, lr, max_seconds): checked there
             if action is None:  # schedule_options, hyper: keywords of the schedule and of the optimizer
                 ok, wanted = isinstance(value, dict), "a table"
             elif action.nargs == 0:
@@ -711,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.optimizer = canonical_optimizer(args.optimizer)
             return {"train": _train, "evaluate": _evaluate, "bench": _bench, "report": _report,
                     "analyse": _analyse, "finetune-relax": _finetune_relax, "lammps": _lammps, "grade": _grade_or_select,
-                    "select": _grade_or_select, "learn": _learn}[args.command](args)
+                    "select": _grade_or_select, "learn": _learn, "tune": _tune}[args.command](args)
         except (FormatError, ValueError, OSError, KeyError, FloatingPointError, ImportError) as err:
             print(f"mtpfit: error: {err}", file=sys.stderr)
             return 2

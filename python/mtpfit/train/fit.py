@@ -199,7 +199,7 @@ def _train(config: TrainingConfig, objective: Objective, x0: np.ndarray, validat
 
 
 def fit(config: TrainingConfig | dict | None = None, /, *, log: Callable[[str], None] | None = None, comm=None,
-        stop=None, **settings) -> TrainingRun:
+        stop=None, inspection: bool = True, **settings) -> TrainingRun:
     """Train an MTP as ``mtpfit train`` does.
 
     Parameters
@@ -215,6 +215,10 @@ def fit(config: TrainingConfig | dict | None = None, /, *, log: Callable[[str], 
     stop : callable, optional
         Asked after every step; a non-empty answer stops the run there with its outputs and checkpoint written
         (:class:`mtpfit.train.signals.StopSignals`, whose first signal then stops rather than interrupts).
+    inspection : bool
+        Also write the files for judging the fit: ``split.json``, the predictions, ``parity.png``, ``loss.png`` and
+        ``config.toml``. :func:`mtpfit.train.tune.tune` leaves them out of the runs it does not keep: the plots
+        alone take about a second per run.
 
     Returns
     -------
@@ -222,9 +226,10 @@ def fit(config: TrainingConfig | dict | None = None, /, *, log: Callable[[str], 
         The trained potential, the trainer's result, the history, the wall time, train and validation errors,
         and ``files``: the paths written (none without ``output``). The run folder holds ``run.json`` (settings),
         ``trained.mtp`` (an ETN: ``trained.etn.json``), ``metrics.json``, ``history.csv``, the checkpoint,
-        ``split.json`` (which configurations were held out), ``predictions_train`` / ``predictions_validation`` (extxyz, or ``.cfg`` for unnamed
-        species), ``parity.png``, ``loss.png`` and ``config.toml`` (reproduces the run with
-        ``mtpfit train --config``; not when the data were given in memory).
+        and with ``inspection``: ``split.json`` (which configurations were held out), ``predictions_train`` /
+        ``predictions_validation`` (extxyz, or ``.cfg`` for unnamed species), ``parity.png``, ``loss.png`` and
+        ``config.toml`` (reproduces the run with ``mtpfit train --config``; not when the data were given in
+        memory).
 
     Raises
     ------
@@ -280,7 +285,7 @@ def fit(config: TrainingConfig | dict | None = None, /, *, log: Callable[[str], 
     with training, single_threaded_blas():
         run = _train(config, objective, x0, data.validation, stop, progress)
         run.config, run.start, run.start_seconds = config, start, start_seconds
-        if output is not None:
+        if output is not None and inspection:
             # every rank predicts: under MPI a prediction gathers the shards of all ranks
             theta = run.mtp.theta
             with warnings.catch_warnings():
@@ -293,7 +298,8 @@ def fit(config: TrainingConfig | dict | None = None, /, *, log: Callable[[str], 
                                    min_dist=data.min_dist, max_dist=data.max_dist, train=str(data.train.name),
                                    validation=str(data.validation.name))
             run.files = write_run(run, output, settings_record)
-            run.files.update(_write_inspection(run, output, data, config, predictions))
+            if inspection:
+                run.files.update(_write_inspection(run, output, data, config, predictions))
     r = run.result
     say(f"\n{config.optimizer}: {r.message} ({r.nit} iterations, {passes_summary(r, config.optimizer)}, "
         f"{run.wall_time:.1f} s, final loss {r.fun:.6e})")
