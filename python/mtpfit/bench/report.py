@@ -100,9 +100,10 @@ def _cells(sub):
     return sub, sorted(keys, key=keys.get)
 
 
-def _curve_plots(runs, campaign: str, folder: Path) -> list[str]:
+def _curve_plots(runs, campaign: str, folder: Path, references: dict | None = None) -> list[str]:
     """Per dataset: validation EPA RMSE and force RMSE against training wall time for every cell whose runs
-    recorded a curve (``validate_seconds``), the median over seeds as a line and their range shaded."""
+    recorded a curve (``validate_seconds``), the median over seeds as a line and their range shaded; the study's
+    ``references`` (its [study.references]) as dashed lines."""
     plt = pyplot()
     files = []
     sub = runs[(runs.campaign == campaign) & (runs.curve.map(len) > 0)]
@@ -123,6 +124,9 @@ def _curve_plots(runs, campaign: str, folder: Path) -> list[str]:
                 ax.plot(grid[shown], median[shown], color=f"C{k % 10}", lw=1.4,
                         label=f"{cell} ({len(table)} seeds)")
                 ax.fill_between(grid[shown], low[shown], high[shown], color=f"C{k % 10}", alpha=0.15, lw=0)
+            for j, (name, ref) in enumerate((references or {}).items()):
+                ax.axhline(ref["epa" if column == 1 else "force"], color="k", ls=("--", ":", "-.")[j % 3], lw=0.9,
+                           label=f"study: {name}")
             ax.set(yscale="log", xlabel="training wall time (s, one core)", ylabel=f"validation {what} ({unit})")
         axes[0].legend(fontsize=7)
         fig.suptitle(f"{campaign}, {dataset}: validation error against time (median over seeds, range shaded)")
@@ -276,11 +280,11 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
                                                        tuple(json.loads(sub.swept.iloc[i]).values())))
         sub = sub.iloc[order]
         lines += [markdown_table(sub, table_columns), ""]
+        references = ((c_meta[0].study or {}) if c_meta else {}).get("references", {})
         for name in (_plots(runs, campaign, results) + _sweep_plots(runs, campaign, results)
-                     + _curve_plots(runs, campaign, results)):
+                     + _curve_plots(runs, campaign, results, references)):
             lines.append(f"![{name}]({name})")
         lines.append("")
-        references = ((c_meta[0].study or {}) if c_meta else {}).get("references", {})
         for dataset in sorted(set(sub.dataset)) if references else []:
             lines += _reference_lines(runs, campaign, dataset, references)
         for dataset, group in sub.groupby("dataset"):
