@@ -349,7 +349,7 @@ def test_train_config_accepts_what_the_command_line_does(tmp_path):
 @pytest.mark.parametrize("old, new, fragment", [
     ("seeds = [1, 2, 3]", "seeds = [1, true]", "seeds must be integers"),
     ("seeds = [1, 2, 3]", "seeds = 1979-05-27", "dates, times"),
-    ("epochs = 100\nbatch_size = 32\nsweep", "epochs = nan\nbatch_size = 32\nsweep", "NaN and infinity"),
+    ('name = "sgd"\nepochs = 100000', 'name = "sgd"\nepochs = nan', "NaN and infinity"),
     ("batch_size = [8, 32, 128]", "batch_size = [8, 1.5]", "optimizer 0: batch_size must be an integer"),
     ("batch_size = [8, 32, 128]", "batch_size = []", "sweep.batch_size must be a non-empty list"),
     ("sweep = { batch_size", "sweep = { bacth_size", "sweep.bacth_size must be"),
