@@ -79,6 +79,21 @@ class LinearSolution:
         self.column_norms = column_norms
 
 
+def _determined_species_directions(rows: np.ndarray, k: int, rcond: float) -> np.ndarray:
+    """Orthonormal basis, shape (k, r), of the directions of the k leading (species) columns the data determine.
+
+    ``rows`` are the first S rows of the column-equilibrated system (S species). The species columns are the
+    first columns of the factorisation, so these rows of them are the R factor of the species columns alone, and its SVD separates the combinations of ξ that no composition in the
+    data fixes to working precision. Solving only along the determined ones makes the undetermined ξ
+    combinations keep their values exactly; left to the SVD of the whole system, they would move by round-off
+    times the condition number of the rest of it.
+    """
+    if k < 2:
+        return np.eye(k)
+    _, s, vt = np.linalg.svd(rows[:, :k])
+    return vt[s > rcond * s[0]].T
+
+
 def solve_linear(R: np.ndarray, current: np.ndarray, rcond: float = 1e-12, ridge: float = 0.0,
                  n_species: int = 0) -> LinearSolution:
     """Minimise ‖W^½(A x − y)‖² (+ ridge·‖x_moment‖²) from the R factor of W^½ [A | y].
@@ -115,7 +130,8 @@ def solve_linear(R: np.ndarray, current: np.ndarray, rcond: float = 1e-12, ridge
     every neighbourhood — give singular values below ``rcond``. The solve is for the *change* of the
     coefficients, and ``gelsd`` returns the minimum-norm change (in the column-equilibrated units): what the data
     do not determine keeps its current value instead of jumping to zero. An absent species' ξ (a zero column) is
-    left exactly as it was.
+    left exactly as it was, and so is a combination of ξ that no composition in the data fixes: the species
+    columns are solved only along the directions their own R block determines.
     """
     R = np.asarray(R, dtype=float)
     n = R.shape[0] - 1
@@ -134,8 +150,12 @@ def solve_linear(R: np.ndarray, current: np.ndarray, rcond: float = 1e-12, ridge
             rows[np.arange(len(moments)), np.searchsorted(active, moments)] = np.sqrt(ridge) / norms[moments]
             system = np.vstack([system, rows])
             target = np.concatenate([rhs, -np.sqrt(ridge) * current[moments]])
+        determined = _determined_species_directions(system[:n_species], int(np.sum(active < n_species)), rcond)
+        (k, r) = determined.shape
+        system = np.hstack([system[:, :k] @ determined, system[:, k:]])
         with single_threaded_blas():
             scaled, *_ = scipy.linalg.lstsq(system, target, cond=rcond, lapack_driver="gelsd")
+        scaled = np.concatenate([determined @ scaled[:r], scaled[r:]])
         delta[active] = scaled / norms[active]
     x = current + delta
     data_loss = float(np.sum((A @ x - z) ** 2) + R[n, n] ** 2)
