@@ -322,3 +322,58 @@ force = 1e-9
     assert "## Against the published potentials" in report
     assert any(row.startswith("| multi20 | l06 | scipy L-BFGS | 1 |") and f"| 2 | {mae / 2.0:.4g} |" in row
                for row in report.splitlines())
+
+
+def test_the_studys_claims_are_decided_on_the_runs(campaign_file, tmp_path):
+    """``[[study.claims]]``: "better" compares the cells' median final validation errors, "faster" the median time at
+    which each cell's runs first reach the other cell's median final error; a claim on an absent cell is left
+    undecided, and a malformed one is refused by name."""
+    text = CAMPAIGN.replace("max_iter = 4\n", "max_iter = 4\nvalidate_seconds = 1e-9\n").replace(
+        'name = "adam"\n', 'name = "adam"\nvalidate_seconds = 1e-9\n').replace(
+        "seeds = [1, 2]", "seeds = [1]").replace('name = "tiny"', 'name = "claims"')
+    claims = """
+[[study.claims]]
+text = "L-BFGS is more accurate than Adam."
+kind = "better"
+method = "scipy L-BFGS"
+than = "adam"
+metric = "epa"
+
+[[study.claims]]
+text = "L-BFGS reaches Adam's force error sooner."
+kind = "faster"
+method = "scipy L-BFGS"
+than = "adam"
+metric = "force"
+
+[[study.claims]]
+text = "Muon beats Adam."
+kind = "better"
+method = "Muon"
+than = "adam"
+"""
+    path = campaign_file.with_name("claims.toml")
+    path.write_text(text + claims)
+    campaign = load_campaign(path, tmp_path / "claims")
+    run_campaign(campaign, workers=1, progress=None)
+    records = {r["spec"]["optimizer"]["name"]: r for r in _records(campaign.results).values()}
+    lbfgs, adam = records["L-BFGS-B"], records["adam"]
+    epa = [r["result"]["errors"]["validation"]["epa_rmse"] * 1e3 for r in (lbfgs, adam)]
+    target = adam["result"]["errors"]["validation"]["force_rmse"]
+    first = [next((t for t, _, f in r["curve"] if f <= target), float("inf")) for r in (lbfgs, adam)]
+    report = write_report(campaign.results, path.parent).read_text()
+    rows = [row for row in report.splitlines()
+            if row.startswith("| claims | multi20 |") and row.split(" | ")[2].endswith(".")]   # the claims table
+    assert len(rows) == 4 and "## The study's conclusions, one by one" in report
+    best = "scipy L-BFGS" if epa[0] < epa[1] else "adam"        # the campaign's best_epa joins the table
+    assert rows[0].startswith("| claims | multi20 | scipy L-BFGS is best by validation EPA RMSE. | "
+                              f"best here: {best} | {'agrees' if best == 'scipy L-BFGS' else 'differs'} |")
+    rows = rows[1:]
+    assert f"ratio {epa[0] / epa[1]:.3g}" in rows[0]
+    assert rows[0].endswith(f"| {'agrees' if epa[0] <= epa[1] else 'differs'} |")
+    assert f"at a median {first[0]:.0f} s, adam at {first[1]:.0f} s" in rows[1]
+    assert rows[1].endswith(f"| {'agrees' if first[0] < first[1] else 'differs'} |")
+    assert "no runs of Muon" in rows[2] and rows[2].endswith("| not decided |")
+    path.write_text(text + claims.replace('kind = "faster"', 'kind = "sooner"'))
+    with pytest.raises(ValueError, match="campaign claims: claim \"L-BFGS reaches Adam's force error sooner.\""):
+        write_report(campaign.results, path.parent)

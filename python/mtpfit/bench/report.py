@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -174,10 +175,75 @@ def _reference_lines(runs, campaign: str, dataset: str, references: dict) -> lis
     return lines
 
 
+_METRICS = {"epa": ("val_epa_rmse", 1, 1e3, "validation EPA RMSE", "meV/atom"),
+            "force": ("val_force_rmse", 2, 1.0, "validation force RMSE", "eV/Å")}
+
+
+def _first_time(curve: list, column: int, scale: float, target: float) -> float:
+    """Seconds of training until a validation's error (curve column × scale) is ≤ target; inf if none is."""
+    for point in curve:
+        if point[column] is not None and scale * point[column] <= target:
+            return float(point[0])
+    return float("inf")
+
+
+def _claim_rows(runs, campaign: str, dataset: str, claims: list) -> list[dict]:
+    """Each of the study's claims (its ``[[study.claims]]``) decided on one dataset's runs: the figure and the
+    verdict.
+
+    A claim names two cells (``method``, ``than``: cell names as in the tables, the sweep included), optionally a
+    ``model`` and a ``dataset``, and a ``metric`` (``epa`` or ``force``). ``kind = "better"``: the median final
+    validation error of ``method`` is at most ``within`` (default 1) times that of ``than``. ``kind = "faster"``:
+    ``method``'s runs first reach ``than``'s median final error in less time (median over seeds, from the
+    validation curves) than ``than``'s own runs do.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kind`` or ``metric``, naming the campaign and the claim.
+    """
+    rows = []
+    for claim in claims:
+        if claim.get("dataset", dataset) != dataset:
+            continue
+        if (claim.get("kind") not in ("better", "faster") or claim.get("metric", "epa") not in _METRICS
+                or not all(isinstance(claim.get(k), str) for k in ("text", "method", "than"))):
+            raise ValueError(f"campaign {campaign}: claim {claim.get('text', claim)!r} needs text, method and than, "
+                             f"kind 'better' or 'faster' and metric 'epa' or 'force'")
+        pick = runs[(runs.campaign == campaign) & (runs.dataset == dataset)]
+        if "model" in claim:
+            pick = pick[pick.model == claim["model"]]
+        sub, cells = _cells(pick)
+        column, index, scale, name, unit = _METRICS[claim.get("metric", "epa")]
+        row = {"campaign": campaign, "dataset": dataset, "claim": claim["text"]}
+        missing = [c for c in (claim["method"], claim["than"]) if c not in cells]
+        if missing:
+            rows.append({**row, "figure": f"no runs of {', '.join(missing)}", "verdict": "not decided"})
+            continue
+        mine, theirs = (sub[sub.cell == c] for c in (claim["method"], claim["than"]))
+        a, b = mine[column].median(), theirs[column].median()
+        if claim["kind"] == "better":
+            within = float(claim.get("within", 1.0))
+            holds = a <= within * b
+            figure = (f"median {name} {a:.4g} ({claim['method']}) against {b:.4g} {unit} ({claim['than']}), "
+                      f"ratio {a / b:.3g}" + (f" (claim: ≤ {within:g})" if within != 1.0 else ""))
+        elif not (mine.curve.map(len).all() and theirs.curve.map(len).all()):
+            rows.append({**row, "figure": "no validation curve recorded", "verdict": "not decided"})
+            continue
+        else:
+            t_a, t_b = (float(np.median([_first_time(c, index, scale, b) for c in g.curve])) for g in (mine, theirs))
+            holds = t_a < t_b
+            speedup = "" if not (np.isfinite(t_a) and t_a > 0) else f", {t_b / t_a:.2g}× sooner"
+            figure = (f"{claim['method']} first reaches {claim['than']}'s median final {name} ({b:.4g} {unit}) at "
+                      f"a median {t_a:.0f} s, {claim['than']} at {t_b:.0f} s{speedup}")
+        rows.append({**row, "figure": figure, "verdict": "agrees" if holds else "differs"})
+    return rows
+
+
 def _published_lines(runs, meta: dict) -> list[str]:
     """One table over the campaigns whose [study] names a published test EPA MAE: ours beside it."""
     rows = []
-    for name, (campaign, _) in sorted(meta.items(), key=lambda item: item[1][1].name):
+    for name, (campaign, _) in sorted(meta.items(), key=lambda item: _file_order(item[1][1].name)):
         published = (campaign.study or {}).get("published")
         sub, cells = _cells(runs[runs.campaign == name])
         for cell in cells if published else []:
@@ -197,6 +263,11 @@ def _published_lines(runs, meta: dict) -> list[str]:
                                                 "published": "published", "ratio": "÷ published",
                                                 "rmse": "test EPA RMSE", "force": "test force RMSE (eV/Å)",
                                                 "time": "time (s)"}), ""]
+
+
+def _file_order(name: str) -> list:
+    """Campaign files in their numbered order (2 before 10), the digits compared as numbers."""
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", name)]
 
 
 def _slug(text: str) -> str:
@@ -267,9 +338,9 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
     lines += [markdown_table(pd.DataFrame(cost), {"campaign": "campaign", "runs": "runs",
                                                   "minutes": "Σ wall time (min)"}), ""]
     overview_at = len(lines)
-    overview = []
+    overview, claims = [], []
     # in the order of their campaign files (numbered), then the others by name
-    order = sorted(dict.fromkeys(runs.campaign), key=lambda c: (meta[c][1].name if c in meta else "~" + c))
+    order = sorted(dict.fromkeys(runs.campaign), key=lambda c: _file_order(meta[c][1].name if c in meta else "~" + c))
     for campaign in order:
         c_meta = meta.get(campaign)
         lines += [f"## {campaign}", ""]
@@ -304,10 +375,22 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
                 if key in study:
                     verdict = "agrees" if best[what].label == study[key] else "differs"
                     lines.append(f"- The study found {study[key]} best by {what}: this {verdict}.")
+                    claims.append({"campaign": campaign, "dataset": dataset,
+                                   "claim": f"{study[key]} is best by {what}.",
+                                   "figure": f"best here: {name[what]}", "verdict": verdict})
             if study.get("conclusion"):
                 lines.append(f"- The study's conclusion: {study['conclusion']}")
+            for row in _claim_rows(runs, campaign, dataset, study.get("claims", [])):
+                claims.append(row)
+                lines.append(f"- The study: {row['claim']} Here: {row['figure']}; this {row['verdict']}.")
             lines.append("")
-    lines[overview_at:overview_at] = _published_lines(runs, meta) + [
+    verdicts = [] if not claims else [
+        "## The study's conclusions, one by one", "",
+        "Each claim of the study (a campaign's `[[study.claims]]`) decided on our runs at the campaign's common "
+        "wall-time budget; the campaign's section repeats it.", "",
+        markdown_table(pd.DataFrame(claims), {"campaign": "campaign", "dataset": "dataset", "claim": "the study",
+                                              "figure": "here", "verdict": "verdict"}), ""]
+    lines[overview_at:overview_at] = _published_lines(runs, meta) + verdicts + [
         "## Best per campaign and dataset", "",
         "Medians over seeds; each campaign's section sets them next to the study's conclusions.", "",
         markdown_table(pd.DataFrame(overview), {"campaign": "campaign", "dataset": "dataset",
