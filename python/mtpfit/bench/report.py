@@ -92,12 +92,13 @@ def _on_grid(curve: list, grid: np.ndarray, column: int, scale: float) -> np.nda
 
 
 def _cells(sub):
-    """The runs with their cell names (label, with the swept setting when there is one) in ``cell``, and the
-    names ordered by label, then by swept value."""
-    sub = sub.assign(cell=[label if swept == "{}" else f"{label} {swept}"
-                           for label, swept in zip(sub.label, sub.swept)])
-    keys = {cell: (label, tuple(json.loads(swept).values())) for cell, label, swept in zip(sub.cell, sub.label,
-                                                                                         sub.swept)}
+    """The runs with their cell names (label, with the swept setting when there is one, and the model when the
+    runs have several) in ``cell``, and the names ordered by label, then by swept value, then by model."""
+    several = sub.model.nunique() > 1
+    sub = sub.assign(cell=[(label if swept == "{}" else f"{label} {swept}") + (f" · {model}" if several else "")
+                           for label, swept, model in zip(sub.label, sub.swept, sub.model)])
+    keys = {cell: (label, tuple(json.loads(swept).values()), model)
+            for cell, label, swept, model in zip(sub.cell, sub.label, sub.swept, sub.model)}
     return sub, sorted(keys, key=keys.get)
 
 
@@ -362,7 +363,9 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
             best = {what: group.loc[group[col].idxmin()] for what, col in (
                 ("validation EPA RMSE", "val_epa_rmse_median"), ("validation force RMSE", "val_force_rmse_median"),
                 ("wall time", "wall_time_s_median"))}
-            name = {what: f"{row.label}{'' if row.swept == '{}' else ' ' + row.swept}" for what, row in best.items()}
+            several = group.model.nunique() > 1
+            name = {what: f"{row.label}{'' if row.swept == '{}' else ' ' + row.swept}"
+                          f"{f' · {row.model}' if several else ''}" for what, row in best.items()}
             lines.append(f"Best on {dataset}: " + "; ".join(f"by {what}, {name[what]}" for what in best) + ".")
             epa, force, fast = (best[w] for w in ("validation EPA RMSE", "validation force RMSE", "wall time"))
             overview.append({"campaign": campaign, "dataset": dataset,
