@@ -385,7 +385,8 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
                 lines.append(f"- The study's conclusion: {study['conclusion']}")
             for row in _claim_rows(runs, campaign, dataset, study.get("claims", [])):
                 claims.append(row)
-                lines.append(f"- The study: {row['claim']} Here: {row['figure']}; this {row['verdict']}.")
+                verdict = row["verdict"] if row["verdict"] == "not decided" else f"this {row['verdict']}"
+                lines.append(f"- The study: {row['claim']} Here: {row['figure']}; {verdict}.")
             lines.append("")
     verdicts = [] if not claims else [
         "## The study's conclusions, one by one", "",
