@@ -128,3 +128,25 @@ def test_periodic_perturbation_is_seeded_and_periodic(small):
             np.testing.assert_allclose(xn - xp, np.random.default_rng((5, 3)).normal(0, 1e-3, x0.shape), rtol=0,
                                        atol=1e-15)
             xp = xn.copy()  # compare the next period from the same point
+
+
+def test_a_finite_runaway_counts_as_divergence(small):
+    """A loss that grows a billion-fold but stays finite (LAMB at level 16 reached 1e236) must stop the run as
+    diverged, not end it with astronomic errors that look like a result."""
+    from mtpfit.optim.base import Optimizer, Transform
+    from mtpfit.train.minibatch import DIVERGENCE_FACTOR
+
+    objective, x0 = small
+    # each step doubles θ: the loss grows geometrically and stays finite for far longer than the run
+    doubling = Optimizer("doubling", Transform(lambda params, blocks: (), lambda g, state, params: (params, state)))
+    with pytest.raises(FloatingPointError, match=r"doubling: the batch loss .* at step \d+ is over 1e\+08 times the "
+                                                 r"first one .*: diverged"):
+        train_minibatch(objective, doubling, x0, epochs=200, batch_size=24, progress=None)
+    steps = []
+    for k in range(60):
+        x = x0 * 2.0 ** k
+        steps.append(objective.fun_and_jac(x, np.arange(24))[0])
+    assert max(steps) > DIVERGENCE_FACTOR * steps[0] and np.isfinite(max(steps))   # the runaway stays finite
+    # an ordinary run is not affected
+    result = train_minibatch(objective, make_optimizer("adam"), x0, epochs=3, batch_size=8, progress=None)
+    assert result.success

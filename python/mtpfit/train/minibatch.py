@@ -17,7 +17,11 @@ from ..optim.result import OptimizationResult
 from .checkpoint import (CheckpointError, check_position, load_checkpoint, save_checkpoint, write_atomically,
                          writes_files)
 
-__all__ = ["train_minibatch"]
+__all__ = ["train_minibatch", "DIVERGENCE_FACTOR"]
+
+#: A batch loss this many times the run's first one counts as divergence: far beyond the spread of batch losses
+#: (a few times) and of any recovery seen in the zoo's runs.
+DIVERGENCE_FACTOR = 1e8
 
 # Each error of mtpfit.metrics.error_metrics that early stopping can monitor → what at least one validation
 # configuration must have for it to be a number, not None: the label (for the message) and the test.
@@ -100,7 +104,8 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
         If ``checkpoint`` exists but is damaged, of another run (optimizer, model, batches) or already past
         ``epochs`` or ``max_steps``.
     FloatingPointError
-        If a step produces NaN or infinity (naming the optimizer and step); the last checkpoint stays valid.
+        If a step produces NaN or infinity, or a batch loss over :data:`DIVERGENCE_FACTOR` times the run's first
+        (naming the optimizer and step); the last checkpoint stays valid.
     """
     if validation:
         _check_monitor(validation, monitor, patience)
@@ -179,6 +184,12 @@ def train_minibatch(objective: Objective, optimizer: Optimizer, x0: np.ndarray, 
                 loss, grad = objective.fun_and_jac(params, batch)
                 if not np.isfinite(loss):
                     raise FloatingPointError(f"{optimizer.name}: loss is {loss} at step {step}")
+                first = history[0]["batch_loss"] if history else loss
+                if loss > DIVERGENCE_FACTOR * max(first, np.finfo(float).tiny):
+                    # a finite but astronomic loss: θ has run away (LAMB's trust ratio at level 16 grew the loss
+                    # to 1e236 in 120 s), and every later error would be meaningless
+                    raise FloatingPointError(f"{optimizer.name}: the batch loss {loss:.3e} at step {step} is over "
+                                             f"{DIVERGENCE_FACTOR:.0e} times the first one ({first:.3e}): diverged")
                 try:
                     new_params, new_state = optimizer.step(grad, state, params)
                 except FloatingPointError as err:
