@@ -375,5 +375,8 @@ than = "adam"
     assert rows[1].endswith(f"| {'agrees' if first[0] < first[1] else 'differs'} |")
     assert "no runs of Muon" in rows[2] and rows[2].endswith("| not decided |")
     path.write_text(text + claims.replace('kind = "faster"', 'kind = "sooner"'))
-    with pytest.raises(ValueError, match="campaign claims: claim \"L-BFGS reaches Adam's force error sooner.\""):
+    with pytest.raises(ValueError, match=r"claims\.toml: claim 2 of \[\[study\.claims\]\]: kind must be"):
         write_report(campaign.results, path.parent)
+    path.write_text(text + claims + "\n[[study.claims]]\n")         # an empty claim, as from a duplicated header
+    with pytest.raises(ValueError, match=r"claim 4 of \[\[study\.claims\]\]: missing text, kind, method, than"):
+        load_campaign(path)

@@ -320,7 +320,7 @@ def test_workers_end_with_the_campaign(tmp_path, how):
     """A local Dask cluster's workers end with a killed ``bench`` too; Ctrl-C (SIGINT to the process group, as
     from a terminal) stops the pool's workers at once (the runs in progress are not saved) and ``bench`` exits
     with 130."""
-    path = _campaign(tmp_path, epochs=60)
+    path = _campaign(tmp_path, epochs=1000)   # adam runs of seconds: still running when the first result lands
     campaign = load_campaign(path, tmp_path / "results")
     bench = _start_bench(path, tmp_path / "results", *(["--dask"] if how == "dask" else []))
     workers = []

@@ -143,6 +143,30 @@ def _dataset(name: str, entry: dict) -> dict:
     return out
 
 
+_CLAIM_KEYS = {"text": str, "kind": str, "method": str, "than": str, "metric": str, "within": float, "model": str,
+               "dataset": str}
+
+
+def _check_claim(path, k: int, claim, fits) -> None:
+    """One of ``[[study.claims]]`` (decided by :func:`mtpfit.bench.write_report`): text, kind, method and than
+    present, kind and metric known, nothing else."""
+    where = f"{path}: claim {k} of [[study.claims]]"
+    if not isinstance(claim, dict):
+        raise ValueError(f"{where} must be a table")
+    missing = [key for key in ("text", "kind", "method", "than") if key not in claim]
+    unknown = sorted(set(claim) - set(_CLAIM_KEYS))
+    if missing or unknown:
+        raise ValueError(f"{where}: " + "; ".join(
+            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(unknown)}"] if unknown else [])))
+    for key, value in claim.items():
+        if not fits(value, _CLAIM_KEYS[key]):
+            raise ValueError(f"{where}: {key} must be {'a number' if _CLAIM_KEYS[key] is float else 'a string'}")
+    if claim["kind"] not in ("better", "faster") or claim.get("metric", "epa") not in ("epa", "force"):
+        raise ValueError(f"{where}: kind must be 'better' or 'faster' and metric 'epa' or 'force'")
+    if claim.get("within", 1.0) <= 0:
+        raise ValueError(f"{where}: within must be positive")
+
+
 def load_campaign(path: str | Path, results: str | Path | None = None) -> Campaign:
     """Parse a campaign file and expand its grid.
 
@@ -189,6 +213,8 @@ def load_campaign(path: str | Path, results: str | Path | None = None) -> Campai
     for key, kind in top.items():
         if key in config and not fits(config[key], kind):
             raise ValueError(f"{path}: {key} must be {names[kind]}")
+    for k, claim in enumerate(config.get("study", {}).get("claims", []), 1):
+        _check_claim(path, k, claim, fits)
     if not all(fits(seed, int) for seed in config.get("seeds", [])) or config.get("threads_per_run", 1) < 1:
         raise ValueError(f"{path}: seeds must be integers and threads_per_run a positive integer")
     for section in ("datasets", "models"):
