@@ -136,11 +136,11 @@ def _curve_plots(runs, campaign: str, folder: Path, references: dict | None = No
     return files
 
 
-def _first_at_or_below(curve: list, epa: float, force: float) -> float:
-    """Seconds of training until a validation has EPA RMSE ≤ epa (eV/atom) and force RMSE ≤ force (eV/Å); inf
-    if none has."""
+def _first_at_or_below(curve: list, epa: float | None = None, force: float | None = None) -> float:
+    """Seconds of training until a validation has EPA RMSE ≤ epa (eV/atom) and force RMSE ≤ force (eV/Å), a limit
+    of None not asked for; inf if none has."""
     for t, e, f in curve:
-        if e is not None and f is not None and e <= epa and f <= force:
+        if all(limit is None or (value is not None and value <= limit) for value, limit in ((e, epa), (f, force))):
             return float(t)
     return float("inf")
 
@@ -176,16 +176,10 @@ def _reference_lines(runs, campaign: str, dataset: str, references: dict) -> lis
     return lines
 
 
-_METRICS = {"epa": ("val_epa_rmse", 1, 1e3, "validation EPA RMSE", "meV/atom"),
-            "force": ("val_force_rmse", 2, 1.0, "validation force RMSE", "eV/Å")}
+# per metric: its runs.csv column, the factor from the curves' units to the column's, its name and unit
+_METRICS = {"epa": ("val_epa_rmse", 1e3, "validation EPA RMSE", "meV/atom"),
+            "force": ("val_force_rmse", 1.0, "validation force RMSE", "eV/Å")}
 
-
-def _first_time(curve: list, column: int, scale: float, target: float) -> float:
-    """Seconds of training until a validation's error (curve column × scale) is ≤ target; inf if none is."""
-    for point in curve:
-        if point[column] is not None and scale * point[column] <= target:
-            return float(point[0])
-    return float("inf")
 
 
 def _claim_rows(runs, campaign: str, dataset: str, claims: list) -> list[dict]:
@@ -206,7 +200,8 @@ def _claim_rows(runs, campaign: str, dataset: str, claims: list) -> list[dict]:
         if "model" in claim:
             pick = pick[pick.model == claim["model"]]
         sub, cells = _cells(pick)
-        column, index, scale, name, unit = _METRICS[claim.get("metric", "epa")]
+        metric = claim.get("metric", "epa")
+        column, scale, name, unit = _METRICS[metric]
         row = {"campaign": campaign, "dataset": dataset, "claim": claim["text"]}
         missing = [c for c in (claim["method"], claim["than"]) if c not in cells]
         if missing:
@@ -223,7 +218,8 @@ def _claim_rows(runs, campaign: str, dataset: str, claims: list) -> list[dict]:
             rows.append({**row, "figure": "no validation curve recorded", "verdict": "not decided"})
             continue
         else:
-            t_a, t_b = (float(np.median([_first_time(c, index, scale, b) for c in g.curve])) for g in (mine, theirs))
+            limit = {metric: b / scale}
+            t_a, t_b = (float(np.median([_first_at_or_below(c, **limit) for c in g.curve])) for g in (mine, theirs))
             holds = t_a < t_b
             speedup = "" if not (np.isfinite(t_a) and t_a > 0) else f", {t_b / t_a:.2g}× sooner"
             figure = (f"{claim['method']} first reaches {claim['than']}'s median final {name} ({b:.4g} {unit}) at "
