@@ -113,6 +113,17 @@ def test_bad_campaigns_are_named(tmp_path):
         load_campaign(path)
 
 
+def test_a_setting_the_trainer_refuses_stops_the_campaign_before_any_run(campaign_file, tmp_path):
+    """A bad setting in one run is named before any run starts, not when its turn comes (a force_fraction of 0
+    once stopped a campaign six hours in)."""
+    campaign_file.write_text(CAMPAIGN + '[[optimizers]]\nlabel = "bad adam"\nname = "adam"\nepochs = 1\n'
+                             "[optimizers.hyper]\nbetas = 0.9\n")
+    campaign = load_campaign(campaign_file, tmp_path / "results")
+    with pytest.raises(ValueError, match=r"refuses the settings of 2 run\(s\)[^$]*run bad adam, seed 1: .*betas"):
+        run_campaign(campaign, workers=2, progress=None)
+    assert not campaign.results.exists() or not list(campaign.results.glob("*.json"))
+
+
 def test_wall_time_budget_and_hybrids(campaign_file, tmp_path):
     """``max_seconds`` stops every kind of trainer after its first iteration past the budget; hybrids (mini-batch
     then full batch, full batch then LM) run their two stages."""

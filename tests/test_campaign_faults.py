@@ -20,7 +20,7 @@ from conftest import DATA
 from mtpfit.bench import DamagedResultWarning, ResultFileError, load_campaign, read_result, write_report
 from mtpfit.bench.aggregate import load_results, summarize
 from mtpfit.bench.results import RESULT_NAME, checksum, write_result
-from mtpfit.bench.runner import run_and_save
+from mtpfit.bench.runner import run_and_save, training_config
 from mtpfit.cli import main
 
 # two quick runs, then two of about half a second each: a kill after the first result files lands in the slow ones
@@ -133,8 +133,10 @@ CAMPAIGNS = Path(__file__).parents[1] / "benchmarks" / "campaigns"
 @pytest.mark.parametrize("path", sorted(CAMPAIGNS.glob("*.toml")), ids=lambda p: p.stem)
 def test_a_committed_campaign_names_data_files_that_exist(path):
     """A missing file stops ``bench`` only when its turn comes, hours into a plan (mlearn's Ni training set was
-    named from a snapshot that lacks it)."""
+    named from a snapshot that lacks it); every run's settings are ones the trainer takes."""
     campaign = load_campaign(path)
+    for run in campaign.runs:   # the trainer takes every run's settings (checked without data)
+        training_config(run, None, None)
     named = {path.parent / name for run in campaign.runs for key in ("train", "validation", "file")
              for name in np.atleast_1d(run["dataset"].get(key, []))}
     for file in named:

@@ -9,6 +9,7 @@ import pytest
 from conftest import DATA
 from mtpfit import MTP
 from mtpfit.cli import main
+from mtpfit.train import TrainingConfig
 
 LEVEL08 = DATA / "mlip2" / "level08_multi"
 
@@ -74,6 +75,33 @@ def test_minibatch_optimizer_config_file_and_resume(tmp_path, capsys):
     bad.write_text("learning_rate = 0.1\n")
     assert main(["train", "--config", str(bad)]) == 2 and "learning_rate" in capsys.readouterr().err
     assert main(["train", "--optimizer", "adamx"]) == 2 and "adamx" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("optimizer, hyper, message", [
+    ("adam", {"betas": 0.9}, "'adam'.*betas"),
+    ("varpro", {"lr": 0.1}, "'varpro' has no option 'lr'"),
+    ("adam+L-BFGS-B", {"gtol": 1e-6}, "'adam'.*gtol"),            # a hybrid's hyper goes to its mini-batch stage
+    ("varpro+LM", {"c1": 0.2}, "'LM' has no option 'c1'"),        # ... else to its last stage
+    ("als", {"stop_window": 5}, "'als' has no option 'stop_window'"),
+])
+def test_hyperparameters_the_trainer_does_not_take_fail_before_any_data_is_read(tmp_path, capsys, optimizer,
+                                                                                 hyper, message):
+    model = {"model": "etn"} if optimizer == "als" else {}
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig(train=[str(tmp_path / "never_read.cfg")], optimizer=optimizer, hyper=hyper, **model)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'optimizer = "{optimizer}"\n' + "".join(f'{k} = "{v}"\n' for k, v in model.items())
+                   + "[hyper]\n" + "".join(f"{k} = {v}\n" for k, v in hyper.items()))
+    assert main(["train", "--config", str(bad), "--train", str(tmp_path / "never_read.cfg")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "never_read" not in err   # refused before the (missing) file is opened
+
+
+def test_the_options_the_trainers_take_pass_the_check():
+    for optimizer, hyper in [("adam", {"b1": 0.8, "eps": 1e-7}), ("varpro", {"c1": 0.2, "ridge": 1e-9}),
+                             ("LM", {"geodesic": True, "tau": 1e-2}), ("BFGS", {"gtol": 1e-6}),
+                             ("native-bfgs", {"linear_every": 10}), ("adam+LM", {"b1": 0.8})]:
+        assert TrainingConfig(optimizer=optimizer, hyper=hyper).hyper == hyper
 
 
 def test_hybrid_adam_then_lbfgs(tmp_path):

@@ -13,7 +13,6 @@ from mtpfit.analysis.fisher import analyse_fisher
 from mtpfit.analysis.hessian import hessian_spectrum
 from mtpfit.optim import ParameterBlocks, make_optimizer
 from mtpfit.optim.als import als, solve_core
-from mtpfit.optim.least_squares import gauss_newton, levenberg_marquardt
 from mtpfit.optim.linear import linear_resolve
 from mtpfit.optim.native_bfgs import native_bfgs
 from mtpfit.optim.varpro import varpro

@@ -15,7 +15,7 @@ from typing import Callable
 from .campaign import Campaign
 from ..metrics import shown
 from .results import DamagedResultWarning
-from .runner import run_and_save
+from .runner import run_and_save, training_config
 
 __all__ = ["run_campaign"]
 
@@ -84,14 +84,26 @@ def run_campaign(campaign: Campaign, workers: int | None = None, dask: str | Non
 
     Raises
     ------
+    ValueError
+        Before any run starts, when the trainer refuses the settings of an unfinished run (each such run named).
     Exception
         The first failing run's error, after the other submitted runs have finished and been saved.
     """
+    pending = campaign.pending()
+    # a refused setting would otherwise stop the campaign when its turn comes, hours into it
+    refused = []
+    for spec in pending:
+        try:
+            training_config(spec, None, None)
+        except ValueError as err:
+            refused.append(str(err))
+    if refused:
+        raise ValueError(f"{campaign.path}: the trainer refuses the settings of {len(refused)} run(s), so none "
+                         "was started:\n  " + "\n  ".join(refused))
     damaged = campaign.damaged()
     for path, why in damaged.items():
         warnings.warn(f"{path}: damaged result file ({why}); its run is done again", DamagedResultWarning,
                       stacklevel=2)
-    pending = campaign.pending()
     say = progress or (lambda line: None)
     threads = max(1, int(campaign.runs[0].get("threads", 1))) if campaign.runs else 1
     workers = workers or max(1, (os.cpu_count() or 1) // threads)

@@ -55,8 +55,9 @@ _LOSS_FIELDS = {"kind": "loss", "energy": "energy_weight", "forces": "force_weig
                 "force_fraction": "force_fraction", "force_seed": "force_seed"}
 
 
-def training_config(spec: dict, train: Dataset, validation: Dataset) -> TrainingConfig:
-    """The :class:`~mtpfit.train.config.TrainingConfig` of a campaign run, on its (already read) data.
+def training_config(spec: dict, train: Dataset | None, validation: Dataset | None) -> TrainingConfig:
+    """The :class:`~mtpfit.train.config.TrainingConfig` of a campaign run, on its (already read) data; with
+    ``train`` and ``validation`` None, only its settings, checked without reading any data.
 
     Raises
     ------

@@ -77,7 +77,8 @@ class TrainingConfig:
 
     The fields are the options of ``mtpfit train`` under their long names with ``_`` for ``-`` (so a TOML file for
     ``mtpfit train --config`` is this class's fields), plus the TOML-only tables ``schedule_options`` and
-    ``hyper``. Construction checks types, ranges and contradictions, so a bad setting fails before any data is read.
+    ``hyper``. Construction checks types, ranges, contradictions and the hyperparameters the trainer takes
+    (:func:`~mtpfit.train.fit.check_trainer`), so a bad setting fails before any data is read.
 
     Parameters
     ----------
@@ -278,6 +279,9 @@ class TrainingConfig:
             self.output = os.fspath(self.output)
         if self.init_potential is not None:
             self.init_potential = os.fspath(self.init_potential)
+        from .fit import check_trainer  # fit is built on this module
+
+        check_trainer(self)
 
     def _check_model(self) -> None:
         """The ``model`` and its settings, and the trainers and start it allows."""

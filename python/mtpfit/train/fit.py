@@ -28,14 +28,14 @@ from ..potential.mtp import MTP
 from ..potential.reader import read_potential
 from .checkpoint import write_text_atomically
 from .config import TrainingConfig
-from .full_batch import FULL_BATCH_METHODS, finish_run, train_full_batch
+from .full_batch import FULL_BATCH_METHODS, check_options, finish_run, train_full_batch
 from .hybrid import train_hybrid
 from .initial import SELF_STARTING, starting_point
 from .minibatch import train_minibatch
 from .output import check_output, passes_summary, start_run, write_run
 from .scipy_trainer import SCIPY_METHODS, TrainingRun
 
-__all__ = ["fit", "TrainingData", "load_training_data", "budget_text"]
+__all__ = ["fit", "TrainingData", "load_training_data", "budget_text", "check_trainer"]
 
 
 @dataclass
@@ -165,6 +165,31 @@ def _zoo_optimizer(config: TrainingConfig, name: str):
     if config.schedule:
         hyper.update(schedule=config.schedule, schedule_options=config.schedule_options or {})
     return make_optimizer(name, **{**hyper, **(config.hyper or {})})
+
+
+def check_trainer(config: TrainingConfig) -> None:
+    """Build what the trainer of ``config`` takes from its settings alone: the mini-batch optimizer, or the options
+    of a full-batch trainer, routed to its stages as :func:`fit` routes them (``hyper`` to the mini-batch stage of
+    a hybrid, else to its last stage).
+
+    :class:`~mtpfit.train.config.TrainingConfig` calls it when it is made, so an unknown hyperparameter fails
+    before the data are read and the training set's representation is built (minutes on a large set), and a
+    campaign refuses a bad run before any of its runs starts.
+
+    Raises
+    ------
+    ValueError
+        For an unknown hyperparameter or trainer option, naming the optimizer.
+    """
+    first, second = config.stages
+    hyper = config.hyper or {}
+    zoo_first = first not in FULL_BATCH_METHODS
+    if zoo_first:
+        _zoo_optimizer(config, first)
+    else:
+        check_options(first, _method_options(config, first, {} if second else hyper))
+    if second:
+        check_options(second, _method_options(config, second, {} if zoo_first else hyper))
 
 
 def _train(config: TrainingConfig, objective: Objective, x0: np.ndarray, validation: Dataset, stop,

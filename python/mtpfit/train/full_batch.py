@@ -25,7 +25,8 @@ from .checkpoint import (CheckpointError, check_position, load_checkpoint, save_
                          writes_files)
 from .scipy_trainer import SCIPY_METHODS, TrainingRun, scipy_minimize
 
-__all__ = ["FULL_BATCH_METHODS", "LINEAR_MODEL_ONLY", "ETN_ONLY", "train_full_batch", "train_scipy", "finish_run"]
+__all__ = ["FULL_BATCH_METHODS", "LINEAR_MODEL_ONLY", "ETN_ONLY", "train_full_batch", "train_scipy", "finish_run",
+           "check_options"]
 
 #: The full-batch trainers by name. Each is ``trainer(objective, x0, max_iter=, time_limit=, callback=, **options)``
 #: returning an OptimizationResult with ``history`` and ``wall_time``; a resumable one also takes ``resume=`` and puts
@@ -46,6 +47,26 @@ TRAINERS = {"varpro": varpro, "varpro-LM": varpro_lm, "native-bfgs": native_bfgs
 #: and the ETN's alternating least squares over its cores ("als", one sweep per iteration). The first three need an
 #: MTP (a model linear in its coefficients), "als" an ETN (:data:`LINEAR_MODEL_ONLY`, :data:`ETN_ONLY`).
 FULL_BATCH_METHODS = ("varpro", "varpro-LM", "native-bfgs") + SCIPY_METHODS + tuple(LEAST_SQUARES_METHODS) + ("als",)
+
+#: Arguments every trainer gets from :func:`train_full_batch` itself, not from its options.
+_GIVEN = frozenset({"objective", "x0", "max_iter", "sweeps", "method", "time_limit", "callback", "resume"})
+
+
+def check_options(method: str, options: dict) -> None:
+    """Check that the full-batch trainer ``method`` takes every one of ``options``.
+
+    Raises
+    ------
+    ValueError
+        For an option the trainer does not take, naming the ones it does.
+    """
+    # "als" is a thin wrapper that passes its options on to the sweeps, whose signature names them
+    accepted = set(inspect.signature(als if method == "als" else TRAINERS[method]).parameters) - _GIVEN
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"trainer {method!r} has no option {', '.join(map(repr, unknown))}; it takes "
+                         f"{', '.join(sorted(accepted))}")
+
 
 #: Full-batch trainers that solve the MTP's linear system (variable projection, exact re-solves): not for an ETN.
 LINEAR_MODEL_ONLY = frozenset({"varpro", "varpro-LM", "native-bfgs"})
