@@ -1,11 +1,13 @@
 """Optimizer-study campaigns: identical results on a process pool and on Dask; resume reruns only what is missing."""
 import json
+import re
 import shutil
 
 import pytest
 
 from conftest import DATA
 from mtpfit.bench import load_campaign, run_campaign, spec_hash, write_report
+from mtpfit.bench import report as report_module
 
 CAMPAIGN = """
 name = "tiny"
@@ -84,7 +86,7 @@ def test_hash_does_not_depend_on_the_checkout(campaign_file, tmp_path):
     assert [spec_hash(s) for s in first.runs] == [spec_hash(s) for s in second.runs]
 
 
-def test_report_traces_every_number_to_a_result_file(campaign_file, tmp_path):
+def test_report_traces_every_number_to_a_result_file(campaign_file, tmp_path, monkeypatch):
     import pandas as pd
 
     campaign = load_campaign(campaign_file, tmp_path / "results")
@@ -101,6 +103,12 @@ def test_report_traces_every_number_to_a_result_file(campaign_file, tmp_path):
     adam = runs[runs.label == "adam"].val_epa_rmse
     assert summary[summary.label == "adam"].val_epa_rmse_median.iloc[0] == pytest.approx(adam.median(), rel=1e-12)
     assert "The study found scipy L-BFGS best by validation EPA RMSE" in text
+    # cells that all ran to a common wall-time budget tie: none is named the fastest
+    fastest = lambda text: re.search(r"by wall time, ([^.]*)\.", text).group(1)  # noqa: E731
+    assert fastest(text) in ("adam", "scipy L-BFGS")
+    monkeypatch.setattr(report_module, "_TIE", 1e9)
+    tied = write_report(tmp_path / "results", campaign_file.parent).read_text()
+    assert fastest(tied).startswith("a tie (every cell ran ")
 
 
 def test_bad_campaigns_are_named(tmp_path):
@@ -202,6 +210,10 @@ def test_a_diverged_run_is_recorded_and_the_campaign_goes_on(campaign_file, tmp_
     assert all(r["result"]["message"].startswith("diverged: sgd: loss is") for r in diverged)
     report = write_report(tmp_path / "results", campaign_file.parent).read_text()
     assert "| multi20 | l06 | sgd | {} | 2 | — |" in report and report.count("| 2 |") >= 1
+    # a diverged run's wall time is when it blew up: the cell has no time, and is not the fastest
+    sgd_row = next(line for line in report.splitlines() if line.startswith("| multi20 | l06 | sgd |"))
+    assert sgd_row.split("|")[-5].strip() == "—"
+    assert "by wall time, scipy L-BFGS." in report
 
 
 def test_starting_points_and_budgets_of_every_kind(campaign_file, tmp_path):

@@ -68,15 +68,17 @@ def _std(values: pd.Series) -> float:
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: n, and mean, median, std, min, max of every metric over the runs that did not diverge, plus
-    ``outliers``: runs whose validation EPA RMSE exceeds 5× the cell median (the study's "catastrophic" runs),
-    and ``diverged``: runs stopped by a non-finite loss."""
+    """Per cell: n, and mean, median, std, min, max of every metric over the runs that did not diverge (NaN when
+    none did: a diverged run's wall time is when it blew up, not what a result cost), plus ``outliers``: runs whose
+    validation EPA RMSE exceeds 5× the cell median (the study's "catastrophic" runs), and ``diverged``: runs stopped
+    by a non-finite loss."""
     keys = ["campaign", "dataset", "model", "label", "swept"]
     rows = []
     for cell, group in runs.groupby(keys, sort=False):
         row = dict(zip(keys, cell), n=len(group))
+        finished = group[~group["diverged"].astype(bool)]
         for metric in METRICS:
-            values = group[metric].astype(float)
+            values = finished[metric].astype(float)
             # blown-up runs (finite but ~1e100) overflow the squares of the std: it is then reported as inf
             row.update({f"{metric}_mean": values.mean(), f"{metric}_median": values.median(),
                         f"{metric}_std": _std(values),

@@ -136,6 +136,10 @@ def _curve_plots(runs, campaign: str, folder: Path, references: dict | None = No
     return files
 
 
+#: Cells whose median wall times are all within this factor tie by wall time (they ran to a common budget).
+_TIE = 1.05
+
+
 def _first_at_or_below(curve: list, epa: float | None = None, force: float | None = None) -> float:
     """Seconds of training until a validation has EPA RMSE ≤ epa (eV/atom) and force RMSE ≤ force (eV/Å), a limit
     of None not asked for; inf if none has."""
@@ -349,20 +353,28 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
         for dataset, group in sub.groupby("dataset"):
             best = {what: group.loc[group[col].idxmin()] for what, col in (
                 ("validation EPA RMSE", "val_epa_rmse_median"), ("validation force RMSE", "val_force_rmse_median"),
-                ("wall time", "wall_time_s_median"))}
+                ("wall time", "wall_time_s_median")) if group[col].notna().any()}   # NaN: no run finished
             several = group.model.nunique() > 1
             name = {what: f"{row.label}{'' if row.swept == '{}' else ' ' + row.swept}"
                           f"{f' · {row.model}' if several else ''}" for what, row in best.items()}
-            lines.append(f"Best on {dataset}: " + "; ".join(f"by {what}, {name[what]}" for what in best) + ".")
-            epa, force, fast = (best[w] for w in ("validation EPA RMSE", "validation force RMSE", "wall time"))
-            overview.append({"campaign": campaign, "dataset": dataset,
-                             "epa": f"{name['validation EPA RMSE']} ({epa.val_epa_rmse_median:.4g})",
-                             "force": f"{name['validation force RMSE']} ({force.val_force_rmse_median:.4g})",
-                             "time": f"{name['wall time']} ({fast.wall_time_s_median:.4g} s)"})
+            shown_as = {what: f"{name[what]} ({best[what][col]:.4g}{unit})" for what, col, unit in (
+                ("validation EPA RMSE", "val_epa_rmse_median", ""), ("validation force RMSE", "val_force_rmse_median", ""),
+                ("wall time", "wall_time_s_median", " s")) if what in best}
+            times = group.wall_time_s_median.dropna()
+            if len(times) > 1 and times.max() <= _TIE * times.min():
+                # every cell ran to the common wall-time budget: the fastest by a second is no finding
+                del best["wall time"]
+                name["wall time"] = f"a tie (every cell ran {times.min():.4g}–{times.max():.4g} s)"
+                shown_as["wall time"] = f"tie ({times.min():.4g}–{times.max():.4g} s)"
+            lines.append(f"Best on {dataset}: " + ("; ".join(f"by {what}, {name[what]}" for what in name)
+                                                   if best else "none, every run diverged") + ".")
+            overview.append({"campaign": campaign, "dataset": dataset, **{
+                key: shown_as.get(what, "—") for key, what in (("epa", "validation EPA RMSE"),
+                                                              ("force", "validation force RMSE"), ("time", "wall time"))}})
             study = (c_meta[0].study or {}) if c_meta else {}
             for what, key in (("validation EPA RMSE", "best_epa"), ("validation force RMSE", "best_force"),
                               ("wall time", "best_time")):
-                if key in study:
+                if key in study and what in best:
                     verdict = "agrees" if best[what].label == study[key] else "differs"
                     lines.append(f"- The study found {study[key]} best by {what}: this {verdict}.")
                     claims.append({"campaign": campaign, "dataset": dataset,
