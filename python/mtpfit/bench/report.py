@@ -31,7 +31,8 @@ def _plots(runs, campaign: str, folder: Path) -> list[str]:
             # a common axis for steps of any batch size and for iterations: equivalent full passes, spread
             # evenly over the run's history
             passes = np.arange(window, len(h) + 1) * float(run.passes) / len(h)
-            ax.plot(passes, smooth, color=f"C{k % 10}", alpha=0.7, lw=1, label=cell if j == 0 else None)
+            ax.plot(passes, smooth, color=f"C{k % 10}", ls=_line_style(k), alpha=0.7, lw=1,
+                    label=cell if j == 0 else None)
     ax.set(yscale="log", xlabel="loss+gradient passes over the training set", ylabel="loss (smoothed)",
            title=f"{campaign}: loss histories")
     ax.legend(fontsize=7)
@@ -102,6 +103,11 @@ def _cells(sub):
     return sub, sorted(keys, key=keys.get)
 
 
+def _line_style(k: int) -> str:
+    """The k-th cell's line style: the colour cycle has ten colours, so cells 11–20 are dashed, then dotted."""
+    return ("-", "--", ":")[k // 10 % 3]
+
+
 def _curve_plots(runs, campaign: str, folder: Path, references: dict | None = None) -> list[str]:
     """Per dataset: validation EPA RMSE and force RMSE against training wall time for every cell whose runs
     recorded a curve (``validate_seconds``), the median over seeds as a line and their range shaded; the study's
@@ -123,7 +129,7 @@ def _curve_plots(runs, campaign: str, folder: Path, references: dict | None = No
                     warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns
                     median = np.nanmedian(table, axis=0)
                     low, high = np.nanmin(table, axis=0), np.nanmax(table, axis=0)
-                ax.plot(grid[shown], median[shown], color=f"C{k % 10}", lw=1.4,
+                ax.plot(grid[shown], median[shown], color=f"C{k % 10}", ls=_line_style(k), lw=1.4,
                         label=f"{cell} ({len(table)} seeds)")
                 ax.fill_between(grid[shown], low[shown], high[shown], color=f"C{k % 10}", alpha=0.15, lw=0)
             for j, (name, ref) in enumerate((references or {}).items()):

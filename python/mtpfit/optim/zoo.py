@@ -84,7 +84,9 @@ def radam(lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-
 def lamb(lr: float = 0.1, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.0,
          clip: float | None = None, schedule: str | None = None, schedule_options: dict | None = None) -> Optimizer:
     """LAMB (You et al. 2020) as optax: per block u = m̂/(√v̂ + ε) + λθ, θ ← θ − η(‖θ‖/‖u‖)u. MTP default:
-    η = 0.1 (optax's 1e-3 leaves θ where it starts: the trust ratio is ‖θ‖ ≈ 1e-3 per block)."""
+    η = 0.1, chosen at level 08, where optax's 1e-3 left θ where it starts (the trust ratio is ‖θ‖ ≈ 1e-3 per
+    block). At level 16 on Ag–Pd η = 0.1 diverges; 1e-3 stalls for a minute, then reaches the best LAMB errors
+    within 120 s (benchmarks/RESULTS.md §15, campaign 6)."""
     parts = ([clip_by_global_norm(clip)] if clip else []) + [scale_by_adam(b1, b2, eps)]
     if weight_decay:
         parts.append(add_decayed_weights(weight_decay))
