@@ -3,6 +3,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 from conftest import DATA
@@ -99,6 +100,7 @@ def test_report_traces_every_number_to_a_result_file(campaign_file, tmp_path, mo
     for _, row in runs.iterrows():
         record = json.loads(open(row.file).read())
         assert record["result"]["errors"]["validation"]["force_rmse"] == pytest.approx(row.val_force_rmse, rel=1e-12)
+    assert runs.passes_summary.str.endswith("loss+gradient passes").all()
     summary = pd.read_csv(tmp_path / "results" / "summary.csv")
     adam = runs[runs.label == "adam"].val_epa_rmse
     assert summary[summary.label == "adam"].val_epa_rmse_median.iloc[0] == pytest.approx(adam.median(), rel=1e-12)
@@ -109,6 +111,15 @@ def test_report_traces_every_number_to_a_result_file(campaign_file, tmp_path, mo
     monkeypatch.setattr(report_module, "_TIE", 1e9)
     tied = write_report(tmp_path / "results", campaign_file.parent).read_text()
     assert fastest(tied).startswith("a tie (every cell ran ")
+
+
+def test_a_trainer_whose_work_is_not_loss_passes_has_no_pass_count():
+    """varpro-LM records 0 loss passes (its work is JᵀWJ builds and linear solves): the tables show none, not 0."""
+    from mtpfit.bench.aggregate import _loss_passes
+
+    assert np.isnan(_loss_passes({"passes": 0.0, "nit": 42}))
+    assert np.isnan(_loss_passes({"passes": None, "nit": None}))     # a diverged run
+    assert _loss_passes({"passes": 0.0, "nit": 0}) == 0.0 and _loss_passes({"passes": 57.0, "nit": 40}) == 57.0
 
 
 def test_bad_campaigns_are_named(tmp_path):

@@ -21,7 +21,7 @@ METRICS = {"val_epa_rmse": "meV/atom", "val_epa_mae": "meV/atom", "val_force_rms
 def load_results(folder: str | Path) -> pd.DataFrame:
     """One row per result file under ``folder`` (recursively): the cell keys, the seed, every metric
     (energies in meV/atom, forces in eV/Å per component as MLIP-2 prints them, stresses in GPa per component; NaN
-    where a set has no stresses) and the file it came from.
+    where a set has no stresses), what the passes were (``passes_summary``) and the file it came from.
 
     Result files are the JSON files named by a run's hash (other JSON files, such as checkpoints, are not
     read). A damaged one is left out with a :class:`~mtpfit.bench.results.DamagedResultWarning` naming it; the
@@ -45,7 +45,8 @@ def load_results(folder: str | Path) -> pd.DataFrame:
                      "val_epa_rmse": _number(v, "epa_rmse", 1e3), "val_epa_mae": _number(v, "epa_mae", 1e3),
                      "val_force_rmse": _number(v, "force_rmse"), "val_stress_rmse": _number(v, "stress_rmse_gpa"),
                      "train_epa_rmse": _number(t, "epa_rmse", 1e3), "train_force_rmse": _number(t, "force_rmse"),
-                     "wall_time_s": result["wall_time_s"], "passes": result["passes"], "nit": result["nit"],
+                     "wall_time_s": result["wall_time_s"], "passes": _loss_passes(result), "nit": result["nit"],
+                     "passes_summary": result.get("passes_summary"),
                      "final_loss": np.nan if result["final_loss"] is None else result["final_loss"],
                      "success": result["success"], "diverged": bool(result.get("diverged", False)),
                      "message": result["message"],
@@ -55,6 +56,14 @@ def load_results(folder: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame.attrs["damaged"] = damaged
     return frame
+
+
+def _loss_passes(result: dict) -> float:
+    """The run's loss+gradient passes over the training set; NaN for a trainer that iterated without any (varpro-LM,
+    whose passes are JᵀWJ builds and linear solves, named in ``passes_summary``), whose 0 would read as free."""
+    if result["passes"] is None or (result["passes"] == 0 and result["nit"]):
+        return np.nan
+    return result["passes"]
 
 
 def _number(metrics: dict, key: str, scale: float = 1.0) -> float:
