@@ -1,4 +1,5 @@
 """mtpfit tune: successive halving over trainers under a total budget of training seconds."""
+import dataclasses
 import json
 import math
 
@@ -173,6 +174,54 @@ def test_an_earlier_tuning_is_not_overwritten_silently(tuned):
         tune(_base(), ["varpro"], budget=1, output=output)
 
 
+def test_an_interrupted_tuning_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """Ctrl-C in round 2, after its first run: --resume keeps round 1 as recorded, continues that run from its
+    checkpoint (its seconds counted once) and finishes the tuning within the budget."""
+    real_fit, calls = tune_module.fit, []
+
+    def interrupted_fit(config, **kw):
+        try:
+            run = real_fit(config, **kw)
+        except FloatingPointError:
+            calls.append((config, None))
+            raise
+        calls.append((config, run))
+        if len(calls) == 5:      # round 1 took 4 runs: the first of round 2 has just finished, unrecorded
+            raise KeyboardInterrupt
+        return run
+
+    monkeypatch.setattr(tune_module, "fit", interrupted_fit)
+    output = tmp_path / "t"
+    with pytest.raises(KeyboardInterrupt):
+        tune(_base(), CANDIDATES, budget=BUDGET, output=output, log=None)
+    saved = json.loads((output / "tune.json").read_text())
+    assert saved["interrupted"] and len(saved["rounds"]) == 1
+    with pytest.raises(ValueError, match="other budget_s"):
+        tune(_base(), CANDIDATES, budget=2 * BUDGET, output=output, resume=True, log=None)
+    with pytest.raises(ValueError, match="contradict"):
+        tune(_base(), CANDIDATES, budget=BUDGET, output=output, resume=True, overwrite=True, log=None)
+    stopped_config, stopped = calls[4]
+    calls.clear()
+    result = tune(_base(), CANDIDATES, budget=BUDGET, output=output, resume=True, log=None)
+    assert [len(r) for r in result.rounds] == [4, 2, 1]
+    assert [dataclasses.asdict(t) for t in result.rounds[0]] == \
+        [{**t, "score": math.inf if t["score"] is None else t["score"]} for t in saved["rounds"][0]]
+    assert len(calls) == 2 + 1                               # round 1 is not run again
+    again = next((c, run) for c, run in calls if c.output == stopped_config.output)
+    assert again[0].resume and again[1].history[:len(stopped.history)] == stopped.history
+    label = next(c["label"] for c in saved["candidates"] if c["folder"] == again[0].output)
+    trial = next(t for t in result.rounds[1] if t.candidate == label)
+    assert trial.wall_time == again[1].wall_time
+    assert trial.seconds == pytest.approx(again[1].wall_time - result.rounds[0][0].wall_time
+                                          if label == result.rounds[0][0].candidate else
+                                          again[1].wall_time - next(t.wall_time for t in result.rounds[0]
+                                                                    if t.candidate == label))
+    assert result.seconds == pytest.approx(sum(t.seconds for r in result.rounds for t in r))
+    assert 0.8 * BUDGET < result.seconds <= BUDGET + SLACK
+    with pytest.raises(ValueError, match="finished"):
+        tune(_base(), CANDIDATES, budget=BUDGET, output=output, resume=True, log=None)
+
+
 def test_the_command_line_prints_the_ranking_and_the_train_command(tmp_path, capsys):
     out = tmp_path / "tune"
     args = ["tune", "--train", str(TRAIN), "--level", "6", "--threads", "1", "--log-every", "0", "--budget", "1.5",
@@ -184,6 +233,7 @@ def test_the_command_line_prints_the_ranking_and_the_train_command(tmp_path, cap
     config = TrainingConfig.from_toml(out / "best.toml")
     assert config.optimizer in ("varpro", "adam") and config.max_iter == 10 ** 6
     assert main(args) == 2 and "holds an earlier tuning" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 2 and "the tuning is finished" in capsys.readouterr().err
     assert main(args[:-2] + ["--output", str(tmp_path / "u"), "--eta", "1"]) == 2
     assert "eta must be" in capsys.readouterr().err
     assert main(["tune", "--budget", "5", "--candidates", "nope", "--output", str(tmp_path / "v")]) == 2

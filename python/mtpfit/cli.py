@@ -222,6 +222,9 @@ def _parser() -> argparse.ArgumentParser:
                         "1e-3, 3e-3, 1e-2)")
     u.add_argument("--output", default="tune", help="folder of tune.json, best.toml and runs/ (default ./tune)")
     u.add_argument("--overwrite", action="store_true", help="replace an earlier tuning in --output")
+    u.add_argument("--resume", action="store_true",
+                   help="continue the interrupted tuning in --output (same candidates, budget, eta and metric): its "
+                        "finished rounds are kept and the round it was in continues from the runs' checkpoints")
     _training_arguments(u, _data_arguments(u), tune=True)
 
     b = sub.add_parser("bench", help="run optimizer-study campaigns (resumable)",
@@ -431,9 +434,10 @@ def _tune(args) -> int:
     base = TrainingConfig(**{k: v for k, v in vars(args).items() if k not in own}, output=None)
     try:
         result = tune(base, args.candidates, budget=args.budget, eta=args.eta, metric=args.metric,
-                      output=args.output, overwrite=args.overwrite, log=print)
+                      output=args.output, overwrite=args.overwrite, resume=args.resume, log=print)
     except KeyboardInterrupt:
-        print(f"mtpfit tune: interrupted; the rounds so far are in {Path(args.output) / 'tune.json'}", file=sys.stderr)
+        print(f"mtpfit tune: interrupted; the rounds so far are in {Path(args.output) / 'tune.json'} (--resume "
+              "continues the tuning)", file=sys.stderr)
         return 130
     except RuntimeError as err:
         print(f"mtpfit tune: {err}", file=sys.stderr)

@@ -32,8 +32,9 @@ METRICS = {"epa": ("epa_rmse",), "force": ("force_rmse",), "both": ("epa_rmse", 
 #: (benchmarks/RESULTS.md): variable projection with LM and BFGS steps, LM, the reference trainer's BFGS, SciPy BFGS.
 FULL_BATCH_CANDIDATES = ("varpro-LM", "varpro", "LM", "native-bfgs", "BFGS")
 
-#: Mini-batch optimizers of the default candidates, each at :data:`LEARNING_RATES`. Left out: LAMB (its MTP
-#: default is η = 0.1, since the trust ratio ‖θ‖/‖u‖ ≈ 1e-3 per block makes 1e-3 a standstill), schedule-free SGD
+#: Mini-batch optimizers of the default candidates, each at :data:`LEARNING_RATES`. Left out: LAMB (its trust
+#: ratio ‖θ‖/‖u‖ scales every step by ‖θ‖: at 1e-3 it stalls for a minute at level 16, at 1e-2 it stays noisy,
+#: at its MTP default 0.1 it diverges; benchmarks/RESULTS.md §15), schedule-free SGD
 #: (everything from 1e-3 up diverged; default 1e-4), plain SGD (momentum is SGD with momentum) and the variants of
 #: Muon, SOAP and Lookahead (:mod:`mtpfit.optim.zoo`).
 MINIBATCH_CANDIDATES = ("adam", "adamw", "radam", "ranger", "schedule_free_adamw", "muon", "soap", "momentum")
@@ -296,7 +297,7 @@ def _check_labels(validation: Dataset, metric: str) -> None:
 
 
 def tune(base: TrainingConfig, candidates: list | None = None, *, budget: float, eta: int = 3,
-         metric: str = "both", output: str | Path = "tune", overwrite: bool = False,
+         metric: str = "both", output: str | Path = "tune", overwrite: bool = False, resume: bool = False,
          log: Callable[[str], None] | None = print) -> TuneResult:
     """Choose among trainers (and learning rates) on ``base``'s data by successive halving under a total budget.
 
@@ -345,6 +346,10 @@ def tune(base: TrainingConfig, candidates: list | None = None, *, budget: float,
         Folder of ``tune.json``, ``best.toml`` and ``runs/NN-LABEL`` (one run folder per candidate).
     overwrite : bool
         Replace an earlier tuning in ``output`` (its ``runs`` folder is deleted).
+    resume : bool
+        Continue the interrupted tuning in ``output`` (same candidates, budget, η and metric): its finished rounds
+        are read from ``tune.json``, and the round it was in is run again, each candidate continuing from its run's
+        checkpoint (the training seconds it had used count, so the budget is not spent twice).
     log : callable, optional
         Receives a line per round and per run (the runs' own lines are not passed on).
 
@@ -358,12 +363,13 @@ def tune(base: TrainingConfig, candidates: list | None = None, *, budget: float,
         Before anything is trained: a budget that is not a positive number of seconds, η not an integer ≥ 2, an
         unknown metric, a candidate that is not valid (an unknown optimizer, with the closest names; a setting
         TrainingConfig refuses; one that sets the data or the budgets; given twice), an empty candidate list, a
-        validation set without the labels the metric needs, or an earlier tuning in ``output`` without
-        ``overwrite``. From :func:`mtpfit.fit`: data the potential cannot use.
+        validation set without the labels the metric needs, an earlier tuning in ``output`` without
+        ``overwrite`` or ``resume``, or with ``resume`` a ``tune.json`` that is missing, finished, or of other
+        candidates, budget, η or metric. From :func:`mtpfit.fit`: data the potential cannot use.
     RuntimeError
         When every candidate diverged (``tune.json`` records them).
     KeyboardInterrupt
-        On Ctrl-C, after ``tune.json`` is written with the rounds so far.
+        On Ctrl-C, after ``tune.json`` is written with the rounds so far (``resume`` continues the tuning).
     """
     began = time.perf_counter()
     say = log or (lambda line: None)
@@ -383,19 +389,23 @@ def tune(base: TrainingConfig, candidates: list | None = None, *, budget: float,
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ValueError(f"output {output} is a file, not a folder")
+    if resume and overwrite:
+        raise ValueError("resume (--resume) and overwrite (--overwrite) contradict each other")
     earlier = [p.name for p in (output / "tune.json", output / "best.toml", output / "runs") if p.exists()]
-    if earlier and not overwrite:
-        raise ValueError(f"{output} holds an earlier tuning ({', '.join(earlier)}): pass overwrite "
-                         "(--overwrite) to replace it, or choose another output")
-    data = load_training_data(dataclasses.replace(base, output=None, resume=False, overwrite=False))
-    _check_labels(data.validation, metric)
-    if overwrite:
-        shutil.rmtree(output / "runs", ignore_errors=True)
+    if earlier and not (overwrite or resume):
+        raise ValueError(f"{output} holds an earlier tuning ({', '.join(earlier)}): pass resume (--resume) to "
+                         "continue it, overwrite (--overwrite) to replace it, or choose another output")
     folders = {label: output / "runs" / f"{i:02d}-{re.sub(r'[^A-Za-z0-9.+-]+', '_', label)}"
                for i, label in enumerate(configs)}
     record = {"budget_s": budget, "eta": eta, "metric": metric,
               "candidates": [{"label": k, "overrides": o, "folder": str(folders[k])} for k, (o, _) in configs.items()],
               "rounds": []}
+    # JSON's view of the record (tuples become lists): what a resumed tuning's tune.json must hold
+    done = _finished_rounds(output, json.loads(json.dumps(_clean(record), default=str))) if resume else []
+    data = load_training_data(dataclasses.replace(base, output=None, resume=False, overwrite=False))
+    _check_labels(data.validation, metric)
+    if overwrite:
+        shutil.rmtree(output / "runs", ignore_errors=True)
 
     def write_record(**extra):
         output.mkdir(parents=True, exist_ok=True)
@@ -407,10 +417,18 @@ def tune(base: TrainingConfig, candidates: list | None = None, *, budget: float,
     trained: dict[str, float] = {}
     last: dict[str, Trial] = {}
     spent = 0.0
-    say(f"tuning {len(survivors)} candidates over {len(_rounds_after(len(survivors), eta))} rounds (eta {eta}), "
-        f"{budget:g} s of training, ranked by validation {metric}; runs in {output / 'runs'}")
+    for trials in done:    # a resumed tuning: its finished rounds as they were
+        rounds.append(trials)
+        spent += sum(t.seconds for t in trials)
+        for t in trials:
+            if t.status == "trained":
+                trained[t.candidate], last[t.candidate] = t.wall_time, t
+        survivors = [t.candidate for t in trials if t.kept]
+    say(f"tuning {len(configs)} candidates over {len(_rounds_after(len(configs), eta))} rounds (eta {eta}), "
+        f"{budget:g} s of training, ranked by validation {metric}; runs in {output / 'runs'}"
+        + (f"; resumed after round {len(done)}, {spent:.1f} s spent" if resume else ""))
     try:
-        while True:
+        while not rounds or (len(rounds[-1]) > 1 and survivors):
             r, counts = len(rounds), _rounds_after(len(survivors), eta)
             b = _cumulative_budget(budget - spent, [trained.get(s, 0.0) for s in survivors], counts, eta)
             say(f"\nround {r + 1}/{r + len(counts)}: "
@@ -419,7 +437,7 @@ def tune(base: TrainingConfig, candidates: list | None = None, *, budget: float,
                 + f" (cumulative), {budget - spent:.1f} s of training left")
             trials = []
             for label in survivors:
-                t = _run(label, configs[label][1], data, folders[label], b, trained, last, r, overwrite,
+                t = _run(label, configs[label][1], data, folders[label], b, trained, last, r, overwrite or resume,
                          inspection=len(survivors) == 1)
                 spent += t.seconds
                 trials.append(t)
@@ -432,8 +450,6 @@ def tune(base: TrainingConfig, candidates: list | None = None, *, budget: float,
             rounds.append(trials)
             write_record(seconds=spent)
             survivors = [t.candidate for t in trials if t.kept]
-            if len(trials) == 1 or not survivors:
-                break
     except KeyboardInterrupt:
         write_record(seconds=spent, interrupted=True)
         raise
@@ -457,16 +473,45 @@ def tune(base: TrainingConfig, candidates: list | None = None, *, budget: float,
     return result
 
 
+def _finished_rounds(output: Path, record: dict) -> list[list[Trial]]:
+    """The finished rounds of the interrupted tuning in ``output``, checked against this tuning's ``record``.
+
+    Raises
+    ------
+    ValueError
+        For a missing or unreadable ``tune.json``, a finished tuning, or other candidates, budget, η or metric.
+    """
+    path = output / "tune.json"
+    try:
+        saved = json.loads(path.read_text())
+        rounds = [[Trial(**{**t, "score": math.inf if t["score"] is None else t["score"]}) for t in r]
+                  for r in saved["rounds"]]
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{path}: cannot read the tuning to resume ({type(err).__name__}: {err})") from None
+    if "winner" in saved:
+        raise ValueError(f"{path}: the tuning is finished (winner {saved['winner']}); nothing to resume")
+    differs = [k for k in ("budget_s", "eta", "metric", "candidates") if saved.get(k) != record[k]]
+    if differs:
+        raise ValueError(f"{path}: the tuning to resume had other {', '.join(differs)} "
+                         f"({'; '.join(f'{k} {saved.get(k)!r:.200}' for k in differs)})")
+    return rounds
+
+
 def _run(label: str, config: TrainingConfig, data: TrainingData, folder: Path, budget: float,
-         trained: dict, last: dict, round_: int, overwrite: bool, inspection: bool) -> Trial:
-    """Train (or continue) one candidate up to ``budget`` seconds; updates ``trained`` and ``last``."""
+         trained: dict, last: dict, round_: int, replace: bool, inspection: bool) -> Trial:
+    """Train (or continue) one candidate up to ``budget`` seconds; updates ``trained`` and ``last``.
+
+    A candidate first trained this round starts afresh, replacing what its folder holds when ``replace``, except
+    that a checkpoint there (a resumed tuning interrupted in this round) is continued, its seconds counted."""
     before = trained.get(label)
     if before is not None and budget <= before:
         previous = last[label]
         return dataclasses.replace(previous, round=round_, budget=budget, seconds=0.0, status="no time left",
                                    score=math.inf, rank=0, kept=False)
+    resume = before is not None or (replace and any((folder / name).exists()
+                                                    for name in ("checkpoint.npz", "stage1.npz")))
     settings = dataclasses.replace(_in_memory(config, data), output=str(folder), max_seconds=budget,
-                                   resume=before is not None, overwrite=before is None and overwrite)
+                                   resume=resume, overwrite=not resume and replace)
     start = time.perf_counter()
     try:
         run = fit(settings, log=None, inspection=inspection)
