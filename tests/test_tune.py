@@ -222,6 +222,30 @@ def test_an_interrupted_tuning_resumes_where_it_stopped(tmp_path, monkeypatch):
         tune(_base(), CANDIDATES, budget=BUDGET, output=output, resume=True, log=None)
 
 
+def test_a_tuning_killed_in_its_first_round_resumes(tmp_path, monkeypatch):
+    """tune.json is written before the first run, so a tuning killed (not interrupted) in round 1 resumes: the
+    runs that finished continue from their checkpoints, the others start again."""
+    real_fit = tune_module.fit
+    calls, killed = [], []
+
+    def killed_fit(config, **kw):
+        calls.append(config)
+        if len(calls) == 3 and not killed:
+            killed.append(True)
+            raise SystemExit("killed")     # no Ctrl-C handling: as if the process had died here
+        return real_fit(config, **kw)
+
+    monkeypatch.setattr(tune_module, "fit", killed_fit)
+    output = tmp_path / "t"
+    with pytest.raises(SystemExit):
+        tune(_base(), CANDIDATES, budget=BUDGET, output=output, log=None)
+    assert json.loads((output / "tune.json").read_text())["rounds"] == []
+    calls.clear()
+    result = tune(_base(), CANDIDATES, budget=BUDGET, output=output, resume=True, log=None)
+    assert [c.resume for c in calls[:4]] == [True, True, False, False]
+    assert [len(r) for r in result.rounds] == [4, 2, 1] and result.winner
+
+
 def test_the_command_line_prints_the_ranking_and_the_train_command(tmp_path, capsys):
     out = tmp_path / "tune"
     args = ["tune", "--train", str(TRAIN), "--level", "6", "--threads", "1", "--log-every", "0", "--budget", "1.5",

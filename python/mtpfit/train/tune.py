@@ -427,6 +427,7 @@ def tune(base: TrainingConfig, candidates: list | None = None, *, budget: float,
     say(f"tuning {len(configs)} candidates over {len(_rounds_after(len(configs), eta))} rounds (eta {eta}), "
         f"{budget:g} s of training, ranked by validation {metric}; runs in {output / 'runs'}"
         + (f"; resumed after round {len(done)}, {spent:.1f} s spent" if resume else ""))
+    write_record(seconds=spent)   # from now on a killed tuning leaves a tune.json to resume from
     try:
         while not rounds or (len(rounds[-1]) > 1 and survivors):
             r, counts = len(rounds), _rounds_after(len(survivors), eta)
