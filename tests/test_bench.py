@@ -130,6 +130,15 @@ def test_bad_campaigns_are_named(tmp_path):
     path.write_text(CAMPAIGN.replace('name = "adam"', 'name = "adam"\nlearning_rate = 1'))
     with pytest.raises(ValueError, match="learning_rate"):
         load_campaign(path)
+    # [study]: what the report reads, so a typo cannot leave a figure out silently
+    for study, message in [('referneces = {}', "unknown key.*referneces"),
+                           ('[study.references."BFGS"]\nepa = 2.1\n', "must hold the numbers epa and force"),
+                           ('[study.references."BFGS"]\nepa = 2.1\nforce = 0.05\ntime = 9\n', "nothing else"),
+                           ('published = { mae = 2.8 }', "published must be"),
+                           ('best_epa = 1', "best_epa has the wrong type")]:
+        path.write_text(CAMPAIGN.replace('[study]\nbest_epa = "scipy L-BFGS"\n', "[study]\n" + study + "\n"))
+        with pytest.raises(ValueError, match=message):
+            load_campaign(path)
 
 
 def test_a_setting_the_trainer_refuses_stops_the_campaign_before_any_run(campaign_file, tmp_path):

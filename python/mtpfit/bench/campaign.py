@@ -167,6 +167,30 @@ def _check_claim(path, k: int, claim, fits) -> None:
         raise ValueError(f"{where}: within must be positive")
 
 
+#: Keys of ``[study]`` and their types: what the report reads (a typo would silently leave a figure out).
+_STUDY_KEYS = {"best_epa": str, "best_force": str, "best_time": str, "conclusion": str, "claims": list,
+               "references": dict, "published": dict}
+
+
+def _check_study(path, study: dict, fits) -> None:
+    """``[study]``: its known keys, each reference a table of ``epa`` and ``force`` (and optionally ``seconds``)
+    numbers, ``published`` a table with the number ``epa_mae``."""
+    unknown = sorted(set(study) - set(_STUDY_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown} in [study]; it takes {', '.join(_STUDY_KEYS)}")
+    for key, value in study.items():
+        if not fits(value, _STUDY_KEYS[key]):
+            raise ValueError(f"{path}: [study] {key} has the wrong type")
+    for name, ref in study.get("references", {}).items():
+        if not (isinstance(ref, dict) and {"epa", "force"} <= set(ref) <= {"epa", "force", "seconds"}
+                and all(fits(v, float) for v in ref.values())):
+            raise ValueError(f"{path}: [study.references.\"{name}\"] must hold the numbers epa and force "
+                             "(and seconds), nothing else")
+    published = study.get("published")
+    if published is not None and not (set(published) == {"epa_mae"} and fits(published["epa_mae"], float)):
+        raise ValueError(f"{path}: [study] published must be {{ epa_mae = NUMBER }}")
+
+
 def load_campaign(path: str | Path, results: str | Path | None = None) -> Campaign:
     """Parse a campaign file and expand its grid.
 
@@ -213,6 +237,7 @@ def load_campaign(path: str | Path, results: str | Path | None = None) -> Campai
     for key, kind in top.items():
         if key in config and not fits(config[key], kind):
             raise ValueError(f"{path}: {key} must be {names[kind]}")
+    _check_study(path, config.get("study", {}), fits)
     for k, claim in enumerate(config.get("study", {}).get("claims", []), 1):
         _check_claim(path, k, claim, fits)
     if not all(fits(seed, int) for seed in config.get("seeds", [])) or config.get("threads_per_run", 1) < 1:
