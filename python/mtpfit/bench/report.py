@@ -131,12 +131,21 @@ def _curve_plots(runs, campaign: str, folder: Path, references: dict | None = No
                     low, high = np.nanmin(table, axis=0), np.nanmax(table, axis=0)
                 ax.plot(grid[shown], median[shown], color=f"C{k % 10}", ls=_line_style(k), lw=1.4,
                         label=f"{cell} ({len(table)} seeds)")
+                # each run's last validation as a dot: a run validated once (one ALS sweep) has no line
+                ends = [c[-1] for c in group[group.cell == cell].curve if c[-1][column] is not None]
+                ax.scatter([e[0] for e in ends], [scale * e[column] for e in ends], color=f"C{k % 10}", s=8,
+                           zorder=3)
                 ax.fill_between(grid[shown], low[shown], high[shown], color=f"C{k % 10}", alpha=0.15, lw=0)
             for j, (name, ref) in enumerate((references or {}).items()):
                 ax.axhline(ref["epa" if column == 1 else "force"], color="k", ls=("--", ":", "-.")[j % 3], lw=0.9,
                            label=f"study: {name}")
             ax.set(yscale="log", xlabel="training wall time (s, one core)", ylabel=f"validation {what} ({unit})")
-        axes[0].legend(fontsize=7)
+        if len(cells) > 10:   # a legend that long would hide the curves: beside the plots
+            fig.set_size_inches(15, 4.2)
+            axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="upper left",
+                           bbox_to_anchor=(1.02, 1.0))
+        else:
+            axes[0].legend(fontsize=7)
         fig.suptitle(f"{campaign}, {dataset}: validation error against time (median over seeds, range shaded)")
         files.append(_save(fig, folder / f"{campaign}_{_slug(dataset)}_time_to_accuracy.png"))
     return files
