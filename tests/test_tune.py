@@ -26,10 +26,8 @@ def _base(**settings):
                           **settings)
 
 
-@pytest.fixture(scope="module")
-def tuned(tmp_path_factory):
-    """One tuning of four candidates (one diverging), with every fit call and its run recorded."""
-    calls = []
+def _recording_fit(calls: list, then=None):
+    """tune's fit, recording (config, run) in ``calls`` (run None when it diverged), then calling ``then(calls)``."""
     real_fit = tune_module.fit
 
     def recording_fit(config, **kw):
@@ -39,12 +37,21 @@ def tuned(tmp_path_factory):
             calls.append((config, None))
             raise
         calls.append((config, run))
+        if then is not None:
+            then(calls)
         return run
 
+    return recording_fit
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """One tuning of four candidates (one diverging), with every fit call and its run recorded."""
+    calls = []
     output = tmp_path_factory.mktemp("tune")
     lines = []
     patch = pytest.MonkeyPatch()
-    patch.setattr(tune_module, "fit", recording_fit)
+    patch.setattr(tune_module, "fit", _recording_fit(calls))
     try:
         result = tune(_base(), CANDIDATES, budget=BUDGET, output=output, log=lines.append)
     finally:
@@ -177,20 +184,13 @@ def test_an_earlier_tuning_is_not_overwritten_silently(tuned):
 def test_an_interrupted_tuning_resumes_where_it_stopped(tmp_path, monkeypatch):
     """Ctrl-C in round 2, after its first run: --resume keeps round 1 as recorded, continues that run from its
     checkpoint (its seconds counted once) and finishes the tuning within the budget."""
-    real_fit, calls = tune_module.fit, []
+    calls = []
 
-    def interrupted_fit(config, **kw):
-        try:
-            run = real_fit(config, **kw)
-        except FloatingPointError:
-            calls.append((config, None))
-            raise
-        calls.append((config, run))
+    def interrupt(calls):
         if len(calls) == 5:      # round 1 took 4 runs: the first of round 2 has just finished, unrecorded
             raise KeyboardInterrupt
-        return run
 
-    monkeypatch.setattr(tune_module, "fit", interrupted_fit)
+    monkeypatch.setattr(tune_module, "fit", _recording_fit(calls, interrupt))
     output = tmp_path / "t"
     with pytest.raises(KeyboardInterrupt):
         tune(_base(), CANDIDATES, budget=BUDGET, output=output, log=None)
