@@ -154,6 +154,12 @@ def _curve_plots(runs, campaign: str, folder: Path, references: dict | None = No
 #: Cells whose median wall times are all within this factor tie by wall time (they ran to a common budget).
 _TIE = 1.05
 
+#: What a dataset's best cell is chosen by: its name, summary column and unit, the overview's column and the
+#: campaign's [study] key naming the study's best.
+_BEST_BY = (("validation EPA RMSE", "val_epa_rmse_median", "", "epa", "best_epa"),
+            ("validation force RMSE", "val_force_rmse_median", "", "force", "best_force"),
+            ("wall time", "wall_time_s_median", " s", "time", "best_time"))
+
 
 def _first_at_or_below(curve: list, epa: float | None = None, force: float | None = None) -> float:
     """Seconds of training until a validation has EPA RMSE ≤ epa (eV/atom) and force RMSE ≤ force (eV/Å), a limit
@@ -367,15 +373,13 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
         for dataset in sorted(set(sub.dataset)) if references else []:
             lines += _reference_lines(runs, campaign, dataset, references)
         for dataset, group in sub.groupby("dataset"):
-            best = {what: group.loc[group[col].idxmin()] for what, col in (
-                ("validation EPA RMSE", "val_epa_rmse_median"), ("validation force RMSE", "val_force_rmse_median"),
-                ("wall time", "wall_time_s_median")) if group[col].notna().any()}   # NaN: no run finished
+            best = {what: group.loc[group[col].idxmin()] for what, col, *_ in _BEST_BY
+                    if group[col].notna().any()}   # all NaN: no run of the dataset finished
             several = group.model.nunique() > 1
             name = {what: f"{row.label}{'' if row.swept == '{}' else ' ' + row.swept}"
                           f"{f' · {row.model}' if several else ''}" for what, row in best.items()}
-            shown_as = {what: f"{name[what]} ({best[what][col]:.4g}{unit})" for what, col, unit in (
-                ("validation EPA RMSE", "val_epa_rmse_median", ""), ("validation force RMSE", "val_force_rmse_median", ""),
-                ("wall time", "wall_time_s_median", " s")) if what in best}
+            shown_as = {what: f"{name[what]} ({best[what][col]:.4g}{unit})" for what, col, unit, *_ in _BEST_BY
+                        if what in best}
             times = group.wall_time_s_median.dropna()
             if len(times) > 1 and times.max() <= _TIE * times.min():
                 # every cell ran to the common wall-time budget: the fastest by a second is no finding
@@ -384,12 +388,10 @@ def write_report(results: str | Path, campaigns: str | Path | None = None, out: 
                 shown_as["wall time"] = f"tie ({times.min():.4g}–{times.max():.4g} s)"
             lines.append(f"Best on {dataset}: " + ("; ".join(f"by {what}, {name[what]}" for what in name)
                                                    if best else "none, every run diverged") + ".")
-            overview.append({"campaign": campaign, "dataset": dataset, **{
-                key: shown_as.get(what, "—") for key, what in (("epa", "validation EPA RMSE"),
-                                                              ("force", "validation force RMSE"), ("time", "wall time"))}})
+            overview.append({"campaign": campaign, "dataset": dataset,
+                             **{column: shown_as.get(what, "—") for what, _, _, column, _ in _BEST_BY}})
             study = (c_meta[0].study or {}) if c_meta else {}
-            for what, key in (("validation EPA RMSE", "best_epa"), ("validation force RMSE", "best_force"),
-                              ("wall time", "best_time")):
+            for what, _, _, _, key in _BEST_BY:
                 if key in study and what in best:
                     verdict = "agrees" if best[what].label == study[key] else "differs"
                     lines.append(f"- The study found {study[key]} best by {what}: this {verdict}.")
